@@ -1,0 +1,63 @@
+//! Command line interface (clap derive). Each subcommand's logic lives in its module;
+//! this file only declares the arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "rampart", version, about = "Identity-aware reverse proxy and Kubernetes Ingress controller")]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RAMPART_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy from a Pomerium-style config file.
+    Serve(ServeArgs),
+    /// Check, evaluate and explain Pomerium Policy Language documents.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Path to the config file (Pomerium config.yaml key names).
+    #[arg(long, short = 'c', env = "RAMPART_CONFIG")]
+    pub config: PathBuf,
+    /// Directory for the embedded session store.
+    #[arg(long, default_value = "./data", env = "RAMPART_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Seconds to let in-flight requests finish after SIGTERM.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Parse and compile a policy; print `ok` or the errors (exit 2).
+    Check {
+        /// Policy file (YAML or JSON), `-` for stdin.
+        file: PathBuf,
+    },
+    /// Evaluate a policy against a request/identity input; print one JSON line.
+    Eval(PolicyEvalArgs),
+    /// Like `eval`, but print a human-readable trace.
+    Explain(PolicyEvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyEvalArgs {
+    /// Policy file (YAML or JSON), `-` for stdin.
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// Input JSON file, `-` for stdin.
+    #[arg(long)]
+    pub input: PathBuf,
+}
