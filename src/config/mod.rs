@@ -1,1 +1,251 @@
-//! config
+//! Configuration: the Pomerium-style config file (`file`), checked routes (`route`), and the
+//! checked global settings the proxy needs (`ProxySettings`). `load` reads and checks a whole
+//! file; any error rejects the file so the previous configuration keeps serving.
+
+pub mod duration;
+pub mod file;
+pub mod route;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use thiserror::Error;
+
+pub use file::{CertificatePair, OneOrMany, RouteConfig, Settings};
+pub use route::{Route, RouteDefaults, RouteError};
+
+use duration::parse_go_duration;
+use source::PemSource;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: `{key}`: {message}")]
+    Setting { key: &'static str, message: String },
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Routes(Vec<RouteError>),
+}
+
+/// A certificate/key pair to serve, from files or inline PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSource {
+    pub cert: PemSource,
+    pub key: PemSource,
+}
+
+/// Checked global settings the data plane needs.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// HTTPS listener (plain HTTP when `insecure_server`).
+    pub address: SocketAddr,
+    pub insecure_server: bool,
+    /// Plain HTTP listener that redirects to https.
+    pub http_redirect_addr: Option<SocketAddr>,
+    pub metrics_address: Option<SocketAddr>,
+    pub certificates: Vec<CertificateSource>,
+    pub default_upstream_timeout: Duration,
+    /// Global response headers (Pomerium's defaults unless `set_response_headers` is set;
+    /// a `disable` key clears them).
+    pub set_response_headers: Vec<(HeaderName, HeaderValue)>,
+    pub log_level: String,
+}
+
+/// A complete checked configuration: what the config actor publishes.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings: Settings,
+    pub proxy: ProxySettings,
+    /// Routes in evaluation order.
+    pub routes: Vec<Route>,
+}
+
+/// Parses config text (YAML or JSON). `path` is only used in messages.
+pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(Settings::default());
+    }
+    serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads, parses and checks a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let settings = parse(&text, path)?;
+    build(settings)
+}
+
+/// Checks parsed settings and routes. All route errors are reported together.
+pub fn build(settings: Settings) -> Result<Config, ConfigError> {
+    let proxy = proxy_settings(&settings)?;
+    let defaults = RouteDefaults {
+        timeout: proxy.default_upstream_timeout,
+    };
+    let mut routes = Vec::with_capacity(settings.routes.len());
+    let mut errors = Vec::new();
+    for (i, rc) in settings.routes.iter().enumerate() {
+        let label = route::route_label(i, rc);
+        match route::validate_route(&label, format!("route-{i}"), rc, &defaults) {
+            Ok(r) => routes.push(r),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigError::Routes(errors));
+    }
+    route::sort_routes(&mut routes);
+    Ok(Config {
+        settings,
+        proxy,
+        routes,
+    })
+}
+
+/// Parses a listen address: `:443`, `0.0.0.0:443`, `127.0.0.1:8443`, `localhost:8080`, `[::]:443`.
+pub fn parse_listen_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = |message: String| ConfigError::Setting { key, message };
+    let v = value.trim();
+    let full = if v.starts_with(':') {
+        format!("0.0.0.0{v}")
+    } else {
+        v.to_string()
+    };
+    if let Ok(addr) = full.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    full.to_socket_addrs()
+        .map_err(|e| bad(format!("invalid listen address {value:?}: {e}")))?
+        .next()
+        .ok_or_else(|| bad(format!("invalid listen address {value:?}")))
+}
+
+/// Pomerium's default global response headers.
+pub fn default_response_headers() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("X-Frame-Options".into(), "SAMEORIGIN".into()),
+        ("X-XSS-Protection".into(), "1; mode=block".into()),
+        (
+            "Strict-Transport-Security".into(),
+            "max-age=31536000; includeSubDomains; preload".into(),
+        ),
+    ])
+}
+
+fn proxy_settings(s: &Settings) -> Result<ProxySettings, ConfigError> {
+    let insecure_server = s.insecure_server.unwrap_or(false);
+    let address = parse_listen_addr("address", s.address.as_deref().unwrap_or(":443"))?;
+    let http_redirect_addr = s
+        .http_redirect_addr
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(|v| parse_listen_addr("http_redirect_addr", v))
+        .transpose()?;
+    let metrics_address = s
+        .metrics_address
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(|v| parse_listen_addr("metrics_address", v))
+        .transpose()?;
+
+    let mut certificates = Vec::new();
+    match (
+        s.certificate.as_deref().or(s.certificate_file.as_deref()),
+        s.certificate_key
+            .as_deref()
+            .or(s.certificate_key_file.as_deref()),
+    ) {
+        (Some(c), Some(k)) => certificates.push(CertificateSource {
+            cert: PemSource::from_value(c),
+            key: PemSource::from_value(k),
+        }),
+        (None, None) => {}
+        (Some(_), None) => {
+            return Err(ConfigError::Setting {
+                key: "certificate_key_file",
+                message: "a certificate is set but its key is missing".into(),
+            })
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Setting {
+                key: "certificate_file",
+                message: "a certificate key is set but the certificate is missing".into(),
+            })
+        }
+    }
+    for pair in &s.certificates {
+        certificates.push(CertificateSource {
+            cert: PemSource::from_value(&pair.cert),
+            key: PemSource::from_value(&pair.key),
+        });
+    }
+
+    let default_upstream_timeout = match &s.default_upstream_timeout {
+        Some(v) => parse_go_duration(v).map_err(|e| ConfigError::Setting {
+            key: "default_upstream_timeout",
+            message: e.to_string(),
+        })?,
+        None => Duration::from_secs(30),
+    };
+    for (key, value) in [
+        ("timeout_read", &s.timeout_read),
+        ("timeout_write", &s.timeout_write),
+        ("timeout_idle", &s.timeout_idle),
+        ("cookie_expire", &s.cookie_expire),
+    ] {
+        if let Some(v) = value {
+            parse_go_duration(v).map_err(|e| ConfigError::Setting {
+                key,
+                message: e.to_string(),
+            })?;
+        }
+    }
+
+    let headers = s
+        .set_response_headers
+        .clone()
+        .unwrap_or_else(default_response_headers);
+    let mut set_response_headers = Vec::new();
+    if !headers.contains_key("disable") {
+        for (k, v) in &headers {
+            let name =
+                HeaderName::from_bytes(k.as_bytes()).map_err(|_| ConfigError::Setting {
+                    key: "set_response_headers",
+                    message: format!("invalid header name {k:?}"),
+                })?;
+            let value = HeaderValue::from_str(v).map_err(|_| ConfigError::Setting {
+                key: "set_response_headers",
+                message: format!("invalid value for header {k:?}"),
+            })?;
+            set_response_headers.push((name, value));
+        }
+    }
+
+    Ok(ProxySettings {
+        address,
+        insecure_server,
+        http_redirect_addr,
+        metrics_address,
+        certificates,
+        default_upstream_timeout,
+        set_response_headers,
+        log_level: s.log_level.clone().unwrap_or_else(|| "info".into()),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,230 @@
+//! The config file as written by users: Pomerium's config.yaml key names, deserialized with
+//! unknown keys rejected. Values are kept as written (strings for durations, URLs, PEM); the
+//! `validate` module turns them into checked runtime types. The same structs are what
+//! `rampart render` prints, so a rendered file is a valid config file.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One value or a list of values (`to: http://a` or `to: [http://a, http://b]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `certificates: [{cert, key}]`: each a file path or base64-encoded PEM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatePair {
+    pub cert: String,
+    pub key: String,
+}
+
+/// Global settings (top level of config.yaml).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    // --- listeners and TLS ---
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_redirect_addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_server: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_key_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificatePair>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+
+    // --- timeouts and headers ---
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_upstream_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_read: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_write: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_idle: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_response_headers: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xff_num_trusted_hops: Option<u32>,
+
+    // --- authentication (see spec §2) ---
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticate_service_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_provider_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_client_id_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_client_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_client_secret_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_scopes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_request_params: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_secret_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_secret_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_expire: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_http_only: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_secure: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_same_site: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_file: Option<String>,
+    /// Map `{Header-Name: claim}`, list `[claim]` or string `"email,groups"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_claims_headers: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_identity_headers: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databroker_storage_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databroker_storage_connection_string: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databroker_storage_connection_string_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signout_redirect_url: Option<String>,
+
+    // --- routes ---
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One route, Pomerium key names (spec §4). Policy-related keys are kept raw and compiled by the
+/// policy engine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<OneOrMany>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex_rewrite_pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex_rewrite_substitution: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite_header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path_regex_rewrite_pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path_regex_rewrite_substitution: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preserve_host_header: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_request_headers: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_request_headers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_response_headers: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_websockets: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_spdy: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_skip_verify: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_upstream_server_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_custom_ca: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_custom_ca_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_cert_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_key_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_identity_headers: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing_policy: Option<String>,
+
+    // --- policy (compiled by `crate::policy`) ---
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_public_unauthenticated_access: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_any_authenticated_user: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors_allow_preflight: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_users: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_domains: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_idp_claims: Option<BTreeMap<String, Vec<serde_json::Value>>>,
+    /// One PPL document or a list of them (YAML or JSON structure, or a string holding either).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<serde_json::Value>,
+}

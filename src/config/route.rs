@@ -1,0 +1,662 @@
+//! Validated routes: `RouteConfig` (as written) → `Route` (checked, ready for the proxy), and the
+//! route order Pomerium uses.
+
+use std::cmp::Ordering;
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use regex::Regex;
+use thiserror::Error;
+use url::Url;
+
+use super::duration::{parse_go_duration, DurationError};
+use super::file::RouteConfig;
+use super::source::PemSource;
+
+/// Why a route was rejected. The `Display` names the route (`routes[2] (from https://a.test)`).
+#[derive(Debug, Error)]
+#[error("{route}: {kind}")]
+pub struct RouteError {
+    /// Where the route is: `routes[2] (from https://a.example.com)` or an Ingress name.
+    pub route: String,
+    pub kind: RouteErrorKind,
+}
+
+#[derive(Debug, Error)]
+pub enum RouteErrorKind {
+    #[error("invalid `from` URL {value:?}: {reason}")]
+    BadFrom { value: String, reason: String },
+    #[error("config: policy source url ({0}) contains a path, but it should be set using the path field instead")]
+    FromHasPath(String),
+    #[error("policy should have either `to` or `redirect` or `response` defined")]
+    MissingTo,
+    #[error("invalid `to` URL {value:?}: {reason}")]
+    BadTo { value: String, reason: String },
+    #[error("zero load balancing weight not permitted")]
+    ZeroWeight,
+    #[error("`{key}`: {source}")]
+    BadDuration {
+        key: &'static str,
+        source: DurationError,
+    },
+    #[error("`{key}`: regex {pattern:?} does not compile: {reason}")]
+    BadRegex {
+        key: &'static str,
+        pattern: String,
+        reason: String,
+    },
+    #[error("config: only prefix_rewrite or regex_rewrite_pattern can be specified, but not both")]
+    BothRewrites,
+    #[error("`regex_rewrite_pattern` needs `regex_rewrite_substitution`")]
+    MissingSubstitution,
+    #[error("`{key}`: invalid header name {name:?}")]
+    BadHeaderName { key: &'static str, name: String },
+    #[error("`{key}`: invalid value for header {name:?}")]
+    BadHeaderValue { key: &'static str, name: String },
+    #[error("`{key}` must start with `/`, got {value:?}")]
+    BadPath { key: &'static str, value: String },
+    #[error("config: client certificate key and cert both must be non-empty")]
+    ClientCertPair,
+    #[error("`{key}` and `{key}_file` are both set; use one")]
+    BothInlineAndFile { key: &'static str },
+    #[error("`{key}`: cannot read {path}: {reason}")]
+    ReadFile {
+        key: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("`{key}`: no PEM certificate found in {what}")]
+    NoCertificate { key: &'static str, what: String },
+    #[error("`{key}`: no PEM private key found in {what}")]
+    NoPrivateKey { key: &'static str, what: String },
+    #[error("`load_balancing_policy`: unknown policy {0:?} (use ROUND_ROBIN, LEAST_REQUEST, RING_HASH, RANDOM or MAGLEV)")]
+    BadLoadBalancing(String),
+    #[error("{0}")]
+    Policy(String),
+}
+
+/// Which hosts a route serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `https://app.example.com` (lower-cased, no port).
+    Exact(String),
+    /// `https://*.example.com` → suffix `.example.com` (one or more labels in front).
+    Wildcard(String),
+    /// `https://*` (every host).
+    Any,
+}
+
+impl HostMatch {
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(h) => h.eq_ignore_ascii_case(host),
+            HostMatch::Wildcard(suffix) => {
+                host.len() > suffix.len()
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+            HostMatch::Any => true,
+        }
+    }
+}
+
+/// Which paths a route serves. Pomerium semantics: `prefix` is a raw string prefix,
+/// `path` exact, `regex` a full match.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    Regex(Regex),
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Regex(r) => r.is_match(path),
+        }
+    }
+}
+
+/// One upstream endpoint of a route.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub url: Url,
+    /// `http` or `https` (h2c is sent as http).
+    pub scheme: &'static str,
+    /// `host[:port]` as written (port omitted when default), used for the default Host header.
+    pub authority: String,
+    pub weight: u32,
+}
+
+/// How the upstream Host header is chosen.
+#[derive(Debug, Clone)]
+pub enum HostRewrite {
+    /// Default: host[:port] of the chosen upstream URL.
+    UpstreamHost,
+    /// `preserve_host_header: true`.
+    Preserve,
+    /// `host_rewrite: literal`.
+    Literal(String),
+    /// `host_rewrite_header: X-Name`.
+    FromHeader(HeaderName),
+    /// `host_path_regex_rewrite_pattern` + substitution.
+    FromPath(Regex, String),
+}
+
+/// How the upstream path is rewritten.
+#[derive(Debug, Clone)]
+pub enum PathRewrite {
+    None,
+    /// Replace the matched `prefix` (or `/` when the route has no prefix) with this.
+    Prefix(String),
+    Regex(Regex, String),
+}
+
+/// TLS settings for HTTPS upstreams (PEM material already read and parsed).
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamTls {
+    pub skip_verify: bool,
+    pub server_name: Option<String>,
+    /// Extra trust roots (DER), replacing the system roots when set.
+    pub custom_ca: Option<Vec<Vec<u8>>>,
+    /// Client certificate chain (DER) and key (PKCS#8/SEC1/PKCS#1 DER with its kind).
+    pub client_cert: Option<ClientCert>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub chain: Vec<Vec<u8>>,
+    pub key_pem: Vec<u8>,
+}
+
+/// Load-balancing choice among `to` URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadBalancing {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+    RingHash,
+    Random,
+    Maglev,
+}
+
+/// A checked route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Stable id: the `id` key, else `route-<n>` from the position in the file.
+    pub id: String,
+    pub from: String,
+    pub host: HostMatch,
+    pub path: PathMatch,
+    pub upstreams: Vec<Upstream>,
+    pub load_balancing: LoadBalancing,
+    pub path_rewrite: PathRewrite,
+    pub host_rewrite: HostRewrite,
+    pub set_request_headers: Vec<(HeaderName, String)>,
+    pub remove_request_headers: Vec<HeaderName>,
+    pub set_response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Whole-request deadline; `None` = no limit.
+    pub timeout: Option<Duration>,
+    /// Stream inactivity limit; `None` = no limit.
+    pub idle_timeout: Option<Duration>,
+    pub allow_websockets: bool,
+    pub allow_spdy: bool,
+    pub tls: UpstreamTls,
+    pub pass_identity_headers: Option<bool>,
+    pub public: bool,
+    /// The route as written, for policy compilation and `render`.
+    pub config: RouteConfig,
+}
+
+/// Defaults that come from global settings.
+#[derive(Debug, Clone)]
+pub struct RouteDefaults {
+    pub timeout: Duration,
+}
+
+impl Default for RouteDefaults {
+    fn default() -> Self {
+        RouteDefaults {
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A short label for error messages: `routes[2] (from https://a.example.com)`.
+pub fn route_label(index: usize, cfg: &RouteConfig) -> String {
+    match &cfg.id {
+        Some(id) => format!("routes[{index}] (id {id}, from {})", cfg.from),
+        None => format!("routes[{index}] (from {})", cfg.from),
+    }
+}
+
+/// Checks one route. `label` names it in errors.
+pub fn validate_route(
+    label: &str,
+    default_id: String,
+    cfg: &RouteConfig,
+    defaults: &RouteDefaults,
+) -> Result<Route, RouteError> {
+    let fail = |kind| RouteError {
+        route: label.to_string(),
+        kind,
+    };
+    let (from, host) = parse_from(&cfg.from).map_err(fail)?;
+    let path = path_match(cfg).map_err(fail)?;
+    let upstreams = parse_to(cfg).map_err(fail)?;
+    let path_rewrite = path_rewrite(cfg, &upstreams).map_err(fail)?;
+    let host_rewrite = host_rewrite(cfg).map_err(fail)?;
+    let timeout = match &cfg.timeout {
+        Some(t) => nonzero(parse_go_duration(t).map_err(|source| {
+            fail(RouteErrorKind::BadDuration {
+                key: "timeout",
+                source,
+            })
+        })?),
+        None => nonzero(defaults.timeout),
+    };
+    let idle_timeout = match &cfg.idle_timeout {
+        Some(t) => nonzero(parse_go_duration(t).map_err(|source| {
+            fail(RouteErrorKind::BadDuration {
+                key: "idle_timeout",
+                source,
+            })
+        })?),
+        None => None,
+    };
+    let set_request_headers = cfg
+        .set_request_headers
+        .iter()
+        .flatten()
+        .map(|(k, v)| Ok((header_name("set_request_headers", k)?, v.clone())))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    let remove_request_headers = cfg
+        .remove_request_headers
+        .iter()
+        .flatten()
+        .map(|k| header_name("remove_request_headers", k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    let set_response_headers = cfg
+        .set_response_headers
+        .iter()
+        .flatten()
+        .map(|(k, v)| {
+            let name = header_name("set_response_headers", k)?;
+            let value =
+                HeaderValue::from_str(v).map_err(|_| RouteErrorKind::BadHeaderValue {
+                    key: "set_response_headers",
+                    name: k.clone(),
+                })?;
+            Ok((name, value))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    let tls = upstream_tls(cfg).map_err(fail)?;
+    let load_balancing = match cfg.load_balancing_policy.as_deref() {
+        None => LoadBalancing::RoundRobin,
+        Some(p) => match p.to_ascii_uppercase().as_str() {
+            "ROUND_ROBIN" => LoadBalancing::RoundRobin,
+            "LEAST_REQUEST" => LoadBalancing::LeastRequest,
+            "RING_HASH" => LoadBalancing::RingHash,
+            "RANDOM" => LoadBalancing::Random,
+            "MAGLEV" => LoadBalancing::Maglev,
+            _ => return Err(fail(RouteErrorKind::BadLoadBalancing(p.to_string()))),
+        },
+    };
+    Ok(Route {
+        id: cfg.id.clone().unwrap_or(default_id),
+        from,
+        host,
+        path,
+        upstreams,
+        load_balancing,
+        path_rewrite,
+        host_rewrite,
+        set_request_headers,
+        remove_request_headers,
+        set_response_headers,
+        timeout,
+        idle_timeout,
+        allow_websockets: cfg.allow_websockets.unwrap_or(false),
+        allow_spdy: cfg.allow_spdy.unwrap_or(false),
+        tls,
+        pass_identity_headers: cfg.pass_identity_headers,
+        public: cfg.allow_public_unauthenticated_access.unwrap_or(false),
+        config: cfg.clone(),
+    })
+}
+
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+fn header_name(key: &'static str, name: &str) -> Result<HeaderName, RouteErrorKind> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| RouteErrorKind::BadHeaderName {
+        key,
+        name: name.to_string(),
+    })
+}
+
+fn parse_from(from: &str) -> Result<(String, HostMatch), RouteErrorKind> {
+    let bad = |reason: &str| RouteErrorKind::BadFrom {
+        value: from.to_string(),
+        reason: reason.to_string(),
+    };
+    // `*` and `*.` hosts are not valid URL hosts for every parser; handle them by hand.
+    let rest = from
+        .strip_prefix("https://")
+        .or_else(|| from.strip_prefix("http://"))
+        .ok_or_else(|| bad("must start with https:// (or http://)"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if !path.is_empty() && path != "/" {
+        return Err(RouteErrorKind::FromHasPath(from.to_string()));
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.contains(']') => h,
+        _ => authority,
+    };
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    let host = host.to_ascii_lowercase();
+    let matcher = if host == "*" {
+        HostMatch::Any
+    } else if let Some(suffix) = host.strip_prefix('*') {
+        if !suffix.starts_with('.') || suffix.len() < 2 {
+            return Err(bad("a wildcard host must look like *.example.com"));
+        }
+        HostMatch::Wildcard(suffix.to_string())
+    } else {
+        Url::parse(&format!("https://{host}/")).map_err(|e| bad(&e.to_string()))?;
+        HostMatch::Exact(host)
+    };
+    Ok((from.trim_end_matches('/').to_string(), matcher))
+}
+
+fn path_match(cfg: &RouteConfig) -> Result<PathMatch, RouteErrorKind> {
+    if let Some(re) = cfg.regex.as_deref().filter(|s| !s.is_empty()) {
+        return Ok(PathMatch::Regex(full_regex("regex", re)?));
+    }
+    if let Some(p) = cfg.path.as_deref().filter(|s| !s.is_empty()) {
+        if !p.starts_with('/') {
+            return Err(RouteErrorKind::BadPath {
+                key: "path",
+                value: p.into(),
+            });
+        }
+        return Ok(PathMatch::Exact(p.to_string()));
+    }
+    if let Some(p) = cfg.prefix.as_deref().filter(|s| !s.is_empty()) {
+        if !p.starts_with('/') {
+            return Err(RouteErrorKind::BadPath {
+                key: "prefix",
+                value: p.into(),
+            });
+        }
+        return Ok(PathMatch::Prefix(p.to_string()));
+    }
+    Ok(PathMatch::Prefix("/".into()))
+}
+
+/// Compiles `pattern` anchored at both ends (RE2 full match, as Envoy does).
+fn full_regex(key: &'static str, pattern: &str) -> Result<Regex, RouteErrorKind> {
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| RouteErrorKind::BadRegex {
+        key,
+        pattern: pattern.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn plain_regex(key: &'static str, pattern: &str) -> Result<Regex, RouteErrorKind> {
+    Regex::new(pattern).map_err(|e| RouteErrorKind::BadRegex {
+        key,
+        pattern: pattern.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn parse_to(cfg: &RouteConfig) -> Result<Vec<Upstream>, RouteErrorKind> {
+    let targets = cfg.to.as_ref().map(|t| t.to_vec()).unwrap_or_default();
+    if targets.is_empty() {
+        return Err(RouteErrorKind::MissingTo);
+    }
+    targets.iter().map(|t| parse_upstream(t)).collect()
+}
+
+fn parse_upstream(target: &str) -> Result<Upstream, RouteErrorKind> {
+    let bad = |reason: &str| RouteErrorKind::BadTo {
+        value: target.to_string(),
+        reason: reason.to_string(),
+    };
+    let (url_text, weight) = match target.rsplit_once(',') {
+        Some((u, w)) => {
+            let w: u32 = w
+                .trim()
+                .parse()
+                .map_err(|_| bad("the weight after `,` must be a whole number"))?;
+            if w == 0 {
+                return Err(RouteErrorKind::ZeroWeight);
+            }
+            (u.trim(), w)
+        }
+        None => (target.trim(), 1),
+    };
+    let url = Url::parse(url_text).map_err(|e| bad(&e.to_string()))?;
+    let scheme = match url.scheme() {
+        "http" | "h2c" => "http",
+        "https" => "https",
+        other => {
+            return Err(bad(&format!(
+                "unsupported scheme {other:?} (use http, https or h2c)"
+            )))
+        }
+    };
+    let host = url.host_str().ok_or_else(|| bad("has no host"))?;
+    let authority = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    Ok(Upstream {
+        url,
+        scheme,
+        authority,
+        weight,
+    })
+}
+
+fn path_rewrite(cfg: &RouteConfig, upstreams: &[Upstream]) -> Result<PathRewrite, RouteErrorKind> {
+    let prefix = cfg.prefix_rewrite.as_deref().filter(|s| !s.is_empty());
+    let pattern = cfg.regex_rewrite_pattern.as_deref().filter(|s| !s.is_empty());
+    match (prefix, pattern) {
+        (Some(_), Some(_)) => Err(RouteErrorKind::BothRewrites),
+        (Some(p), None) => Ok(PathRewrite::Prefix(p.to_string())),
+        (None, Some(pat)) => {
+            let sub = cfg
+                .regex_rewrite_substitution
+                .clone()
+                .ok_or(RouteErrorKind::MissingSubstitution)?;
+            Ok(PathRewrite::Regex(
+                plain_regex("regex_rewrite_pattern", pat)?,
+                go_substitution(&sub),
+            ))
+        }
+        (None, None) => {
+            // A path on the first `to` URL acts as prefix_rewrite.
+            let path = upstreams[0].url.path();
+            if path.is_empty() || path == "/" {
+                Ok(PathRewrite::None)
+            } else {
+                Ok(PathRewrite::Prefix(path.to_string()))
+            }
+        }
+    }
+}
+
+/// Converts RE2/Envoy `\1` back-references to the `regex` crate's `${1}`.
+fn go_substitution(sub: &str) -> String {
+    let mut out = String::with_capacity(sub.len());
+    let mut chars = sub.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek().is_some_and(|d| d.is_ascii_digit()) => {
+                let d = chars.next().unwrap_or('0');
+                out.push_str(&format!("${{{d}}}"));
+            }
+            '$' => out.push_str("$$"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn host_rewrite(cfg: &RouteConfig) -> Result<HostRewrite, RouteErrorKind> {
+    if cfg.preserve_host_header == Some(true) {
+        return Ok(HostRewrite::Preserve);
+    }
+    if let Some(h) = cfg.host_rewrite.as_deref().filter(|s| !s.is_empty()) {
+        return Ok(HostRewrite::Literal(h.to_string()));
+    }
+    if let Some(h) = cfg.host_rewrite_header.as_deref().filter(|s| !s.is_empty()) {
+        return Ok(HostRewrite::FromHeader(header_name("host_rewrite_header", h)?));
+    }
+    if let Some(p) = cfg
+        .host_path_regex_rewrite_pattern
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    {
+        let sub = cfg
+            .host_path_regex_rewrite_substitution
+            .clone()
+            .unwrap_or_default();
+        return Ok(HostRewrite::FromPath(
+            plain_regex("host_path_regex_rewrite_pattern", p)?,
+            go_substitution(&sub),
+        ));
+    }
+    Ok(HostRewrite::UpstreamHost)
+}
+
+fn pem_value(
+    key: &'static str,
+    inline: &Option<String>,
+    file: &Option<String>,
+) -> Result<Option<(Vec<u8>, String)>, RouteErrorKind> {
+    let source = match (inline.as_deref(), file.as_deref()) {
+        (Some(_), Some(_)) => return Err(RouteErrorKind::BothInlineAndFile { key }),
+        (Some(v), None) if !v.is_empty() => PemSource::from_value(v),
+        (None, Some(f)) if !f.is_empty() => PemSource::File(f.into()),
+        _ => return Ok(None),
+    };
+    let bytes = source.read().map_err(|e| RouteErrorKind::ReadFile {
+        key,
+        path: source.describe(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some((bytes, source.describe())))
+}
+
+/// Reads all certificates (DER) from PEM bytes.
+pub fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
+    rustls_pemfile::certs(&mut &pem[..])
+        .filter_map(Result::ok)
+        .map(|c| c.to_vec())
+        .collect()
+}
+
+fn upstream_tls(cfg: &RouteConfig) -> Result<UpstreamTls, RouteErrorKind> {
+    let custom_ca = match pem_value("tls_custom_ca", &cfg.tls_custom_ca, &cfg.tls_custom_ca_file)? {
+        Some((pem, what)) => {
+            let certs = pem_certificates(&pem);
+            if certs.is_empty() {
+                return Err(RouteErrorKind::NoCertificate {
+                    key: "tls_custom_ca",
+                    what,
+                });
+            }
+            Some(certs)
+        }
+        None => None,
+    };
+    let has = |a: &Option<String>, b: &Option<String>| {
+        a.as_deref().is_some_and(|v| !v.is_empty()) || b.as_deref().is_some_and(|v| !v.is_empty())
+    };
+    if has(&cfg.tls_client_cert, &cfg.tls_client_cert_file)
+        != has(&cfg.tls_client_key, &cfg.tls_client_key_file)
+    {
+        return Err(RouteErrorKind::ClientCertPair);
+    }
+    let cert = pem_value(
+        "tls_client_cert",
+        &cfg.tls_client_cert,
+        &cfg.tls_client_cert_file,
+    )?;
+    let key = pem_value(
+        "tls_client_key",
+        &cfg.tls_client_key,
+        &cfg.tls_client_key_file,
+    )?;
+    let client_cert = match (cert, key) {
+        (None, None) => None,
+        (Some((cert, cert_what)), Some((key, key_what))) => {
+            let chain = pem_certificates(&cert);
+            if chain.is_empty() {
+                return Err(RouteErrorKind::NoCertificate {
+                    key: "tls_client_cert",
+                    what: cert_what,
+                });
+            }
+            match rustls_pemfile::private_key(&mut &key[..]) {
+                Ok(Some(_)) => {}
+                _ => {
+                    return Err(RouteErrorKind::NoPrivateKey {
+                        key: "tls_client_key",
+                        what: key_what,
+                    })
+                }
+            }
+            Some(ClientCert {
+                chain,
+                key_pem: key,
+            })
+        }
+        _ => return Err(RouteErrorKind::ClientCertPair),
+    };
+    let server_name = cfg
+        .tls_upstream_server_name
+        .clone()
+        .or_else(|| cfg.tls_server_name.clone())
+        .filter(|s| !s.is_empty());
+    Ok(UpstreamTls {
+        skip_verify: cfg.tls_skip_verify.unwrap_or(false),
+        server_name,
+        custom_ca,
+        client_cert,
+    })
+}
+
+/// Pomerium's route order: `from` asc, `path` desc, `regex` desc, `prefix` desc, `id` asc
+/// (empty strings sort last in the descending keys by plain byte comparison).
+pub fn route_order(a: &RouteConfig, b: &RouteConfig, a_id: &str, b_id: &str) -> Ordering {
+    let s = |v: &Option<String>| v.clone().unwrap_or_default();
+    a.from
+        .cmp(&b.from)
+        .then_with(|| s(&b.path).cmp(&s(&a.path)))
+        .then_with(|| s(&b.regex).cmp(&s(&a.regex)))
+        .then_with(|| s(&b.prefix).cmp(&s(&a.prefix)))
+        .then_with(|| match (a_id.is_empty(), b_id.is_empty()) {
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            _ => a_id.cmp(b_id),
+        })
+}
+
+/// Sorts checked routes in Pomerium's evaluation order.
+pub fn sort_routes(routes: &mut [Route]) {
+    routes.sort_by(|a, b| route_order(&a.config, &b.config, &a.id, &b.id));
+}

@@ -1,0 +1,127 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::route::{HostMatch, PathMatch, PathRewrite};
+use super::*;
+
+fn build_yaml(text: &str) -> Result<Config, ConfigError> {
+    build(parse(text, Path::new("test.yaml"))?)
+}
+
+#[test]
+fn minimal_route_defaults() {
+    let cfg = build_yaml(
+        "address: ':8443'\nroutes:\n  - from: https://app.example.com\n    to: http://127.0.0.1:9000\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.proxy.address.port(), 8443);
+    let r = &cfg.routes[0];
+    assert_eq!(r.host, HostMatch::Exact("app.example.com".into()));
+    assert!(matches!(&r.path, PathMatch::Prefix(p) if p == "/"));
+    assert_eq!(r.timeout, Some(Duration::from_secs(30)));
+    assert_eq!(r.idle_timeout, None);
+    assert_eq!(r.upstreams[0].authority, "127.0.0.1:9000");
+    assert!(!r.public);
+    assert_eq!(r.id, "route-0");
+}
+
+#[test]
+fn unknown_key_names_key_and_location() {
+    let err = build_yaml("routes:\n  - from: https://a.example.com\n    to: http://x\n    timout: 5s\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `timout`"), "{err}");
+    assert!(err.contains("routes[0]"), "{err}");
+    assert!(err.contains("line 4"), "{err}");
+    let err = build_yaml("adress: ':443'\n").unwrap_err().to_string();
+    assert!(err.contains("unknown field `adress`"), "{err}");
+}
+
+#[test]
+fn route_errors_name_the_route() {
+    let cases = [
+        ("from: https://a.example.com/x\n    to: http://x", "contains a path, but it should be set using the path field instead"),
+        ("from: https://a.example.com", "policy should have either `to` or `redirect` or `response` defined"),
+        ("from: https://a.example.com\n    to: 'not a url'", "invalid `to` URL \"not a url\""),
+        ("from: https://a.example.com\n    to: http://x\n    timeout: 5x", "`timeout`: invalid duration \"5x\""),
+        ("from: https://a.example.com\n    to: http://x\n    idle_timeout: '10'", "`idle_timeout`: invalid duration \"10\": missing unit"),
+        ("from: https://a.example.com\n    to: http://x\n    regex: '(['", "`regex`: regex \"([\" does not compile"),
+        ("from: https://a.example.com\n    to: http://x\n    prefix_rewrite: /a\n    regex_rewrite_pattern: x\n    regex_rewrite_substitution: y", "only prefix_rewrite or regex_rewrite_pattern"),
+        ("from: https://a.example.com\n    to: http://x\n    tls_client_cert: /nonexistent/c.pem", "client certificate key and cert both must be non-empty"),
+        ("from: https://a.example.com\n    to: http://x\n    tls_custom_ca_file: /nonexistent/ca.pem", "`tls_custom_ca`: cannot read /nonexistent/ca.pem"),
+        ("from: https://a.example.com\n    to: ['http://x,0']", "zero load balancing weight not permitted"),
+        ("from: ftp://a.example.com\n    to: http://x", "must start with https://"),
+        ("from: https://a.example.com\n    to: http://x\n    set_request_headers: {'bad header': x}", "invalid header name \"bad header\""),
+        ("from: https://a.example.com\n    to: http://x\n    load_balancing_policy: FASTEST", "unknown policy \"FASTEST\""),
+    ];
+    for (route, want) in cases {
+        let text = format!("routes:\n  - from: https://ok.example.com\n    to: http://ok\n  - {route}\n");
+        let err = build_yaml(&text).unwrap_err().to_string();
+        assert!(err.contains("routes[1] (from "), "{route}: {err}");
+        assert!(err.contains(want), "{route}: expected {want:?} in {err}");
+        assert!(!err.contains("routes[0]"), "{err}");
+    }
+}
+
+#[test]
+fn wildcard_and_any_hosts() {
+    let cfg = build_yaml("routes:\n  - from: https://*.example.com\n    to: http://x\n  - from: https://*\n    to: http://y\n").unwrap();
+    let hosts: Vec<_> = cfg.routes.iter().map(|r| r.host.clone()).collect();
+    assert!(hosts.contains(&HostMatch::Wildcard(".example.com".into())));
+    assert!(hosts.contains(&HostMatch::Any));
+    assert!(HostMatch::Wildcard(".example.com".into()).matches("a.b.example.com"));
+    assert!(!HostMatch::Wildcard(".example.com".into()).matches("example.com"));
+}
+
+#[test]
+fn routes_sorted_like_pomerium() {
+    let cfg = build_yaml(
+        "routes:
+  - {from: https://b.test, to: http://x, id: b}
+  - {from: https://a.test, to: http://x, prefix: /a, id: a-prefix-a}
+  - {from: https://a.test, to: http://x, prefix: /a/b, id: a-prefix-ab}
+  - {from: https://a.test, to: http://x, path: /exact, id: a-exact}
+  - {from: https://a.test, to: http://x, regex: '/r.*', id: a-regex}
+  - {from: https://a.test, to: http://x, id: a-none}
+",
+    )
+    .unwrap();
+    let ids: Vec<_> = cfg.routes.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["a-exact", "a-regex", "a-prefix-ab", "a-prefix-a", "a-none", "b"]
+    );
+}
+
+#[test]
+fn to_path_acts_as_prefix_rewrite_and_regex_substitution_converts() {
+    let cfg = build_yaml(
+        "routes:
+  - {from: https://a.test, to: http://x/base, prefix: /app}
+  - {from: https://b.test, to: http://x, regex_rewrite_pattern: '^/old/(.*)$', regex_rewrite_substitution: '/new/\\1'}
+",
+    )
+    .unwrap();
+    let a = cfg.routes.iter().find(|r| r.from == "https://a.test").unwrap();
+    assert!(matches!(&a.path_rewrite, PathRewrite::Prefix(p) if p == "/base"));
+    let b = cfg.routes.iter().find(|r| r.from == "https://b.test").unwrap();
+    match &b.path_rewrite {
+        PathRewrite::Regex(re, sub) => assert_eq!(re.replace("/old/x/y", sub.as_str()), "/new/x/y"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn global_settings_checked() {
+    let err = build_yaml("default_upstream_timeout: forever\n").unwrap_err().to_string();
+    assert!(err.contains("`default_upstream_timeout`"), "{err}");
+    let err = build_yaml("address: 'nohost:notaport'\n").unwrap_err().to_string();
+    assert!(err.contains("`address`"), "{err}");
+    let err = build_yaml("certificate_file: /x.pem\n").unwrap_err().to_string();
+    assert!(err.contains("certificate_key_file"), "{err}");
+    let cfg = build_yaml("set_response_headers: {disable: 'true'}\n").unwrap();
+    assert!(cfg.proxy.set_response_headers.is_empty());
+    let cfg = build_yaml("{}").unwrap();
+    assert_eq!(cfg.proxy.set_response_headers.len(), 3);
+    assert_eq!(cfg.proxy.address.port(), 443);
+}
