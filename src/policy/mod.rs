@@ -113,3 +113,6 @@ pub fn compile_route_with(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;
