@@ -33,7 +33,7 @@ pub use identity::{flatten_claims, groups_from_claim, Identity};
 pub use legacy::LegacyPolicy;
 pub use matcher::{json_eq, CertMatcher, IpRanges, ListMatcher, StringMatcher};
 pub use reason::{Reason, Reasons};
-pub use request::{ClientCertificate, OwnedRequest, RequestView};
+pub use request::{ActixRequestView, ClientCertificate, OwnedRequest, RequestView};
 
 /// Options for [`compile_route_with`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -138,3 +138,108 @@ impl RequestView for OwnedRequest {
         self.client_certificate.as_ref()
     }
 }
+
+/// A borrowed view over an actix-web request, for the proxy's hot path (no allocation).
+/// The proxy supplies what it computed itself: the normalised, percent-decoded path, the
+/// client address (XFF-aware) and the connection's client certificate.
+#[derive(Debug, Clone, Copy)]
+pub struct ActixRequestView<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub headers: &'a actix_web::http::header::HeaderMap,
+    pub source_ip: Option<IpAddr>,
+    pub client_certificate: Option<&'a ClientCertificate>,
+}
+
+impl<'a> ActixRequestView<'a> {
+    /// Borrows method, host (URI authority, else the `Host` header) and headers from `req`.
+    pub fn new(
+        req: &'a actix_web::HttpRequest,
+        normalised_path: &'a str,
+        source_ip: Option<IpAddr>,
+        client_certificate: Option<&'a ClientCertificate>,
+    ) -> ActixRequestView<'a> {
+        let host = req
+            .uri()
+            .host()
+            .or_else(|| {
+                req.headers()
+                    .get(actix_web::http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("");
+        ActixRequestView {
+            method: req.method().as_str(),
+            host,
+            path: normalised_path,
+            headers: req.headers(),
+            source_ip,
+            client_certificate,
+        }
+    }
+}
+
+impl RequestView for ActixRequestView<'_> {
+    fn method(&self) -> &str {
+        self.method
+    }
+    fn host(&self) -> &str {
+        self.host
+    }
+    fn path(&self) -> &str {
+        self.path
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(|v| v.as_bytes())
+    }
+    fn source_ip(&self) -> Option<IpAddr> {
+        self.source_ip
+    }
+    fn client_certificate(&self) -> Option<&ClientCertificate> {
+        self.client_certificate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actix_view_reads_the_request() {
+        let req = actix_web::test::TestRequest::default()
+            .method(actix_web::http::Method::OPTIONS)
+            .uri("/a%20b?x=1")
+            .insert_header(("Host", "app.example.com"))
+            .insert_header(("Origin", "https://x"))
+            .insert_header(("Access-Control-Request-Method", "GET"))
+            .to_http_request();
+        let view = ActixRequestView::new(&req, "/a b", "10.0.0.1".parse().ok(), None);
+        assert_eq!(view.method(), "OPTIONS");
+        assert_eq!(view.host(), "app.example.com");
+        assert_eq!(view.path(), "/a b");
+        assert_eq!(view.header("origin"), Some(&b"https://x"[..]));
+        assert_eq!(
+            view.header("Access-Control-Request-Method"),
+            Some(&b"GET"[..])
+        );
+        assert_eq!(view.header("x-missing"), None);
+        let p = crate::policy::compile_text(
+            "allow: {and: [{cors_preflight: true}, {http_path: /a b}, {source_ip: 10.0.0.0/8}]}",
+        )
+        .unwrap();
+        assert_eq!(
+            p.evaluate(&view, None).decision,
+            crate::policy::Decision::Allow
+        );
+    }
+
+    #[test]
+    fn owned_request_headers_are_case_insensitive() {
+        let r = OwnedRequest::new("GET", "/").with_header("X-Thing", "v");
+        assert_eq!(r.header("x-thing"), Some(&b"v"[..]));
+        let bad = ClientCertificate::from_der(vec![1, 2, 3], true);
+        assert!(bad.spki_hash.is_none() && bad.san_dns.is_empty());
+        assert_eq!(bad.der, vec![1, 2, 3]);
+    }
+}
