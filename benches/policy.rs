@@ -48,10 +48,18 @@ fn bench(c: &mut Criterion) {
     let fifty = fifty();
     let mut group = c.benchmark_group("policy");
     group.throughput(Throughput::Elements(1));
-    for (name, text) in [("1-criterion", ONE), ("6-criterion-nested", SIX), ("50-rule", fifty.as_str())] {
+    for (name, text) in [
+        ("1-criterion", ONE),
+        ("6-criterion-nested", SIX),
+        ("50-rule", fifty.as_str()),
+    ] {
         let policy = compile_text(text).unwrap();
         let ev = policy.evaluate(&req, Some(&identity));
-        eprintln!("{name}: {} criteria, decision {:?}", policy.criteria_count(), ev.decision);
+        eprintln!(
+            "{name}: {} criteria, decision {:?}",
+            policy.criteria_count(),
+            ev.decision
+        );
         group.bench_function(name, |b| {
             b.iter(|| black_box(&policy).evaluate(black_box(&req), black_box(Some(&identity))))
         });

@@ -124,7 +124,8 @@ fn fold_or(results: impl Iterator<Item = (bool, Reasons)>) -> (bool, Reasons) {
 }
 
 /// The outcome of the decision procedure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Decision {
     /// Proxy upstream.
     Allow,
@@ -148,8 +149,8 @@ impl Decision {
     }
 }
 
-/// Result of evaluating a policy for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Result of evaluating a policy for one request (serialises for logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Evaluation {
     pub decision: Decision,
     /// Value of the OR'ed allow blocks.
@@ -411,6 +412,18 @@ mod tests {
         assert_eq!(
             d((true, r(Accept)), (false, r(DeviceUnauthenticated))),
             Decision::Deny
+        );
+        assert_eq!(
+            serde_json::to_value(Evaluation::decide(
+                (true, r(Accept)),
+                (false, Reasons::EMPTY)
+            ))
+            .unwrap(),
+            serde_json::json!({"decision": "allow", "allow": true, "allow_reasons": ["accept"], "deny": false, "deny_reasons": []})
+        );
+        assert_eq!(
+            serde_json::to_value(Decision::ClientCertificateRequired).unwrap(),
+            "client-certificate-required"
         );
         let nf = Evaluation::route_not_found();
         assert_eq!(nf.decision, Decision::Deny);

@@ -183,6 +183,19 @@ impl fmt::Display for Reasons {
     }
 }
 
+impl serde::Serialize for Reasons {
+    /// A sorted list of the spec's strings.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter().map(Reason::as_str))
+    }
+}
+
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +223,9 @@ mod tests {
         assert_eq!(a.to_string(), "[accept, email-ok]");
         assert!(a.intersects(Reason::EmailOk.into()));
         assert!(Reasons::EMPTY.is_empty());
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"["accept","email-ok"]"#
+        );
     }
 }
