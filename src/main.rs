@@ -8,6 +8,11 @@ fn main() -> anyhow::Result<()> {
             rampart::telemetry::init(cli.log_format, "info");
             anyhow::bail!("serve: not implemented yet")
         }
-        Command::Policy(_cmd) => anyhow::bail!("policy: not implemented yet"),
+        Command::Policy(cmd) => {
+            let out = rampart::policy::cli::run(&cmd);
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            std::process::exit(out.code)
+        }
     }
 }
