@@ -11,5 +11,6 @@ pub mod config;
 pub mod http;
 pub mod k8s;
 pub mod policy;
+pub mod serve;
 pub mod store;
 pub mod telemetry;

@@ -4,9 +4,10 @@ use rampart::cli::{Cli, Command};
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(_args) => {
+        Command::Serve(args) => {
             rampart::telemetry::init(cli.log_format, "info");
-            anyhow::bail!("serve: not implemented yet")
+            rampart::serve::run(&args)?;
+            Ok(())
         }
         Command::Policy(cmd) => {
             let out = rampart::policy::cli::run(&cmd);
