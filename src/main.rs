@@ -5,7 +5,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            rampart::telemetry::init(cli.log_format, "info");
+            // The config's `log_level` applies from the start (RUST_LOG still wins).
+            let level = rampart::config::load(&args.config)
+                .map(|c| c.proxy.log_level)
+                .unwrap_or_else(|_| "info".into());
+            rampart::telemetry::init(cli.log_format, &level);
             rampart::serve::run(&args)?;
             Ok(())
         }
