@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
-#[command(name = "rampart", version, about = "Identity-aware reverse proxy and Kubernetes Ingress controller")]
+#[command(
+    name = "rampart",
+    version,
+    about = "Identity-aware reverse proxy and Kubernetes Ingress controller"
+)]
 pub struct Cli {
     /// Log output format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RAMPART_LOG_FORMAT")]

@@ -1,1 +1,3 @@
 //! actors
+
+pub mod session;
