@@ -1,3 +1,8 @@
-//! actors
+//! Actix actors. Each owns one concern and is a thin shell over a plain struct that holds the
+//! logic: `config` (config file), `certs` (certificates), `file_watch` (shared file watching),
+//! `session` (session store writes and sweeping).
 
+pub mod certs;
+pub mod config;
+pub mod file_watch;
 pub mod session;

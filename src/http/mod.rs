@@ -1,3 +1,4 @@
 //! http
 
 pub mod auth;
+pub mod tls;
