@@ -14,3 +14,8 @@ pub mod signed_url;
 pub mod state;
 
 pub use settings::{AuthConfigError, AuthSettings};
+pub mod headers;
+pub mod respond;
+pub mod oidc;
+pub mod service;
+pub mod endpoints;
