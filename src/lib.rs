@@ -13,3 +13,4 @@ pub mod k8s;
 pub mod policy;
 pub mod store;
 pub mod telemetry;
+pub mod verify;

@@ -78,10 +78,12 @@ fn migrate(db: &Database) -> Result<(), StoreError> {
                     .map_err(backend)?;
             }
             Some(v) if v == SCHEMA_VERSION => {}
-            Some(v) => return Err(StoreError::Backend(format!(
+            Some(v) => {
+                return Err(StoreError::Backend(format!(
                 "schema version {v} is not supported by this rampart (expects {SCHEMA_VERSION}); \
                      use a matching rampart version or remove the file"
-            ))),
+            )))
+            }
         }
         txn.open_table(SESSIONS).map_err(backend)?;
         txn.open_table(EXPIRY).map_err(backend)?;

@@ -18,8 +18,9 @@ use super::respond::{error_response, html_escape, html_headers, page, set_cookie
 use super::service::{merge_claims, AuthService, RequestInfo};
 use super::signed_url::{build_url, sign_url, verify_signed_url, SignedUrlError};
 use super::state::{
-    check_csrf, csrf_cookie_value, decode_state, encode_state, new_csrf_token, nonce_for, pkce_cookie_name,
-    pkce_cookie_value, pkce_verifier, StateError, CSRF_MAX_AGE_SECS, PKCE_MAX_AGE_SECS,
+    check_csrf, csrf_cookie_value, decode_state, encode_state, new_csrf_token, nonce_for,
+    pkce_cookie_name, pkce_cookie_value, pkce_verifier, StateError, CSRF_MAX_AGE_SECS,
+    PKCE_MAX_AGE_SECS,
 };
 use crate::store::{unix_now, Session};
 
@@ -37,7 +38,10 @@ impl AuthService {
             || path.starts_with("/.well-known/pomerium")
             || path == "/oauth2/callback"
             || self.is_authenticate_host(&super::service::host_of(
-                req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or(""),
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
             ));
         if !info_needed {
             return None;
@@ -50,7 +54,9 @@ impl AuthService {
         let this = self.clone();
         let path = info.path.clone();
         match path.as_str() {
-            "/.well-known/pomerium" | "/.well-known/pomerium/" => return ready(this.well_known(&info)),
+            "/.well-known/pomerium" | "/.well-known/pomerium/" => {
+                return ready(this.well_known(&info))
+            }
             "/.well-known/pomerium/jwks.json" => return ready(this.jwks(&info)),
             _ => {}
         }
@@ -68,7 +74,11 @@ impl AuthService {
             "/oauth2/callback" => self.oauth_callback(info).await,
             "/.pomerium/sign_in" => self.sign_in(info).await,
             "/.pomerium/sign_out" => self.authenticate_sign_out(info).await,
-            "/.pomerium/signed_out" => html(StatusCode::OK, "Signed out", "<p>You have been signed out.</p>"),
+            "/.pomerium/signed_out" => html(
+                StatusCode::OK,
+                "Signed out",
+                "<p>You have been signed out.</p>",
+            ),
             "/" => HttpResponse::Found()
                 .insert_header((header::LOCATION, "/.pomerium/"))
                 .finish(),
@@ -93,20 +103,26 @@ impl AuthService {
                 let session = self.session_for(&info.headers, &info.query, &cookie).await;
                 self.user_page(&info, session.as_deref())
             }
-            "/.pomerium/user" => match self.session_for(&info.headers, &info.query, &cookie).await {
-                Some(s) if !s.user_id.is_empty() => {
-                    let (_, mut claims) = self.identity_jwt(&info, &s);
-                    for k in ["iss", "aud", "exp", "iat", "jti"] {
-                        claims.remove(k);
+            "/.pomerium/user" => {
+                match self.session_for(&info.headers, &info.query, &cookie).await {
+                    Some(s) if !s.user_id.is_empty() => {
+                        let (_, mut claims) = self.identity_jwt(&info, &s);
+                        for k in ["iss", "aud", "exp", "iat", "jti"] {
+                            claims.remove(k);
+                        }
+                        HttpResponse::Ok().json(Value::Object(claims))
                     }
-                    HttpResponse::Ok().json(Value::Object(claims))
+                    Some(_) => HttpResponse::NotFound()
+                        .content_type("text/plain")
+                        .body("not found"),
+                    None => self.login(&info),
                 }
-                Some(_) => HttpResponse::NotFound().content_type("text/plain").body("not found"),
-                None => self.login(&info),
-            },
+            }
             "/.pomerium/jwt" => {
                 if !self.settings.jwt_endpoint {
-                    return HttpResponse::NotFound().content_type("text/plain").body("jwt not found");
+                    return HttpResponse::NotFound()
+                        .content_type("text/plain")
+                        .body("jwt not found");
                 }
                 match self.session_for(&info.headers, &info.query, &cookie).await {
                     Some(s) => HttpResponse::Ok()
@@ -141,7 +157,9 @@ impl AuthService {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v == etag)
         {
-            return HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish();
+            return HttpResponse::NotModified()
+                .insert_header((header::ETAG, etag))
+                .finish();
         }
         HttpResponse::Ok()
             .insert_header(("access-control-allow-origin", "*"))
@@ -165,14 +183,31 @@ impl AuthService {
     async fn sign_in(self: Arc<Self>, info: RequestInfo) -> HttpResponse {
         let authn = self.authenticate_origin().unwrap_or_default();
         if let Err(e) = self.check_signed(&info, Some(&authn)) {
-            return error_response(&info.headers, StatusCode::BAD_REQUEST, "Bad Request", Some(&format!("invalid sign-in URL: {e}")));
+            return error_response(
+                &info.headers,
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                Some(&format!("invalid sign-in URL: {e}")),
+            );
         }
         let Some(redirect) = info.query_param("pomerium_redirect_uri") else {
-            return error_response(&info.headers, StatusCode::BAD_REQUEST, "Bad Request", Some("missing pomerium_redirect_uri"));
+            return error_response(
+                &info.headers,
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                Some("missing pomerium_redirect_uri"),
+            );
         };
         let target = match url::Url::parse(&redirect) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
-            _ => return error_response(&info.headers, StatusCode::BAD_REQUEST, "Bad Request", Some("invalid pomerium_redirect_uri")),
+            _ => {
+                return error_response(
+                    &info.headers,
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request",
+                    Some("invalid pomerium_redirect_uri"),
+                )
+            }
         };
         let authn_cookie = self.settings.cookie.authenticate_name();
         if let Some(session) = self.session_for(&info.headers, "", &authn_cookie).await {
@@ -180,7 +215,10 @@ impl AuthService {
             let authn_host = self.settings.authenticate_host().unwrap_or_default();
             let handle = SessionHandle {
                 iss: authn_host.clone(),
-                aud: vec![authn_host, target.host_str().unwrap_or_default().to_ascii_lowercase()],
+                aud: vec![
+                    authn_host,
+                    target.host_str().unwrap_or_default().to_ascii_lowercase(),
+                ],
                 iat: unix_now(),
                 jti: session.id.clone(),
                 sub: session.user_id.clone(),
@@ -189,10 +227,16 @@ impl AuthService {
                 databroker_record_version: session.version,
             };
             let callback = build_url(
-                &format!("{}/.pomerium/callback/", target.origin().ascii_serialization()),
+                &format!(
+                    "{}/.pomerium/callback/",
+                    target.origin().ascii_serialization()
+                ),
                 &[
                     ("pomerium_redirect_uri", redirect.as_str()),
-                    ("pomerium_session_encrypted", &handle.encrypt(&self.settings.shared_secret)),
+                    (
+                        "pomerium_session_encrypted",
+                        &handle.encrypt(&self.settings.shared_secret),
+                    ),
                 ],
             );
             let signed = sign_url(&self.settings.shared_secret.0, &callback, unix_now());
@@ -207,7 +251,12 @@ impl AuthService {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("xmlhttprequest"))
         {
-            return error_response(&info.headers, StatusCode::UNAUTHORIZED, "Unauthenticated", None);
+            return error_response(
+                &info.headers,
+                StatusCode::UNAUTHORIZED,
+                "Unauthenticated",
+                None,
+            );
         }
         let Some(idp) = &self.idp else {
             return error_response(&info.headers, StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", Some("no identity provider is configured (idp_provider_url, idp_client_id, idp_client_secret)"));
@@ -217,7 +266,13 @@ impl AuthService {
         let csrf = new_csrf_token();
         let trace_id = uuid::Uuid::new_v4().simple().to_string();
         let return_url = format!("{authn}{}?{}", info.path, info.query);
-        let state = encode_state(&self.settings.cookie_secret, &csrf, now, &trace_id, &return_url);
+        let state = encode_state(
+            &self.settings.cookie_secret,
+            &csrf,
+            now,
+            &trace_id,
+            &return_url,
+        );
         let nonce = nonce_for(&self.settings.cookie_secret, &csrf, now);
         let request = match idp.authorize(state, nonce).await {
             Ok(r) => r,
@@ -230,13 +285,25 @@ impl AuthService {
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .append_header((
                 header::SET_COOKIE,
-                set_cookie(&csrf_name, &csrf_cookie_value(&self.settings.cookie_secret, &csrf_name, &csrf, now), opts, CookieLife::MaxAge(CSRF_MAX_AGE_SECS), false),
+                set_cookie(
+                    &csrf_name,
+                    &csrf_cookie_value(&self.settings.cookie_secret, &csrf_name, &csrf, now),
+                    opts,
+                    CookieLife::MaxAge(CSRF_MAX_AGE_SECS),
+                    false,
+                ),
             ));
         if let Some(v) = request.pkce_verifier {
             let name = pkce_cookie_name(&opts.pkce_prefix(), &csrf);
             resp.append_header((
                 header::SET_COOKIE,
-                set_cookie(&name, &pkce_cookie_value(&self.settings.cookie_secret, &name, &v), opts, CookieLife::MaxAge(PKCE_MAX_AGE_SECS), false),
+                set_cookie(
+                    &name,
+                    &pkce_cookie_value(&self.settings.cookie_secret, &name, &v),
+                    opts,
+                    CookieLife::MaxAge(PKCE_MAX_AGE_SECS),
+                    false,
+                ),
             ));
         }
         resp.finish()
@@ -244,15 +311,30 @@ impl AuthService {
 
     /// `/oauth2/callback` (spec 2.3 step 3, checks of 2.4 in order).
     async fn oauth_callback(self: Arc<Self>, info: RequestInfo) -> HttpResponse {
-        let bad = |msg: &str| error_response(&info.headers, StatusCode::BAD_REQUEST, "Bad Request", Some(msg));
+        let bad = |msg: &str| {
+            error_response(
+                &info.headers,
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                Some(msg),
+            )
+        };
         if let Some(err) = info.query_param("error") {
             let status = if err == "access_denied" || err == "unauthorized_client" {
                 StatusCode::UNAUTHORIZED
             } else {
                 StatusCode::BAD_REQUEST
             };
-            let desc = info.query_param("error_description").map(|d| format!(": {d}")).unwrap_or_default();
-            return error_response(&info.headers, status, status.canonical_reason().unwrap_or("Error"), Some(&format!("identity provider: {err}{desc}")));
+            let desc = info
+                .query_param("error_description")
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default();
+            return error_response(
+                &info.headers,
+                status,
+                status.canonical_reason().unwrap_or("Error"),
+                Some(&format!("identity provider: {err}{desc}")),
+            );
         }
         let Some(code) = info.query_param("code").filter(|c| !c.is_empty()) else {
             return bad("identity provider returned empty code");
@@ -261,17 +343,28 @@ impl AuthService {
         let key = &self.settings.cookie_secret;
         let state = match decode_state(key, &info.query_param("state").unwrap_or_default(), now) {
             Ok(s) => s,
-            Err(e @ StateError::Expired) => return bad(&format!("{e} Please go back to the application and sign in again.")),
+            Err(e @ StateError::Expired) => {
+                return bad(&format!(
+                    "{e} Please go back to the application and sign in again."
+                ))
+            }
             Err(e) => return bad(&e.to_string()),
         };
         let opts = &self.settings.cookie;
         let csrf_name = opts.csrf_name();
-        let csrf_cookie = super::headers::cookie_values(&info.headers, &csrf_name).next().map(str::to_string);
+        let csrf_cookie = super::headers::cookie_values(&info.headers, &csrf_name)
+            .next()
+            .map(str::to_string);
         if let Err(e) = check_csrf(key, &csrf_name, csrf_cookie.as_deref(), &state.csrf, now) {
             return bad(&e.to_string());
         }
         let Some(idp) = &self.idp else {
-            return error_response(&info.headers, StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", Some("no identity provider is configured"));
+            return error_response(
+                &info.headers,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                Some("no identity provider is configured"),
+            );
         };
         let pkce_name = pkce_cookie_name(&opts.pkce_prefix(), &state.csrf);
         let verifier = super::headers::cookie_values(&info.headers, &pkce_name)
@@ -287,14 +380,28 @@ impl AuthService {
             return bad("identity provider: ID token has no subject");
         }
         let mut claims = tokens.claims.clone();
-        match idp.userinfo(&tokens.access_token, tokens.claims.get("sub").and_then(Value::as_str).unwrap_or("")).await {
+        match idp
+            .userinfo(
+                &tokens.access_token,
+                tokens
+                    .claims
+                    .get("sub")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+            )
+            .await
+        {
             Ok(Some(more)) => merge_claims(&mut claims, more),
             Ok(None) => {}
             Err(e) => return idp_error_page(&info, &e),
         }
         let session = Session {
             id: uuid::Uuid::new_v4().to_string(),
-            email: claims.get("email").and_then(Value::as_str).unwrap_or_default().to_string(),
+            email: claims
+                .get("email")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
             user_id,
             idp_id: self.idp_id().to_string(),
             issued_at: now,
@@ -309,7 +416,12 @@ impl AuthService {
         };
         if let Err(e) = self.sessions.put(session.clone()).await {
             tracing::error!(error = %e, "storing session failed");
-            return error_response(&info.headers, StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", Some("the session store is unavailable"));
+            return error_response(
+                &info.headers,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                Some("the session store is unavailable"),
+            );
         }
         tracing::info!(session = %session.id, user = %session.user_id, email = %session.email, "signed in");
         let authn_host = self.settings.authenticate_host().unwrap_or_default();
@@ -326,32 +438,66 @@ impl AuthService {
         HttpResponse::Found()
             .insert_header((header::LOCATION, state.return_url))
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .append_header((header::SET_COOKIE, set_cookie(&opts.authenticate_name(), &handle.sign(&self.settings.shared_secret), opts, CookieLife::Expires(opts.expire), false)))
-            .append_header((header::SET_COOKIE, set_cookie(&csrf_name, "", opts, CookieLife::Clear, false)))
-            .append_header((header::SET_COOKIE, set_cookie(&pkce_name, "", opts, CookieLife::Clear, false)))
+            .append_header((
+                header::SET_COOKIE,
+                set_cookie(
+                    &opts.authenticate_name(),
+                    &handle.sign(&self.settings.shared_secret),
+                    opts,
+                    CookieLife::Expires(opts.expire),
+                    false,
+                ),
+            ))
+            .append_header((
+                header::SET_COOKIE,
+                set_cookie(&csrf_name, "", opts, CookieLife::Clear, false),
+            ))
+            .append_header((
+                header::SET_COOKIE,
+                set_cookie(&pkce_name, "", opts, CookieLife::Clear, false),
+            ))
             .finish()
     }
 
     /// Route host `/.pomerium/callback/` (spec 2.3 step 5).
     fn route_callback(&self, info: &RequestInfo) -> HttpResponse {
-        let bad = |msg: String| error_response(&info.headers, StatusCode::BAD_REQUEST, "Bad Request", Some(&msg));
+        let bad = |msg: String| {
+            error_response(
+                &info.headers,
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                Some(&msg),
+            )
+        };
         if let Err(e) = self.check_signed(info, None) {
             return bad(format!("invalid callback URL: {e}"));
         }
         let handle = match info
             .query_param("pomerium_session_encrypted")
             .ok_or_else(|| "missing pomerium_session_encrypted".to_string())
-            .and_then(|v| SessionHandle::decrypt(&v, &self.settings.shared_secret).map_err(|e| e.to_string()))
-        {
+            .and_then(|v| {
+                SessionHandle::decrypt(&v, &self.settings.shared_secret).map_err(|e| e.to_string())
+            }) {
             Ok(h) => h,
             Err(e) => return bad(e),
         };
-        let redirect = info.query_param("pomerium_redirect_uri").unwrap_or_else(|| "/".into());
+        let redirect = info
+            .query_param("pomerium_redirect_uri")
+            .unwrap_or_else(|| "/".into());
         let opts = &self.settings.cookie;
         HttpResponse::Found()
             .insert_header((header::LOCATION, redirect))
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .append_header((header::SET_COOKIE, set_cookie(&opts.name, &handle.sign(&self.settings.shared_secret), opts, CookieLife::Expires(opts.expire), true)))
+            .append_header((
+                header::SET_COOKIE,
+                set_cookie(
+                    &opts.name,
+                    &handle.sign(&self.settings.shared_secret),
+                    opts,
+                    CookieLife::Expires(opts.expire),
+                    true,
+                ),
+            ))
             .finish()
     }
 
@@ -369,7 +515,11 @@ impl AuthService {
             Some(u) => vec![("pomerium_redirect_uri", u.as_str())],
             None => vec![],
         };
-        let url = sign_url(&self.settings.shared_secret.0, &build_url(&format!("{authn}/.pomerium/sign_out"), &params), unix_now());
+        let url = sign_url(
+            &self.settings.shared_secret.0,
+            &build_url(&format!("{authn}/.pomerium/sign_out"), &params),
+            unix_now(),
+        );
         HttpResponse::Found()
             .insert_header((header::LOCATION, url))
             .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -382,11 +532,18 @@ impl AuthService {
     async fn authenticate_sign_out(self: Arc<Self>, info: RequestInfo) -> HttpResponse {
         let authn = self.authenticate_origin().unwrap_or_default();
         if self.check_signed(&info, Some(&authn)).is_err() {
-            let signed = sign_url(&self.settings.shared_secret.0, &format!("{authn}/.pomerium/sign_out"), unix_now());
+            let signed = sign_url(
+                &self.settings.shared_secret.0,
+                &format!("{authn}/.pomerium/sign_out"),
+                unix_now(),
+            );
             return html(
                 StatusCode::OK,
                 "Sign out",
-                &format!("<p>Are you sure you want to sign out?</p><p><a href=\"{}\">Sign out</a></p>", html_escape(&signed)),
+                &format!(
+                    "<p>Are you sure you want to sign out?</p><p><a href=\"{}\">Sign out</a></p>",
+                    html_escape(&signed)
+                ),
             );
         }
         let opts = &self.settings.cookie;
@@ -400,32 +557,53 @@ impl AuthService {
         }
         let after = info
             .query_param("pomerium_redirect_uri")
-            .or_else(|| self.settings.signout_redirect_url.as_ref().map(|u| u.to_string()))
+            .or_else(|| {
+                self.settings
+                    .signout_redirect_url
+                    .as_ref()
+                    .map(|u| u.to_string())
+            })
             .unwrap_or_else(|| format!("{authn}/.pomerium/signed_out"));
         let mut location = after.clone();
         if let Some(idp) = &self.idp {
-            if let Some(u) = idp.end_session_url(session.as_ref().map(|s| s.id_token.as_str()), &after).await {
+            if let Some(u) = idp
+                .end_session_url(session.as_ref().map(|s| s.id_token.as_str()), &after)
+                .await
+            {
                 location = u;
             }
         }
         HttpResponse::Found()
             .insert_header((header::LOCATION, location))
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .append_header((header::SET_COOKIE, set_cookie(&cookie, "", opts, CookieLife::Clear, false)))
+            .append_header((
+                header::SET_COOKIE,
+                set_cookie(&cookie, "", opts, CookieLife::Clear, false),
+            ))
             .finish()
     }
 
     /// `/.pomerium/`: who am I.
     fn user_page(&self, info: &RequestInfo, session: Option<&Session>) -> HttpResponse {
         let Some(s) = session else {
-            return html(StatusCode::OK, "User details", "<p>You are not signed in.</p>");
+            return html(
+                StatusCode::OK,
+                "User details",
+                "<p>You are not signed in.</p>",
+            );
         };
         let mut rows = String::new();
         let fmt_time = |t: u64| {
             let ts = time::OffsetDateTime::from_unix_timestamp(t as i64).ok();
             ts.map(|t| t.to_string()).unwrap_or_else(|| t.to_string())
         };
-        let mut add = |k: &str, v: String| rows.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", html_escape(k), html_escape(&v)));
+        let mut add = |k: &str, v: String| {
+            rows.push_str(&format!(
+                "<tr><th>{}</th><td>{}</td></tr>",
+                html_escape(k),
+                html_escape(&v)
+            ))
+        };
         add("User ID", s.user_id.clone());
         add("Email", s.email.clone());
         add("Session ID", s.id.clone());
@@ -444,7 +622,11 @@ impl AuthService {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            claims.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", html_escape(k), html_escape(&v)));
+            claims.push_str(&format!(
+                "<tr><th>{}</th><td>{}</td></tr>",
+                html_escape(k),
+                html_escape(&v)
+            ));
         }
         let sign_out = format!("{}/.pomerium/sign_out", info.origin());
         let body = format!(

@@ -23,7 +23,10 @@ pub enum Carrier {
 }
 
 /// Values of cookie `name` in the request's Cookie headers, in order.
-pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+pub fn cookie_values<'a>(
+    headers: &'a HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(COOKIE)
         .filter_map(|v| v.to_str().ok())
@@ -41,12 +44,22 @@ fn pomerium_authorization(v: &str) -> Option<&str> {
 
 /// The session handle candidates of a request, in Pomerium's order: header carriers, query,
 /// then cookies.
-pub fn session_tokens(headers: &HeaderMap, query: &str, cookie_name: &str) -> Vec<(String, Carrier)> {
+pub fn session_tokens(
+    headers: &HeaderMap,
+    query: &str,
+    cookie_name: &str,
+) -> Vec<(String, Carrier)> {
     let mut out = Vec::new();
-    if let Some(v) = headers.get(X_POMERIUM_AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(X_POMERIUM_AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         out.push((v.trim().to_string(), Carrier::Header));
     }
-    for v in headers.get_all(AUTHORIZATION).filter_map(|v| v.to_str().ok()) {
+    for v in headers
+        .get_all(AUTHORIZATION)
+        .filter_map(|v| v.to_str().ok())
+    {
         if let Some(t) = pomerium_authorization(v.trim()) {
             out.push((t.trim().to_string(), Carrier::Header));
         }
@@ -128,7 +141,8 @@ pub fn upstream_plan(
             for ((h, _), value) in claim_headers.iter().zip(values) {
                 // Claim values are arbitrary strings; drop characters a header cannot carry.
                 let clean: String = value.chars().filter(|c| *c != '\r' && *c != '\n').collect();
-                let v = HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static(""));
+                let v =
+                    HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static(""));
                 plan.set.push((h.clone(), v));
             }
         }
@@ -177,14 +191,20 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
-            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         m
     }
 
     #[test]
     fn finds_session_carriers() {
-        let h = map(&[("cookie", "a=1; _pomerium=tok1; b=2"), ("authorization", "Pomerium tok2")]);
+        let h = map(&[
+            ("cookie", "a=1; _pomerium=tok1; b=2"),
+            ("authorization", "Pomerium tok2"),
+        ]);
         let t = session_tokens(&h, "pomerium_session=tok3", "_pomerium");
         assert_eq!(
             t,
@@ -204,7 +224,10 @@ mod tests {
 
     #[test]
     fn spoofed_identity_headers_are_removed_without_pass_identity() {
-        let claim = vec![(HeaderName::from_static("x-pomerium-claim-email"), "email".to_string())];
+        let claim = vec![(
+            HeaderName::from_static("x-pomerium-claim-email"),
+            "email".to_string(),
+        )];
         let mut h = map(&[
             ("x-pomerium-jwt-assertion", "forged"),
             ("x-pomerium-jwt-assertion-for", "forged2"),
@@ -227,33 +250,59 @@ mod tests {
 
     #[test]
     fn identity_headers_overwrite_client_copies() {
-        let claim = vec![(HeaderName::from_static("x-pomerium-claim-email"), "email".to_string())];
+        let claim = vec![(
+            HeaderName::from_static("x-pomerium-claim-email"),
+            "email".to_string(),
+        )];
         let mut h = map(&[
             ("x-pomerium-jwt-assertion", "upstream-proxy-jwt"),
             ("x-pomerium-claim-email", "ceo@example.com"),
             ("authorization", "Bearer real-api-token"),
             ("cookie", "_pomerium=tok"),
         ]);
-        let plan = upstream_plan(&h, "_pomerium", &claim, Some(("new.jwt.sig", vec!["alice@example.com".into()])));
+        let plan = upstream_plan(
+            &h,
+            "_pomerium",
+            &claim,
+            Some(("new.jwt.sig", vec!["alice@example.com".into()])),
+        );
         apply_plan(&mut h, &plan);
         assert_eq!(h.get("x-pomerium-jwt-assertion").unwrap(), "new.jwt.sig");
-        assert_eq!(h.get("x-pomerium-jwt-assertion-for").unwrap(), "upstream-proxy-jwt");
-        assert_eq!(h.get("x-pomerium-claim-email").unwrap(), "alice@example.com");
+        assert_eq!(
+            h.get("x-pomerium-jwt-assertion-for").unwrap(),
+            "upstream-proxy-jwt"
+        );
+        assert_eq!(
+            h.get("x-pomerium-claim-email").unwrap(),
+            "alice@example.com"
+        );
         assert_eq!(h.get("authorization").unwrap(), "Bearer real-api-token");
         assert!(h.get("cookie").is_none());
     }
 
     #[test]
     fn client_sent_for_header_is_kept() {
-        let h = map(&[("x-pomerium-jwt-assertion", "a"), ("x-pomerium-jwt-assertion-for", "b")]);
+        let h = map(&[
+            ("x-pomerium-jwt-assertion", "a"),
+            ("x-pomerium-jwt-assertion-for", "b"),
+        ]);
         let plan = upstream_plan(&h, "_pomerium", &[], Some(("jwt", vec![])));
-        assert!(!plan.set.iter().any(|(k, _)| k == X_POMERIUM_JWT_ASSERTION_FOR));
+        assert!(!plan
+            .set
+            .iter()
+            .any(|(k, _)| k == X_POMERIUM_JWT_ASSERTION_FOR));
     }
 
     #[test]
     fn strips_cookie_pairs() {
-        assert_eq!(strip_cookie_pair("a=1; _pomerium=x; b=2", "_pomerium").as_deref(), Some("a=1; b=2"));
+        assert_eq!(
+            strip_cookie_pair("a=1; _pomerium=x; b=2", "_pomerium").as_deref(),
+            Some("a=1; b=2")
+        );
         assert_eq!(strip_cookie_pair("_pomerium=x", "_pomerium"), None);
-        assert_eq!(strip_cookie_pair("_pomerium_csrf=x", "_pomerium").as_deref(), Some("_pomerium_csrf=x"));
+        assert_eq!(
+            strip_cookie_pair("_pomerium_csrf=x", "_pomerium").as_deref(),
+            Some("_pomerium_csrf=x")
+        );
     }
 }

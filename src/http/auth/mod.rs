@@ -14,8 +14,11 @@ pub mod signed_url;
 pub mod state;
 
 pub use settings::{AuthConfigError, AuthSettings};
-pub mod headers;
-pub mod respond;
-pub mod oidc;
-pub mod service;
 pub mod endpoints;
+pub mod headers;
+pub mod oidc;
+pub mod respond;
+pub mod service;
+
+#[cfg(test)]
+mod tests;

@@ -176,7 +176,11 @@ impl Idp {
     }
 
     /// Builds the authorize redirect for `state` and `nonce`.
-    pub async fn authorize(&self, state: String, nonce: String) -> Result<AuthorizeRequest, IdpError> {
+    pub async fn authorize(
+        &self,
+        state: String,
+        nonce: String,
+    ) -> Result<AuthorizeRequest, IdpError> {
         let d = self.discovered(false).await?;
         let mut req = d.client.authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
@@ -219,7 +223,10 @@ impl Idp {
         if let Some(v) = pkce_verifier {
             req = req.set_pkce_verifier(PkceCodeVerifier::new(v));
         }
-        let resp = req.request_async(&self.http).await.map_err(|e| self.token_error(e))?;
+        let resp = req
+            .request_async(&self.http)
+            .await
+            .map_err(|e| self.token_error(e))?;
         let nonce = Nonce::new(nonce.to_string());
         self.verified(d, &resp, Some(nonce)).await
     }
@@ -244,7 +251,10 @@ impl Idp {
 
     fn token_error<RE: std::error::Error + 'static>(
         &self,
-        e: RequestTokenError<RE, openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>>,
+        e: RequestTokenError<
+            RE,
+            openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+        >,
     ) -> IdpError {
         match e {
             RequestTokenError::ServerResponse(r) => IdpError::Rejected(r.to_string()),
@@ -272,7 +282,11 @@ impl Idp {
                     access_token_expires_at,
                 })
             }
-            None => return Err(IdpError::InvalidIdToken("token response has no id_token".into())),
+            None => {
+                return Err(IdpError::InvalidIdToken(
+                    "token response has no id_token".into(),
+                ))
+            }
         };
         let check = |d: &Discovered| {
             let verifier = d.client.id_token_verifier();
@@ -308,7 +322,11 @@ impl Idp {
     }
 
     /// UserInfo claims (`None` when the IdP has no endpoint). `sub` must match the ID token's.
-    pub async fn userinfo(&self, access_token: &str, sub: &str) -> Result<Option<Map<String, Value>>, IdpError> {
+    pub async fn userinfo(
+        &self,
+        access_token: &str,
+        sub: &str,
+    ) -> Result<Option<Map<String, Value>>, IdpError> {
         let d = self.discovered(false).await?;
         let Some(url) = &d.userinfo else {
             return Ok(None);
@@ -322,19 +340,31 @@ impl Idp {
             .await
             .map_err(|e| self.unavailable(error_chain(&e)))?;
         if !resp.status().is_success() {
-            return Err(IdpError::Rejected(format!("userinfo returned {}", resp.status())));
+            return Err(IdpError::Rejected(format!(
+                "userinfo returned {}",
+                resp.status()
+            )));
         }
-        let body = resp.bytes().await.map_err(|e| self.unavailable(error_chain(&e)))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.unavailable(error_chain(&e)))?;
         let claims: Map<String, Value> = serde_json::from_slice(&body)
             .map_err(|e| IdpError::Rejected(format!("userinfo is not a JSON object: {e}")))?;
         if claims.get("sub").and_then(Value::as_str) != Some(sub) {
-            return Err(IdpError::Rejected("userinfo sub does not match the ID token".into()));
+            return Err(IdpError::Rejected(
+                "userinfo sub does not match the ID token".into(),
+            ));
         }
         Ok(Some(claims))
     }
 
     /// The IdP's end-session URL for RP-initiated logout, if it has one.
-    pub async fn end_session_url(&self, id_token_hint: Option<&str>, post_logout_redirect_uri: &str) -> Option<String> {
+    pub async fn end_session_url(
+        &self,
+        id_token_hint: Option<&str>,
+        post_logout_redirect_uri: &str,
+    ) -> Option<String> {
         let d = self.discovered(false).await.ok()?;
         let mut url = url::Url::parse(d.end_session.as_deref()?).ok()?;
         {
@@ -355,7 +385,11 @@ impl Idp {
         } else {
             "sub"
         };
-        claims.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+        claims
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
     }
 }
 

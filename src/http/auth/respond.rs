@@ -86,7 +86,11 @@ pub fn request_id(headers: &HeaderMap) -> String {
 
 /// Login outcome: 302 to `sign_in_url` for browsers without header/query session carriers,
 /// else 401 `Unauthenticated`.
-pub fn login_response(headers: &HeaderMap, has_other_carrier: bool, sign_in_url: &str) -> HttpResponse {
+pub fn login_response(
+    headers: &HeaderMap,
+    has_other_carrier: bool,
+    sign_in_url: &str,
+) -> HttpResponse {
     if prefers_html(headers) && !has_other_carrier && !is_grpc(headers) && !is_kubectl(headers) {
         return HttpResponse::Found()
             .insert_header((header::LOCATION, sign_in_url))
@@ -127,7 +131,12 @@ h1{{font-size:1.6rem}}table{{border-collapse:collapse}}td,th{{border:1px solid #
 }
 
 /// An error for the client type: JSON, kubectl Status, gRPC headers or an HTML page.
-pub fn error_response(headers: &HeaderMap, status: StatusCode, reason: &str, detail: Option<&str>) -> HttpResponse {
+pub fn error_response(
+    headers: &HeaderMap,
+    status: StatusCode,
+    reason: &str,
+    detail: Option<&str>,
+) -> HttpResponse {
     let id = request_id(headers);
     let mut b = HttpResponse::build(status);
     b.insert_header(("x-pomerium-intercepted-response", "true"));
@@ -204,7 +213,13 @@ pub enum CookieLife {
 }
 
 /// A `Set-Cookie` value with rampart's attributes (Path=/, Secure always).
-pub fn set_cookie(name: &str, value: &str, opts: &CookieOptions, life: CookieLife, domain: bool) -> HeaderValue {
+pub fn set_cookie(
+    name: &str,
+    value: &str,
+    opts: &CookieOptions,
+    life: CookieLife,
+    domain: bool,
+) -> HeaderValue {
     let mut s = match life {
         CookieLife::Clear => format!("{name}=; Path=/; Max-Age=-1"),
         CookieLife::Expires(d) => format!(
@@ -236,7 +251,10 @@ mod tests {
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
-            m.insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            m.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         m
     }
@@ -245,9 +263,15 @@ mod tests {
     fn accept_negotiation() {
         assert!(prefers_html(&h(&[])));
         assert!(prefers_html(&h(&[("accept", "*/*")])));
-        assert!(prefers_html(&h(&[("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")])));
+        assert!(prefers_html(&h(&[(
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        )])));
         assert!(!prefers_html(&h(&[("accept", "application/json")])));
-        assert!(!prefers_html(&h(&[("accept", "application/json, text/html;q=0.5")])));
+        assert!(!prefers_html(&h(&[(
+            "accept",
+            "application/json, text/html;q=0.5"
+        )])));
         assert!(!prefers_html(&h(&[("accept", "text/plain")])));
         assert!(prefers_json(&h(&[("accept", "application/json")])));
         assert!(!prefers_json(&h(&[("accept", "*/*")])));
@@ -258,7 +282,11 @@ mod tests {
         let r = login_response(&h(&[("accept", "text/html")]), false, "https://authn/x");
         assert_eq!(r.status(), StatusCode::FOUND);
         assert_eq!(r.headers().get("location").unwrap(), "https://authn/x");
-        let r = login_response(&h(&[("accept", "application/json")]), false, "https://authn/x");
+        let r = login_response(
+            &h(&[("accept", "application/json")]),
+            false,
+            "https://authn/x",
+        );
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(r.headers().get("content-type").unwrap(), "application/json");
         let r = login_response(&h(&[]), true, "https://authn/x");
@@ -270,10 +298,23 @@ mod tests {
 
     #[test]
     fn error_pages_by_client() {
-        let r = error_response(&h(&[("user-agent", "kubectl/v1.32 kubernetes/abc")]), StatusCode::FORBIDDEN, "Forbidden", None);
+        let r = error_response(
+            &h(&[("user-agent", "kubectl/v1.32 kubernetes/abc")]),
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            None,
+        );
         assert_eq!(r.status(), 403);
-        let r = error_response(&h(&[("x-request-id", "rid-1")]), StatusCode::FORBIDDEN, "Forbidden", Some("email-unauthorized"));
-        assert_eq!(r.headers().get("content-type").unwrap(), "text/html; charset=UTF-8");
+        let r = error_response(
+            &h(&[("x-request-id", "rid-1")]),
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            Some("email-unauthorized"),
+        );
+        assert_eq!(
+            r.headers().get("content-type").unwrap(),
+            "text/html; charset=UTF-8"
+        );
         assert_eq!(r.headers().get("x-request-id").unwrap(), "rid-1");
     }
 
@@ -286,11 +327,23 @@ mod tests {
             http_only: true,
             same_site: Some(super::super::settings::SameSite::Lax),
         };
-        let c = set_cookie("_pomerium", "v", &opts, CookieLife::Expires(opts.expire), true);
+        let c = set_cookie(
+            "_pomerium",
+            "v",
+            &opts,
+            CookieLife::Expires(opts.expire),
+            true,
+        );
         let c = c.to_str().unwrap();
         assert!(c.starts_with("_pomerium=v; Path=/; Expires="), "{c}");
-        assert!(c.ends_with("; Domain=example.com; Secure; HttpOnly; SameSite=Lax"), "{c}");
+        assert!(
+            c.ends_with("; Domain=example.com; Secure; HttpOnly; SameSite=Lax"),
+            "{c}"
+        );
         let c = set_cookie("_pomerium", "v", &opts, CookieLife::Clear, false);
-        assert_eq!(c.to_str().unwrap(), "_pomerium=; Path=/; Max-Age=-1; Secure; HttpOnly; SameSite=Lax");
+        assert_eq!(
+            c.to_str().unwrap(),
+            "_pomerium=; Path=/; Max-Age=-1; Secure; HttpOnly; SameSite=Lax"
+        );
     }
 }

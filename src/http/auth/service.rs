@@ -95,7 +95,9 @@ impl RequestInfo {
 pub fn host_of(authority: &str) -> String {
     let a = authority.trim();
     let host = if a.starts_with('[') {
-        a.split_once(']').map(|(h, _)| format!("{h}]")).unwrap_or_else(|| a.to_string())
+        a.split_once(']')
+            .map(|(h, _)| format!("{h}]"))
+            .unwrap_or_else(|| a.to_string())
     } else {
         a.rsplit_once(':')
             .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
@@ -127,12 +129,18 @@ impl AuthService {
             settings,
             idp,
             sessions,
-            refresh_locks: (0..REFRESH_LOCKS).map(|_| futures::lock::Mutex::new(())).collect(),
+            refresh_locks: (0..REFRESH_LOCKS)
+                .map(|_| futures::lock::Mutex::new(()))
+                .collect(),
         }))
     }
 
     pub fn idp_id(&self) -> &str {
-        self.settings.idp.as_ref().map(|i| i.id.as_str()).unwrap_or("")
+        self.settings
+            .idp
+            .as_ref()
+            .map(|i| i.id.as_str())
+            .unwrap_or("")
     }
 
     /// `scheme://host[:port]` of the authenticate service.
@@ -174,7 +182,12 @@ impl AuthService {
     }
 
     /// The valid session of a request, if any (refreshing its tokens when they expired).
-    pub async fn session_for(&self, headers: &HeaderMap, query: &str, cookie_name: &str) -> Option<Arc<Session>> {
+    pub async fn session_for(
+        &self,
+        headers: &HeaderMap,
+        query: &str,
+        cookie_name: &str,
+    ) -> Option<Arc<Session>> {
         for (token, carrier) in session_tokens(headers, query, cookie_name) {
             let handle = match SessionHandle::verify(&token, &self.settings.shared_secret) {
                 Ok(h) => h,
@@ -215,7 +228,9 @@ impl AuthService {
         }
         match self.refresh(&session).await {
             Ok(s) => Some(s),
-            Err(RefreshFailure::Temporary) if !session.access_token_expired(now, 0) => Some(session),
+            Err(RefreshFailure::Temporary) if !session.access_token_expired(now, 0) => {
+                Some(session)
+            }
             Err(_) => None,
         }
     }
@@ -231,7 +246,9 @@ impl AuthService {
         let now = unix_now();
         // Another request may have refreshed it meanwhile.
         if let Ok(Some(current)) = self.sessions.get(&session.id).await {
-            if current.version != session.version && !current.access_token_expired(now, REFRESH_MARGIN_SECS) {
+            if current.version != session.version
+                && !current.access_token_expired(now, REFRESH_MARGIN_SECS)
+            {
                 return Ok(current);
             }
         }
@@ -300,9 +317,25 @@ impl AuthService {
     }
 
     /// The identity JWT for a request (for `/.pomerium/jwt` and `/.pomerium/user`).
-    pub fn identity_jwt(&self, info: &RequestInfo, session: &Session) -> (String, Map<String, Value>) {
-        let extra: Vec<String> = self.settings.jwt_claims_headers.iter().map(|(_, c)| c.clone()).collect();
-        let claims = identity_claims(&info.host, false, Some(session), &extra, unix_now(), &uuid::Uuid::new_v4().to_string());
+    pub fn identity_jwt(
+        &self,
+        info: &RequestInfo,
+        session: &Session,
+    ) -> (String, Map<String, Value>) {
+        let extra: Vec<String> = self
+            .settings
+            .jwt_claims_headers
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect();
+        let claims = identity_claims(
+            &info.host,
+            false,
+            Some(session),
+            &extra,
+            unix_now(),
+            &uuid::Uuid::new_v4().to_string(),
+        );
         (self.signer.sign(&claims), claims)
     }
 }
