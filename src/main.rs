@@ -4,11 +4,17 @@ use rampart::cli::{Cli, Command};
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(_args) => {
+        Command::Serve(args) => {
             rampart::telemetry::init(cli.log_format, "info");
-            anyhow::bail!("serve: not implemented yet")
+            rampart::serve::run(&args)?;
+            Ok(())
         }
-        Command::Policy(_cmd) => anyhow::bail!("policy: not implemented yet"),
+        Command::Policy(cmd) => {
+            let out = rampart::policy::cli::run(&cmd);
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            std::process::exit(out.code)
+        }
         Command::Verify(args) => {
             rampart::telemetry::init(cli.log_format, "info");
             Ok(rampart::verify::run(args)?)
