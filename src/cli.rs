@@ -28,6 +28,22 @@ pub enum Command {
     /// Check, evaluate and explain Pomerium Policy Language documents.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run a small upstream app that shows request headers and verifies the identity JWT
+    /// (`X-Pomerium-Jwt-Assertion`) against a JWKS URL, like Pomerium's verify service.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub address: String,
+    /// JWKS of the proxy, e.g. https://app.example.com/.well-known/pomerium/jwks.json.
+    #[arg(long)]
+    pub jwks_url: String,
+    /// Expected `aud`; default: the request's X-Forwarded-Host or Host (without port).
+    #[arg(long)]
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, Args)]

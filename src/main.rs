@@ -19,5 +19,9 @@ fn main() -> anyhow::Result<()> {
             eprint!("{}", out.stderr);
             std::process::exit(out.code)
         }
+        Command::Verify(args) => {
+            rampart::telemetry::init(cli.log_format, "info");
+            Ok(rampart::verify::run(args)?)
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! proxying to upstreams (`proxy`, `upstream`, `balancer`, `tunnel`), error pages (`errors`),
 //! metrics (`metrics`) and downstream TLS (`tls`).
 
+pub mod auth;
 pub mod authorize;
 pub mod balancer;
 pub mod body;
