@@ -9,5 +9,9 @@ fn main() -> anyhow::Result<()> {
             anyhow::bail!("serve: not implemented yet")
         }
         Command::Policy(_cmd) => anyhow::bail!("policy: not implemented yet"),
+        Command::Render(args) => {
+            rampart::telemetry::init(cli.log_format, "warn");
+            std::process::exit(rampart::k8s::render::run(&args.into()))
+        }
     }
 }
