@@ -471,42 +471,4 @@ impl Reconciler {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::route::route_order;
-
-    #[test]
-    fn route_key_order_matches_config_route_order() {
-        let mk = |from: &str,
-                  path: Option<&str>,
-                  regex: Option<&str>,
-                  prefix: Option<&str>,
-                  id: &str| {
-            RouteConfig {
-                from: from.into(),
-                path: path.map(Into::into),
-                regex: regex.map(Into::into),
-                prefix: prefix.map(Into::into),
-                id: Some(id.into()),
-                ..Default::default()
-            }
-        };
-        let routes = vec![
-            mk("https://b", None, None, Some("/"), "1"),
-            mk("https://a", None, None, Some("/"), "2"),
-            mk("https://a", Some("/x"), None, None, "3"),
-            mk("https://a", None, Some("/r.*"), None, "4"),
-            mk("https://a", None, None, Some("/a/b"), "5"),
-            mk("https://a", None, None, None, "6"),
-            mk("https://a", None, None, Some("/"), "0"),
-        ];
-        let mut by_key = routes.clone();
-        by_key.sort_by_key(RouteKey::of);
-        let mut by_cfg = routes.clone();
-        by_cfg
-            .sort_by(|a, b| route_order(a, b, a.id.as_deref().unwrap(), b.id.as_deref().unwrap()));
-        assert_eq!(by_key, by_cfg);
-        let ids: Vec<&str> = by_key.iter().map(|r| r.id.as_deref().unwrap()).collect();
-        assert_eq!(ids, ["3", "4", "5", "0", "2", "6", "1"]);
-    }
-}
+mod tests;

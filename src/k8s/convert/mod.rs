@@ -472,4 +472,7 @@ impl fmt::Display for ConvertedIngress {
 }
 
 #[cfg(test)]
+pub(crate) mod testutil;
+
+#[cfg(test)]
 mod tests;
