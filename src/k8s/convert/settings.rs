@@ -307,3 +307,147 @@ pub fn pomerium_to_settings(
     }
     Ok((s, warnings))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::convert::testutil::{b64, cert, objects, state};
+    use crate::k8s::KubeObject;
+
+    fn crd(yaml: &str) -> Pomerium {
+        match objects(yaml).pop() {
+            Some(KubeObject::Pomerium(p)) => *p,
+            other => panic!("not a Pomerium: {other:?}"),
+        }
+    }
+
+    const BOOT: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: bootstrap, namespace: pomerium}\nstringData: {shared_secret: 0123456789abcdef0123456789abcdef, cookie_secret: abcdefghijklmnopqrstuvwxyz012345}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: idp, namespace: pomerium}\nstringData: {client_id: cid, client_secret: csec}\n";
+
+    fn settings(spec: &str, extra: &str) -> Result<(Settings, Vec<String>), String> {
+        let st = state(&format!("{BOOT}---\n{extra}"));
+        let p = crd(&format!(
+            "apiVersion: ingress.pomerium.io/v1\nkind: Pomerium\nmetadata: {{name: global}}\nspec:\n{spec}"
+        ));
+        pomerium_to_settings(&p, &st)
+    }
+
+    #[test]
+    fn full_spec_maps_to_settings() {
+        let (ca, _) = cert(&["ca"]);
+        let (c, k) = cert(&["proxy.example.com"]);
+        let extra = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: ca, namespace: pomerium}}\ndata: {{ca.crt: {}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: cert, namespace: pomerium}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n",
+            b64(&ca),
+            b64(&c),
+            b64(&k)
+        );
+        let (s, warnings) = settings(
+            "  secrets: pomerium/bootstrap\n  authenticate: {url: https://auth.example.com}\n  identityProvider: {provider: oidc, url: https://idp.example.com, secret: pomerium/idp, scopes: [openid, email], requestParams: {prompt: login}}\n  certificates: [pomerium/cert, pomerium/missing]\n  caSecrets: [pomerium/ca]\n  cookie: {name: _rampart, domain: example.com, httpOnly: true, expire: 8h, sameSite: Lax}\n  jwtClaimHeaders: {X-Email: email}\n  passIdentityHeaders: true\n  setResponseHeaders: {X-Frame-Options: DENY}\n  timeouts: {read: 30s, write: 1m, idle: 5m}\n  storage: {file: {path: /data}}\n  codecType: http2\n",
+            &extra,
+        )
+        .unwrap();
+        let raw = |v: &Option<String>| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_deref().unwrap())
+                .unwrap()
+        };
+        assert_eq!(raw(&s.shared_secret), b"0123456789abcdef0123456789abcdef");
+        assert_eq!(raw(&s.cookie_secret), b"abcdefghijklmnopqrstuvwxyz012345");
+        assert_eq!(
+            s.authenticate_service_url.as_deref(),
+            Some("https://auth.example.com")
+        );
+        assert_eq!(s.idp_provider.as_deref(), Some("oidc"));
+        assert_eq!(
+            s.idp_provider_url.as_deref(),
+            Some("https://idp.example.com")
+        );
+        assert_eq!(s.idp_client_id.as_deref(), Some("cid"));
+        assert_eq!(s.idp_client_secret.as_deref(), Some("csec"));
+        assert_eq!(s.idp_scopes, Some(vec!["openid".into(), "email".into()]));
+        assert_eq!(s.idp_request_params.as_ref().unwrap()["prompt"], "login");
+        assert_eq!(s.certificates.len(), 1);
+        assert_eq!(s.certificates[0].cert, b64(&c));
+        assert_eq!(raw(&s.certificate_authority), ca.trim_end().as_bytes());
+        assert_eq!(s.cookie_name.as_deref(), Some("_rampart"));
+        assert_eq!(s.cookie_same_site.as_deref(), Some("lax"));
+        assert_eq!(s.cookie_expire.as_deref(), Some("8h"));
+        assert_eq!(
+            s.jwt_claims_headers,
+            Some(serde_json::json!({"X-Email": "email"}))
+        );
+        assert_eq!(s.pass_identity_headers, Some(true));
+        assert_eq!(s.timeout_write.as_deref(), Some("1m"));
+        assert_eq!(
+            s.databroker_storage_connection_string.as_deref(),
+            Some("file:///data")
+        );
+        assert_eq!(
+            warnings,
+            ["codecType: not supported by rampart yet, ignored"]
+        );
+        // The settings load.
+        crate::config::build(s).unwrap();
+    }
+
+    #[test]
+    fn defaults_and_warnings() {
+        let (s, warnings) = settings("  secrets: pomerium/bootstrap\n", "").unwrap();
+        assert_eq!(
+            s.authenticate_service_url.as_deref(),
+            Some(HOSTED_AUTHENTICATE_URL)
+        );
+        assert_eq!(warnings, [STORAGE_WARNING]);
+    }
+
+    #[test]
+    fn error_texts() {
+        let e = |spec: &str, extra: &str| settings(spec, extra).unwrap_err();
+        assert_eq!(
+            e("  secrets: pomerium/nope\n", ""),
+            "secrets: bootstrap secret: get pomerium/nope: Secret \"nope\" not found"
+        );
+        assert_eq!(
+            e("  secrets: bootstrap\n", ""),
+            "secrets: bootstrap secret: missing namespace for resource"
+        );
+        let short = "apiVersion: v1\nkind: Secret\nmetadata: {name: short, namespace: pomerium}\nstringData: {shared_secret: 0123456789abcdef0123456789abcdef, cookie_secret: tooshort}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: noshared, namespace: pomerium}\nstringData: {cookie_secret: x}\n";
+        assert_eq!(
+            e("  secrets: pomerium/short\n", short),
+            "transform config: secrets: secret pomerium/short, key cookie_secret should be 32 bytes, got 8"
+        );
+        assert_eq!(
+            e("  secrets: pomerium/noshared\n", short),
+            "transform config: secrets: secret pomerium/noshared is missing a key shared_secret"
+        );
+        let idp = "apiVersion: v1\nkind: Secret\nmetadata: {name: idp2, namespace: pomerium}\nstringData: {client_secret: s}\n";
+        assert_eq!(
+            e("  secrets: pomerium/bootstrap\n  identityProvider: {provider: oidc, secret: pomerium/idp2}\n", idp),
+            "settings: idp secret: client_id key is required"
+        );
+        let opaque = "apiVersion: v1\nkind: Secret\nmetadata: {name: op, namespace: pomerium}\nstringData: {a: b}\n";
+        assert_eq!(
+            e(
+                "  secrets: pomerium/bootstrap\n  certificates: [pomerium/op]\n",
+                opaque
+            ),
+            "settings: certs: pomerium/op expected secret type kubernetes.io/tls, got Opaque"
+        );
+        assert_eq!(
+            e(
+                "  secrets: pomerium/bootstrap\n  timeouts: {read: 1m, write: 30s}\n",
+                ""
+            ),
+            "settings: timeouts: read timeout (1m) must be less than write timeout (30s)"
+        );
+        assert_eq!(
+            e("  secrets: pomerium/bootstrap\n  storage: {}\n", ""),
+            "settings: storage: if storage is specified, file or postgres storage should be provided"
+        );
+        assert!(e(
+            "  secrets: pomerium/bootstrap\n  authenticate: {url: http://auth}\n",
+            ""
+        )
+        .contains("https://"));
+    }
+}
