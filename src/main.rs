@@ -23,5 +23,9 @@ fn main() -> anyhow::Result<()> {
             rampart::telemetry::init(cli.log_format, "info");
             Ok(rampart::verify::run(args)?)
         }
+        Command::Render(args) => {
+            rampart::telemetry::init(cli.log_format, "warn");
+            std::process::exit(rampart::k8s::render::run(&args.into()))
+        }
     }
 }
