@@ -123,10 +123,12 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
     }
 
     let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
-    let mut running = futures::future::join_all(servers);
+    // Servers run as tasks so that `stop` below is served while we wait on it.
+    let tasks: Vec<_> = servers.into_iter().map(actix_web::rt::spawn).collect();
+    let mut running = futures::future::join_all(tasks);
     tokio::select! {
         results = &mut running => {
-            for r in results {
+            for r in results.into_iter().flatten() {
                 r.map_err(ServeError::Server)?;
             }
             return Ok(());
@@ -138,10 +140,10 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
         "shutting down: draining requests"
     );
     metrics.set_ready(false);
-    futures::future::join_all(handles.iter().map(|h| h.stop(true))).await;
+    let stopping = futures::future::join_all(handles.iter().map(|h| h.stop(true)));
     let _ = tokio::time::timeout(
         Duration::from_secs(args.shutdown_grace_seconds + 2),
-        running,
+        stopping,
     )
     .await;
     tracing::info!("stopped");

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use actix_web::body::SizedStream;
+use actix_web::body::{BodyStream, SizedStream};
 use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode, Version};
@@ -496,7 +496,7 @@ impl Forward<'_> {
         );
         match length {
             Some(n) => builder.body(SizedStream::new(n, body)),
-            None => builder.streaming(body),
+            None => builder.body(BodyStream::new(body)),
         }
     }
 
