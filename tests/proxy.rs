@@ -517,6 +517,27 @@ async fn streams_a_100mb_upload_without_buffering() {
         resp.text().await.unwrap(),
         format!("received {}", 100 * CHUNK)
     );
+    // The same over HTTP/1.1 with a chunked request body.
+    let h1 = reqwest::Client::builder()
+        .use_rustls_tls()
+        .http1_only()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(env.ca.pem.as_bytes()).unwrap())
+        .resolve("up.example.com", env.proxy.addr())
+        .build()
+        .unwrap();
+    let chunks = futures::stream::iter(0..100).map(|_| Ok::<_, std::io::Error>(vec![7u8; CHUNK]));
+    let resp = h1
+        .post(env.url("up.example.com", "/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        format!("received {}", 100 * CHUNK)
+    );
     sampler.abort();
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!("proxy RSS before {before} KiB, peak {peak} KiB");
@@ -800,4 +821,43 @@ async fn sigterm_drains_in_flight_requests() {
     assert_eq!(text.matches("data: event").count(), 5, "{text}");
     let status = env.proxy.terminate();
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn insecure_server_plain_http() {
+    let a = Upstream::start("a");
+    let port = free_port();
+    let proxy = Proxy::start(
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - {{from: https://a.example.com, to: {}, allow_public_unauthenticated_access: true}}\n",
+            a.url()
+        ),
+        port,
+    );
+    let client = http_client(proxy.addr(), &["a.example.com"]);
+    let resp = client
+        .get(format!("http://a.example.com:{port}/plain"))
+        .send()
+        .await
+        .unwrap();
+    // No certificate configured: the default HSTS header is dropped.
+    assert!(resp.headers().get("strict-transport-security").is_none());
+    assert_eq!(resp.headers()["x-frame-options"], "SAMEORIGIN");
+    let e = echo(resp).await;
+    assert_eq!(header(&e, "x-forwarded-proto"), Some("http"));
+
+    // HEAD keeps the upstream's Content-Length and has no body.
+    let resp = client
+        .head(format!("http://a.example.com:{port}/plain"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let len: usize = resp.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(len > 0);
+    assert!(resp.bytes().await.unwrap().is_empty());
 }

@@ -80,10 +80,20 @@ impl Snapshot {
         Ok(Snapshot {
             routes: RouteTable::new(cfg.routes.clone(), &extra_roots)?,
             authorizer,
-            response_headers: cfg.proxy.set_response_headers.clone(),
+            response_headers: global_response_headers(cfg),
             cookie_name: s.cookie_name.clone().unwrap_or_else(|| "_pomerium".into()),
         })
     }
+}
+
+/// The global response headers; Pomerium drops the default HSTS header when no certificate is
+/// configured (an explicit `set_response_headers` is used as written).
+fn global_response_headers(cfg: &Config) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = cfg.proxy.set_response_headers.clone();
+    if cfg.settings.set_response_headers.is_none() && cfg.proxy.certificates.is_empty() {
+        headers.retain(|(name, _)| name != header::STRICT_TRANSPORT_SECURITY);
+    }
+    headers
 }
 
 /// Shared by all proxy workers.
