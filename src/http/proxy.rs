@@ -288,6 +288,13 @@ fn has_request_body(req: &HttpRequest) -> (bool, Option<u64>) {
     (req.version() == Version::HTTP_2 && !bodiless, None)
 }
 
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
 fn routing_hash(req: &HttpRequest) -> u64 {
     let mut h = DefaultHasher::new();
     match req.headers().get("x-pomerium-routing-key") {
@@ -359,7 +366,10 @@ impl Forward<'_> {
         )
         .then(|| routing_hash(self.req));
         let mut last_upstream = None;
-        for index in self.entry.balancer.order(hash) {
+        let mut order = self.entry.balancer.order(hash).into_iter();
+        let mut retry_same: Option<usize> = None;
+        let mut retried = false;
+        while let Some(index) = retry_same.take().or_else(|| order.next()) {
             let up = &route.upstreams[index];
             last_upstream = Some(up.url.to_string());
             let target = match target(self.entry, up).await {
@@ -405,6 +415,14 @@ impl Forward<'_> {
                     if exchange.started() {
                         break;
                     }
+                }
+                Either::Left((Err(SendRequestError::Send(e)), _))
+                    if !retried && !exchange.started() && idempotent(self.req.method()) =>
+                {
+                    // A pooled connection the upstream had just closed: try once more.
+                    tracing::debug!(route = %route.id, upstream = %up.url, error = %e, "retrying on a fresh connection");
+                    retried = true;
+                    retry_same = Some(index);
                 }
                 Either::Left((Err(e), _)) => {
                     let (status, kind, detail) = match &e {
