@@ -9,6 +9,11 @@ fn main() -> anyhow::Result<()> {
             rampart::serve::run(&args)?;
             Ok(())
         }
-        Command::Policy(_cmd) => anyhow::bail!("policy: not implemented yet"),
+        Command::Policy(cmd) => {
+            let out = rampart::policy::cli::run(&cmd);
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            std::process::exit(out.code)
+        }
     }
 }

@@ -86,7 +86,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
     } else {
         let resolver = CertResolver::new();
         CertActor::start(resolver.clone(), proxy.certificates.clone())
-            .map_err(|e| ServeError::Certificates(e.to_string()))?;
+            .map_err(|e| ServeError::Certificates(e.join("; ")))?;
         Some(server_config(resolver))
     };
     servers.push(

@@ -1,6 +1,8 @@
 //! Actix actors. Each owns one concern and is a thin shell over a plain struct that holds the
-//! logic: `config` (config file), `certs` (certificates), `file_watch` (shared file watching).
+//! logic: `config` (config file), `certs` (certificates), `policy` (policy compilation),
+//! `file_watch` (shared file watching).
 
 pub mod certs;
 pub mod config;
 pub mod file_watch;
+pub mod policy;
