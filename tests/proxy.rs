@@ -250,6 +250,7 @@ async fn request_and_response_headers() {
         .header("x-pomerium-reproxy-policy-hmac", "h")
         .header("authorization", "Pomerium token")
         .header("cookie", "a=1; _pomerium=session; b=2")
+        .header("x-pomerium-jwt-assertion", "forged")
         .send()
         .await
         .unwrap();
@@ -272,6 +273,7 @@ async fn request_and_response_headers() {
     assert_eq!(header(&e, "x-pomerium-reproxy-policy-hmac"), None);
     assert_eq!(header(&e, "authorization"), None);
     assert_eq!(header(&e, "cookie"), Some("a=1; b=2"));
+    assert_eq!(header(&e, "x-pomerium-jwt-assertion"), None);
     assert_eq!(header(&e, "via"), None);
     // A fresh request id, forwarded and echoed.
     let forwarded_id = header(&e, "x-request-id").unwrap();
@@ -694,6 +696,40 @@ async fn https_upstream_custom_ca_and_server_name() {
         echo(env.get("up.example.com", "/").await).await["upstream"],
         "secure"
     );
+}
+
+#[tokio::test]
+async fn https_upstream_client_certificate() {
+    let upstream_ca = Ca::new("upstream CA");
+    let client_ca = Ca::new("client CA");
+    let up = Upstream::start_mtls(
+        "mtls",
+        &upstream_ca.leaf(&["upstream.internal"]),
+        &client_ca.pem,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca_path, &upstream_ca.pem).unwrap();
+    let (client_cert, client_key) = client_ca
+        .leaf(&["proxy.internal"])
+        .write(dir.path(), "client");
+    let routes = format!(
+        "  - {{from: https://a.example.com, to: 'https://127.0.0.1:{port}', tls_custom_ca_file: {ca}, tls_server_name: upstream.internal, tls_client_cert_file: {cert}, tls_client_key_file: {key}, allow_public_unauthenticated_access: true}}
+  - {{from: https://b.example.com, to: 'https://127.0.0.1:{port}', tls_custom_ca_file: {ca}, tls_server_name: upstream.internal, allow_public_unauthenticated_access: true}}
+",
+        port = up.addr.port(),
+        ca = ca_path.display(),
+        cert = client_cert.display(),
+        key = client_key.display()
+    );
+    let env = Env::start(&routes, "");
+    assert_eq!(
+        echo(env.get("a.example.com", "/").await).await["upstream"],
+        "mtls"
+    );
+    // Without the client certificate the upstream refuses the connection.
+    let status = env.get("b.example.com", "/").await.status();
+    assert!(status == 502 || status == 503, "{status}");
 }
 
 #[tokio::test]

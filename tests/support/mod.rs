@@ -177,6 +177,34 @@ impl Upstream {
         Self::start_inner(name, Some(cfg))
     }
 
+    /// HTTPS upstream serving `leaf` that requires a client certificate signed by `client_ca`.
+    pub fn start_mtls(name: &str, leaf: &Leaf, client_ca_pem: &str) -> Upstream {
+        let certs = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
+            .unwrap()
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut client_ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .unwrap();
+        Self::start_inner(name, Some(cfg))
+    }
+
     fn start_inner(name: &str, tls: Option<rustls::ServerConfig>) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
