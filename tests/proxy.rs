@@ -429,11 +429,18 @@ async fn ws_connect(
 async fn websockets_tunnel_refusal_and_idle_timeout() {
     use tokio_tungstenite::tungstenite::Message;
     let ws_up = websocket_echo();
+    let upstream_ca = Ca::new("upstream CA");
+    let wss_up = websocket_echo_tls(&upstream_ca.leaf(&["ws.internal"]));
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_path = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &upstream_ca.pem).unwrap();
     let routes = format!(
         "  - {{from: https://ws.example.com, to: http://{ws_up}, allow_websockets: true, timeout: 1s, allow_public_unauthenticated_access: true}}
   - {{from: https://nows.example.com, to: http://{ws_up}, allow_public_unauthenticated_access: true}}
   - {{from: https://a.example.com, to: http://{ws_up}, allow_websockets: true, idle_timeout: 1s, allow_public_unauthenticated_access: true}}
-"
+  - {{from: https://b.example.com, to: 'https://{wss_up}', allow_websockets: true, tls_custom_ca_file: {ca}, tls_server_name: ws.internal, allow_public_unauthenticated_access: true}}
+",
+        ca = ca_path.display()
     );
     let env = Env::start(&routes, "");
 
@@ -450,6 +457,12 @@ async fn websockets_tunnel_refusal_and_idle_timeout() {
         ws.next().await.unwrap().unwrap(),
         Message::binary(vec![1u8, 2, 3])
     );
+    ws.close(None).await.unwrap();
+
+    // A TLS upstream (custom CA, server name) through the tunnel.
+    let mut ws = ws_connect(&env, "b.example.com").await.unwrap();
+    ws.send(Message::text("over tls")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over tls"));
     ws.close(None).await.unwrap();
 
     // Without allow_websockets: 403 before policy.
@@ -474,7 +487,7 @@ async fn websockets_tunnel_refusal_and_idle_timeout() {
 }
 
 #[tokio::test]
-async fn streams_a_100mb_upload_without_buffering() {
+async fn streams_100mb_up_and_down_without_buffering() {
     let a = Upstream::start("a");
     let env = Env::start(
         &format!(

@@ -77,6 +77,7 @@ impl Leaf {
 /// An actix-web upstream on its own thread. Handlers:
 /// - anything else: JSON echo `{upstream, method, uri, headers{name:[values]}, body_len}`
 /// - `/upload`: counts the streamed body without keeping it: `received <n>`
+/// - `/download`: streams 100 MiB of zeros
 /// - `/sse`: 5 server-sent events 400 ms apart
 /// - `/slow`: answers after 3 s
 /// - `/stall`: sends one chunk then nothing (never ends)
@@ -135,6 +136,13 @@ async fn sse() -> HttpResponse {
         .streaming(stream)
 }
 
+async fn download() -> HttpResponse {
+    let chunk = Bytes::from(vec![0u8; 1024 * 1024]);
+    let stream =
+        futures::stream::iter((0..100).map(move |_| Ok::<_, actix_web::Error>(chunk.clone())));
+    HttpResponse::Ok().streaming(stream)
+}
+
 async fn slow() -> HttpResponse {
     tokio::time::sleep(Duration::from_secs(3)).await;
     HttpResponse::Ok().body("slow")
@@ -148,6 +156,7 @@ async fn stall() -> HttpResponse {
 fn upstream_app(cfg: &mut web::ServiceConfig) {
     cfg.route("/upload", web::post().to(upload))
         .route("/sse", web::get().to(sse))
+        .route("/download", web::get().to(download))
         .route("/slow", web::get().to(slow))
         .route("/stall", web::get().to(stall))
         .default_service(web::to(echo_handler));
@@ -244,6 +253,47 @@ impl Upstream {
 
 /// A websocket echo upstream (tokio-tungstenite) on its own thread.
 pub fn websocket_echo() -> SocketAddr {
+    websocket_echo_inner(None)
+}
+
+/// A websocket echo upstream over TLS serving `leaf`.
+pub fn websocket_echo_tls(leaf: &Leaf) -> SocketAddr {
+    let certs = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
+        .unwrap()
+        .unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    websocket_echo_inner(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
+}
+
+async fn echo_messages<S>(io: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Ok(mut ws) = tokio_tungstenite::accept_async(io).await else {
+        return;
+    };
+    while let Some(Ok(msg)) = ws.next().await {
+        if msg.is_text() || msg.is_binary() {
+            if ws.send(msg).await.is_err() {
+                break;
+            }
+        } else if msg.is_close() {
+            break;
+        }
+    }
+}
+
+fn websocket_echo_inner(tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -256,18 +306,15 @@ pub fn websocket_echo() -> SocketAddr {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             loop {
                 let (tcp, _) = listener.accept().await.unwrap();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
-                        return;
-                    };
-                    while let Some(Ok(msg)) = ws.next().await {
-                        if msg.is_text() || msg.is_binary() {
-                            if ws.send(msg).await.is_err() {
-                                break;
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                echo_messages(stream).await;
                             }
-                        } else if msg.is_close() {
-                            break;
                         }
+                        None => echo_messages(tcp).await,
                     }
                 });
             }
