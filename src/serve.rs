@@ -92,10 +92,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
     let proxy = cfg.proxy.clone();
     state.set_secure(!proxy.insecure_server);
 
-    let opts = ListenOptions {
-        workers: None,
-        shutdown_grace: args.shutdown_grace_seconds,
-    };
+    let opts = ListenOptions::from_config(&cfg, args.shutdown_grace_seconds);
     let mut servers = Vec::new();
     let tls = if proxy.insecure_server {
         None

@@ -133,6 +133,28 @@ pub struct ListenOptions {
     pub workers: Option<usize>,
     /// Seconds to drain in-flight requests on stop.
     pub shutdown_grace: u64,
+    /// Idle keep-alive connections are closed after this (`timeout_idle`, default 5m).
+    pub keep_alive: Duration,
+    /// Time allowed to receive request headers (`timeout_read`, default 30s).
+    pub request_timeout: Duration,
+}
+
+impl ListenOptions {
+    /// Options from the config's global timeouts (already validated by `config::build`).
+    pub fn from_config(cfg: &Config, shutdown_grace: u64) -> ListenOptions {
+        let parse = |v: &Option<String>, default: u64| {
+            v.as_deref()
+                .and_then(|v| crate::config::duration::parse_go_duration(v).ok())
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(default))
+        };
+        ListenOptions {
+            workers: None,
+            shutdown_grace,
+            keep_alive: parse(&cfg.settings.timeout_idle, 300),
+            request_timeout: parse(&cfg.settings.timeout_read, 30),
+        }
+    }
 }
 
 /// The proxy listener. `tls` is `None` for `insecure_server`. Signals are handled by the caller
@@ -151,8 +173,8 @@ pub fn proxy_server(
     })
     .disable_signals()
     .shutdown_timeout(opts.shutdown_grace)
-    .keep_alive(Duration::from_secs(300))
-    .client_request_timeout(Duration::from_secs(30));
+    .keep_alive(opts.keep_alive)
+    .client_request_timeout(opts.request_timeout);
     if let Some(w) = opts.workers {
         server = server.workers(w);
     }
