@@ -85,7 +85,9 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
             }
         }
     });
-    let handle = ConfigActor::start(&args.config, on_update)?;
+    let reject_metrics = state.metrics.clone();
+    let on_reject = Box::new(move |_: &ConfigError| reject_metrics.config_reload(false));
+    let handle = ConfigActor::start_with_reject(&args.config, on_update, on_reject)?;
     let cfg = handle.current.load_full();
     // The first snapshot must have built: the callback cannot return its error, so check here.
     Snapshot::build(&cfg, authorizer_for(&cfg))?;

@@ -816,6 +816,10 @@ async fn hot_reload_good_and_bad_edits_and_metrics() {
         "{text}"
     );
     assert!(
+        text.contains("rampart_config_reloads_total{result=\"error\"} 1"),
+        "{text}"
+    );
+    assert!(
         text.contains("rampart_http_requests_total{route=\"route-0\",status=\"200\"}"),
         "{text}"
     );
