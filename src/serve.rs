@@ -94,7 +94,8 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
     let proxy = cfg.proxy.clone();
     state.set_secure(!proxy.insecure_server);
 
-    let opts = ListenOptions::from_config(&cfg, args.shutdown_grace_seconds);
+    let mut opts = ListenOptions::from_config(&cfg, args.shutdown_grace_seconds);
+    opts.workers = args.workers;
     let mut servers = Vec::new();
     let tls = if proxy.insecure_server {
         None
