@@ -1065,6 +1065,10 @@ fn malformed_documents() {
         ("allow: {or: [{client_certificate: {spki_hash: {}}}]}", "error generating criterion rules: certificate SPKI hash condition expects a string or array of strings (at allow.or[0].client_certificate)"),
         ("allow: {or: [{client_certificate: {spki_hash: [true]}}]}", "error generating criterion rules: certificate SPKI hash must be a string (was true) (at allow.or[0].client_certificate)"),
         ("allow: {or: [{client_certificate: {san_dns: {bogus: x}}}]}", "error generating criterion rules: unknown string matcher operator: bogus (at allow.or[0].client_certificate)"),
+        // Operators are parsed before unknown keys are reported; allow is generated before deny.
+        ("allow: {or: 5, maybe: []}", "invalid rules in policy: invalid criteria in \"or\"): unsupported type for criteria: parser.Number (at allow.or)"),
+        ("deny: {or: [{bogus_d: 1}]}\nallow: {or: [{bogus_a: 1}]}", "unknown policy criterion: bogus_a (at allow.or[0].bogus_a)"),
+        ("- deny: {or: [{bogus_d: 1}]}\n- allow: {or: [{bogus_a: 1}]}", "unknown policy criterion: bogus_a (at [1].allow.or[0].bogus_a)"),
         // Structure errors win over criterion errors anywhere in the document (parser before generator).
         ("- allow: {or: [{emial: x}]}\n- deny: {maybe: []}\n", "invalid rules in policy: unsupported conditional \"maybe\", only and, or, not, nor and action are allowed (at [1].deny.maybe)"),
     ];
