@@ -703,6 +703,16 @@ fn client_certificate_criteria() {
     // 495 wins over login.
     let p = pol("allow: {or: [{email: x}]}\ndeny: {or: [{invalid_client_certificate: true}]}");
     assert_eq!(p.evaluate(&get("/"), None).decision, Cert495);
+    // A default deny judged by allow reasons naming the certificate is a 495 too.
+    let p = pol("allow: {not: [{invalid_client_certificate: true}]}");
+    assert_eq!(
+        run(&p, &get("/"), None),
+        (Cert495, vec!["client-certificate-required"])
+    );
+    assert_eq!(
+        run(&p, &with(&valid), None),
+        (Allow, vec!["valid-client-certificate"])
+    );
     // The implicit rule from compile options.
     let opts = CompileOptions {
         enforce_client_certificate: true,
