@@ -76,6 +76,7 @@ fn bench(c: &mut Criterion) {
         let policy = compile_text(text).unwrap();
         let ev = policy.evaluate(&req, Some(&identity));
         let before = ALLOCATIONS.load(Ordering::Relaxed);
+        assert!(before > 0, "the counting allocator is not active");
         for _ in 0..10_000 {
             black_box(policy.evaluate(black_box(&req), black_box(Some(&identity))));
             black_box(policy.evaluate(black_box(&req), black_box(None)));
