@@ -15,8 +15,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Policy(cmd) => {
             let out = rampart::policy::cli::run(&cmd);
+            use std::io::Write as _;
             print!("{}", out.stdout);
             eprint!("{}", out.stderr);
+            let _ = std::io::stdout().flush();
             std::process::exit(out.code)
         }
         Command::Verify(args) => {
