@@ -31,23 +31,25 @@ fn ready(r: HttpResponse) -> Option<Reply> {
 }
 
 impl AuthService {
-    /// First look at every request. `Some` = answered here.
-    pub fn intercept(self: &Arc<Self>, req: &HttpRequest) -> Option<Reply> {
+    /// Whether `intercept` may answer this request (cheap check, no allocation).
+    pub fn wants(&self, req: &HttpRequest) -> bool {
         let path = req.path();
-        let info_needed = path.starts_with("/.pomerium")
+        path.starts_with("/.pomerium")
             || path.starts_with("/.well-known/pomerium")
-            || path == "/oauth2/callback"
             || self.is_authenticate_host(&super::service::host_of(
                 req.headers()
                     .get(header::HOST)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or(""),
-            ));
-        if !info_needed {
+            ))
+    }
+
+    /// First look at every request. `Some` = answered here.
+    pub fn intercept(self: &Arc<Self>, req: &HttpRequest) -> Option<Reply> {
+        if !self.wants(req) {
             return None;
         }
-        let info = RequestInfo::from_request(req);
-        self.intercept_info(info)
+        self.intercept_info(RequestInfo::from_request(req))
     }
 
     pub fn intercept_info(self: &Arc<Self>, info: RequestInfo) -> Option<Reply> {
