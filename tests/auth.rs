@@ -191,6 +191,7 @@ routes:
   - from: https://public.localhost
     to: {upstream}
     allow_public_unauthenticated_access: true
+    pass_identity_headers: false
 "#,
             port = self.port,
             issuer = self.issuer,

@@ -31,7 +31,7 @@ fn ready(r: HttpResponse) -> Option<Reply> {
 }
 
 impl AuthService {
-    /// Whether `intercept` may answer this request (cheap check, no allocation).
+    /// Whether `intercept` may answer this request (a cheap check on path and host).
     pub fn wants(&self, req: &HttpRequest) -> bool {
         let path = req.path();
         path.starts_with("/.pomerium")
