@@ -232,6 +232,8 @@ async fn expired_session_is_removed() {
     )
     .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // The delete was queued to the session actor; a later awaited message runs after it.
+    e.svc.sessions.sweep(0).await.unwrap();
     assert!(e.store.get(&s.id).await.unwrap().is_none());
 }
 
