@@ -487,6 +487,44 @@ async fn sign_in_identity_spoofing_sign_out_and_restart() {
     assert_eq!(r.json()["error"], "Unauthenticated");
     b.accept = "text/html,*/*;q=0.8";
 
+    // The sign-in hop starts the OIDC flow: CSRF + PKCE cookies, S256 challenge, state, nonce.
+    let r = b.send(Method::GET, &sign_in, None).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    let authorize = r.location();
+    assert!(
+        authorize.starts_with(&format!("{}/auth?", w.setup.issuer)),
+        "{authorize}"
+    );
+    for part in [
+        "response_type=code",
+        "client_id=rampart",
+        "code_challenge_method=S256",
+        "code_challenge=",
+        "nonce=",
+        "state=",
+        "prompt=consent",
+    ] {
+        assert!(authorize.contains(part), "{part} missing in {authorize}");
+    }
+    let set: Vec<String> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        set.iter().any(|c| c.starts_with("_pomerium_csrf=")
+            && c.contains("Max-Age=43200")
+            && c.contains("Secure")
+            && c.contains("HttpOnly")),
+        "{set:?}"
+    );
+    assert!(
+        set.iter()
+            .any(|c| c.starts_with("_pomerium_pkce_") && c.contains("Max-Age=300")),
+        "{set:?}"
+    );
+
     // Bad signature on the sign-in redirect: 400.
     let tampered = sign_in.replace("hello", "admin");
     let r = b.send(Method::GET, &tampered, None).await;
