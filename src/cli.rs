@@ -31,6 +31,13 @@ pub enum Command {
     /// Run a small upstream app that shows request headers and verifies the identity JWT
     /// (`X-Pomerium-Jwt-Assertion`) against a JWKS URL, like Pomerium's verify service.
     Verify(VerifyArgs),
+    /// Convert Kubernetes manifests (Ingress, IngressClass, Service, Endpoints,
+    /// EndpointSlice, Secret, Pomerium) into a Pomerium-style config on stdout.
+    ///
+    /// Rejected Ingresses are listed on stderr as `namespace/name: error` (exit 1);
+    /// unreadable input exits 2. When the input holds no IngressClass, an IngressClass
+    /// `pomerium` owned by `--name` is assumed, so a lone Ingress file renders.
+    Render(RenderArgs),
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +51,25 @@ pub struct VerifyArgs {
     /// Expected `aud`; default: the request's X-Forwarded-Host or Host (without port).
     #[arg(long)]
     pub audience: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Manifest file (multi-document YAML or JSON, `List` objects allowed; `-` for stdin).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Annotation prefix, without the `/`.
+    #[arg(long, default_value = "ingress.pomerium.io")]
+    pub prefix: String,
+    /// IngressClass controller name this controller owns.
+    #[arg(long, default_value = "pomerium.io/ingress-controller")]
+    pub name: String,
+    /// Comma-separated namespaces to manage (empty = all).
+    #[arg(long, value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Name of the `Pomerium` object to take global settings from (default: the first one).
+    #[arg(long)]
+    pub pomerium_config: Option<String>,
 }
 
 #[derive(Debug, Args)]

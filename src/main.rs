@@ -5,7 +5,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            rampart::telemetry::init(cli.log_format, "info");
+            // The config's `log_level` applies from the start (RUST_LOG still wins).
+            let level = rampart::config::load(&args.config)
+                .map(|c| c.proxy.log_level)
+                .unwrap_or_else(|_| "info".into());
+            rampart::telemetry::init(cli.log_format, &level);
             rampart::serve::run(&args)?;
             Ok(())
         }
@@ -18,6 +22,10 @@ fn main() -> anyhow::Result<()> {
         Command::Verify(args) => {
             rampart::telemetry::init(cli.log_format, "info");
             Ok(rampart::verify::run(args)?)
+        }
+        Command::Render(args) => {
+            rampart::telemetry::init(cli.log_format, "warn");
+            std::process::exit(rampart::k8s::render::run(&args.into()))
         }
     }
 }
