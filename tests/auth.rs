@@ -610,6 +610,45 @@ async fn sign_in_identity_spoofing_sign_out_and_restart() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["email"], "alice@example.com");
 
+    // Programmatic login (CLIs): a sign-in URL, then the session JWT handed to a localhost
+    // listener, usable as `Authorization: Pomerium <jwt>` (which never reaches the upstream).
+    let r = b
+        .send(
+            Method::GET,
+            &app(
+                port,
+                "/.pomerium/api/v1/login?pomerium_redirect_uri=http%3A%2F%2Flocalhost%3A9%2Fcb",
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let login_url = r.body.trim().to_string();
+    let r = b.send(Method::GET, &login_url, None).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    let r = b.send(Method::GET, &r.location(), None).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    let dest = r.location();
+    assert!(
+        dest.starts_with("http://localhost:9/cb?pomerium_jwt="),
+        "{dest}"
+    );
+    let jwt = reqwest::Url::parse(&dest)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "pomerium_jwt")
+        .unwrap()
+        .1
+        .into_owned();
+    let mut cli = Browser::new(port);
+    cli.accept = "application/json";
+    cli.extra_headers = vec![("authorization".into(), format!("Pomerium {jwt}"))];
+    let r = cli.send(Method::GET, &app(port, "/cli"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["claims"]["email"], "alice@example.com");
+    assert!(v["headers"].get("authorization").is_none(), "{v:#}");
+
     // A tampered cookie is no session.
     let mut tampered = cookie.clone();
     let last = tampered.pop().unwrap();
