@@ -724,6 +724,11 @@ async fn refresh_renews_expired_access_tokens() {
     let r = b.send(Method::GET, &app(port, "/later"), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}\n{}", r.body, w.rampart_log());
     assert_eq!(r.json()["claims"]["email"], "alice@example.com");
+    // The log line is written before the response; give the reader thread a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !w.rampart_log().contains("session refreshed") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         w.rampart_log().contains("session refreshed"),
         "{}",
@@ -736,7 +741,7 @@ async fn refresh_renews_expired_access_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_session_requires_sign_in_again() {
-    let w = world(&[], "cookie_expire: 3s", None);
+    let w = world(&[], "cookie_expire: 5s", None);
     let port = w.port();
     let mut b = Browser::new(port);
     b.accept = "application/json";
@@ -748,7 +753,7 @@ async fn expired_session_requires_sign_in_again() {
         b.trace,
         w.rampart_log()
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let r = b.send(Method::GET, &app(port, "/"), None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
