@@ -1,7 +1,15 @@
 use clap::Parser;
 use rampart::cli::{Cli, Command};
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // Our error texts already carry their causes; print them once, without a backtrace.
+        eprintln!("rampart: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
