@@ -137,6 +137,16 @@ impl Authorizer for SignInAuthorizer {
     }
 }
 
+/// Without an identity provider nobody signs in: keep no session files (and take no lock on
+/// the data directory).
+fn effective_storage(settings: &AuthSettings) -> StorageSettings {
+    if settings.idp.is_none() {
+        StorageSettings::Memory
+    } else {
+        settings.storage.clone()
+    }
+}
+
 /// Lives for the whole `serve`: the session store/actor and the policy compiler's history.
 pub struct AuthRuntime {
     sessions: Sessions,
@@ -149,11 +159,12 @@ impl AuthRuntime {
     /// Call inside the actix `System`.
     pub fn start(cfg: &Config, data_dir: &Path) -> Result<AuthRuntime, AuthStartError> {
         let settings = AuthSettings::from_settings(&cfg.settings)?;
-        let store = open_store(&settings.storage, data_dir)?;
+        let storage = effective_storage(&settings);
+        let store = open_store(&storage, data_dir)?;
         tracing::info!(store = store.kind(), "session store opened");
         Ok(AuthRuntime {
             sessions: Sessions::start(store),
-            storage: settings.storage,
+            storage,
             compiler: Mutex::new(PolicyCompiler::new()),
         })
     }
@@ -161,7 +172,7 @@ impl AuthRuntime {
     /// A new authorizer for `cfg` (sessions carry over; a bad auth setting rejects the config).
     pub fn authorizer_for(&self, cfg: &Config) -> Result<Arc<dyn Authorizer>, AuthStartError> {
         let settings = AuthSettings::from_settings(&cfg.settings)?;
-        if settings.storage != self.storage {
+        if effective_storage(&settings) != self.storage {
             tracing::warn!(
                 "databroker_storage_* changed; the new session store takes effect after a restart"
             );
