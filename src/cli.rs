@@ -28,6 +28,9 @@ pub enum Command {
     /// Check, evaluate and explain Pomerium Policy Language documents.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run a small upstream app that shows request headers and verifies the identity JWT
+    /// (`X-Pomerium-Jwt-Assertion`) against a JWKS URL, like Pomerium's verify service.
+    Verify(VerifyArgs),
     /// Convert Kubernetes manifests (Ingress, IngressClass, Service, Endpoints,
     /// EndpointSlice, Secret, Pomerium) into a Pomerium-style config on stdout.
     ///
@@ -35,6 +38,19 @@ pub enum Command {
     /// unreadable input exits 2. When the input holds no IngressClass, an IngressClass
     /// `pomerium` owned by `--name` is assumed, so a lone Ingress file renders.
     Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub address: String,
+    /// JWKS of the proxy, e.g. https://app.example.com/.well-known/pomerium/jwks.json.
+    #[arg(long)]
+    pub jwks_url: String,
+    /// Expected `aud`; default: the request's X-Forwarded-Host or Host (without port).
+    #[arg(long)]
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +83,9 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+    /// Proxy worker threads (default: one per CPU core).
+    #[arg(long, env = "RAMPART_WORKERS")]
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

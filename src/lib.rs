@@ -11,5 +11,7 @@ pub mod config;
 pub mod http;
 pub mod k8s;
 pub mod policy;
+pub mod serve;
 pub mod store;
 pub mod telemetry;
+pub mod verify;
