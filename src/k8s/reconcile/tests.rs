@@ -388,3 +388,41 @@ fn http01_routes_listed_separately() {
         Some("/.well-known/acme-challenge/t")
     );
 }
+
+#[test]
+fn route_snapshot_shares_unchanged_routes() {
+    let mut r = Reconciler::new(ConvertOptions::default());
+    let mut objs = base();
+    objs.push(ing("a", "a.example.com", &[("/", "Prefix")], ""));
+    objs.push(ing("b", "b.example.com", &[("/", "Prefix")], ""));
+    r.apply_all(objs);
+    let s1 = r.route_snapshot();
+    let copied: Vec<RouteConfig> = s1.iter().map(|x| (**x).clone()).collect();
+    assert_eq!(copied, *r.routes());
+    // Re-applying an identical Ingress keeps the very same snapshot.
+    let out = r.apply(Change::Upsert(ing(
+        "a",
+        "a.example.com",
+        &[("/", "Prefix")],
+        "",
+    )));
+    assert!(!out.routes_changed);
+    assert!(Arc::ptr_eq(&s1, &r.route_snapshot()));
+    // Changing `a` replaces only a's route; b's is shared with the old snapshot.
+    r.apply(Change::Upsert(ing(
+        "a",
+        "a.example.com",
+        &[("/x", "Prefix")],
+        "",
+    )));
+    let s2 = r.route_snapshot();
+    assert_eq!(s2.len(), 2);
+    assert!(!Arc::ptr_eq(&s1[0], &s2[0]));
+    assert!(Arc::ptr_eq(&s1[1], &s2[1]));
+    let copied: Vec<RouteConfig> = s2.iter().map(|x| (**x).clone()).collect();
+    assert_eq!(copied, *r.routes());
+    assert_eq!(
+        r.converted(&key("a")).unwrap().routes[0].prefix.as_deref(),
+        Some("/x")
+    );
+}
