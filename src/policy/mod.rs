@@ -20,6 +20,7 @@ mod legacy;
 mod matcher;
 mod reason;
 mod request;
+mod route;
 
 pub mod cli;
 
@@ -29,11 +30,12 @@ pub use compile::Action;
 pub use criterion::Criterion;
 pub use error::{go_type, CriterionError, DocPath, PolicyError, RulesError, ValueError};
 pub use eval::{CompiledPolicy, Decision, Evaluation, Operator};
-pub use identity::{flatten_claims, groups_from_claim, Identity};
+pub use identity::{flatten_claims, groups_from_claim, ClaimKeyHasher, ClaimsMap, Identity};
 pub use legacy::LegacyPolicy;
 pub use matcher::{json_eq, CertMatcher, IpRanges, ListMatcher, StringMatcher};
 pub use reason::{Reason, Reasons};
 pub use request::{ActixRequestView, ClientCertificate, OwnedRequest, RequestView};
+pub use route::{compile_route_config, route_documents};
 
 /// Options for [`compile_route_with`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
