@@ -340,6 +340,8 @@ pub fn convert_ingress(
         let label = format!("{ns}/{name} route {}", r.name.as_deref().unwrap_or(""));
         validate_route(&label, r.id.clone().unwrap_or_default(), r, &defaults)
             .map_err(|e| ConvertError::Validation(e.to_string()))?;
+        crate::policy::compile_route_config(r)
+            .map_err(|e| ConvertError::Validation(format!("{label}: {e}")))?;
     }
 
     Ok(ConvertedIngress {
