@@ -1,0 +1,2 @@
+//! Shared test support: real servers started by the tests.
+pub mod fake_kube;
