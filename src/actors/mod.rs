@@ -1,1 +1,4 @@
 //! actors
+
+pub mod k8s_events;
+pub mod k8s_status;

@@ -1,1 +1,4 @@
 //! k8s
+
+pub mod events;
+pub mod status;
