@@ -21,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy from a Pomerium-style config file.
     Serve(ServeArgs),
+    /// Run the Kubernetes Ingress controller (Pomerium ingress controller compatible).
+    #[command(alias = "all-in-one")]
+    Controller(crate::controller::ControllerArgs),
     /// Check, evaluate and explain Pomerium Policy Language documents.
     #[command(subcommand)]
     Policy(PolicyCommand),

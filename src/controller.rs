@@ -1,4 +1,346 @@
-//! `rampart controller`: the Kubernetes Ingress controller (watchers, reconciler, events,
-//! status, health probes).
+//! `rampart controller`: the Kubernetes Ingress controller. Watchers (Ingress, IngressClass,
+//! Service, EndpointSlice or Endpoints, Secret, the `Pomerium` object) feed the reconciler
+//! actor, which publishes routes/certificates/settings through a `Publisher` and hands events
+//! and status writes to their actors. Health probes on `--health-probe-bind-address`.
 
 pub mod health;
+
+use std::net::SocketAddr;
+
+use actix::prelude::*;
+use clap::Args;
+use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::watcher;
+use kube::Api;
+use thiserror::Error;
+
+use crate::actors::k8s_events::EventRecorderActor;
+use crate::actors::k8s_reconciler::{Publisher, ReconcilerActor, ReconcilerOptions};
+use crate::actors::k8s_status::StatusWriterActor;
+use crate::actors::k8s_watch::{Watched, WatcherActor};
+use crate::k8s::contract::{ConvertOptions, Kind, KubeObject, Pomerium, Reconciler};
+use health::Health;
+
+/// Flags of `rampart controller` (alias `all-in-one`). Every flag can also come from the env
+/// var of the same name in SCREAMING_SNAKE case; an explicit flag wins.
+#[derive(Debug, Clone, Args)]
+pub struct ControllerArgs {
+    /// The `IngressClass.spec.controller` value this controller owns.
+    #[arg(long, env = "NAME", default_value = "pomerium.io/ingress-controller")]
+    pub name: String,
+    /// Annotation prefix, without the `/`.
+    #[arg(long, env = "PREFIX", default_value = "ingress.pomerium.io")]
+    pub prefix: String,
+    /// Comma list of namespaces whose Ingresses are managed; empty = all.
+    #[arg(long, env = "NAMESPACES", value_delimiter = ',', default_value = "")]
+    pub namespaces: Vec<String>,
+    /// `namespace/name` of the proxy Service whose load balancer status is copied to Ingresses.
+    #[arg(long, env = "UPDATE_STATUS_FROM_SERVICE", default_value = "")]
+    pub update_status_from_service: String,
+    /// Name of the cluster-scoped `Pomerium` object holding global settings.
+    #[arg(long, env = "POMERIUM_CONFIG", default_value = "global")]
+    pub pomerium_config: String,
+    /// Listen address of `/healthz`, `/readyz`, `/startupz`.
+    #[arg(
+        long,
+        env = "HEALTH_PROBE_BIND_ADDRESS",
+        default_value = "127.0.0.1:28080"
+    )]
+    pub health_probe_bind_address: String,
+    /// Listen address of `/metrics` (none when empty).
+    #[arg(long, env = "METRICS_BIND_ADDRESS", default_value = "")]
+    pub metrics_bind_address: String,
+    /// HTTPS listener of the proxy.
+    #[arg(long, env = "SERVER_ADDR", default_value = ":8443")]
+    pub server_addr: String,
+    /// Plain HTTP listener (redirects to https).
+    #[arg(long, env = "HTTP_REDIRECT_ADDR", default_value = ":8080")]
+    pub http_redirect_addr: String,
+    /// Reporting controller of the events (`From` in `kubectl describe`).
+    #[arg(long, env = "EVENTS_CONTROLLER_NAME", default_value = crate::k8s::events::DEFAULT_REPORTER)]
+    pub events_controller_name: String,
+    /// Pod name, the events' reporting instance.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Watch Endpoints instead of EndpointSlices (automatic when EndpointSlices are not served).
+    #[arg(long, env = "USE_ENDPOINTS", default_value_t = false)]
+    pub use_endpoints: bool,
+    /// Kubernetes API URL (plain http allowed), instead of in-cluster/kubeconfig discovery.
+    /// For tests.
+    #[arg(long, env = "KUBE_API_URL", hide = true)]
+    pub kube_api_url: Option<String>,
+    /// Accepted for compatibility (v0.17); no effect.
+    #[arg(long, hide = true, default_value_t = false)]
+    pub disable_cert_check: bool,
+    /// Debug logging.
+    #[arg(long, env = "DEBUG", default_value_t = false)]
+    pub debug: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum ControllerError {
+    #[error("--pomerium-config: expected cluster-scoped name")]
+    PomeriumConfigNamespaced,
+    #[error("--pomerium-config: required")]
+    PomeriumConfigMissing,
+    #[error("--update-status-from-service: expected namespace/name, got {0:?}")]
+    StatusService(String),
+    #[error("--{flag}: {message}")]
+    Address { flag: &'static str, message: String },
+    #[error("kubernetes client: {0}")]
+    Kube(String),
+    #[error("health probe listener {addr}: {source}")]
+    Health {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Checked controller options.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    pub convert: ConvertOptions,
+    pub pomerium_name: String,
+    pub status_service: Option<(String, String)>,
+    pub events_controller_name: String,
+    pub pod_name: Option<String>,
+    pub use_endpoints: bool,
+}
+
+impl ControllerArgs {
+    pub fn options(&self) -> Result<ControllerOptions, ControllerError> {
+        let pomerium_name = self.pomerium_config.trim().to_string();
+        if pomerium_name.is_empty() {
+            return Err(ControllerError::PomeriumConfigMissing);
+        }
+        if pomerium_name.contains('/') {
+            return Err(ControllerError::PomeriumConfigNamespaced);
+        }
+        let status_service = match self.update_status_from_service.trim() {
+            "" => None,
+            v => match v.split_once('/') {
+                Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                    Some((ns.to_string(), name.to_string()))
+                }
+                _ => return Err(ControllerError::StatusService(v.to_string())),
+            },
+        };
+        Ok(ControllerOptions {
+            convert: ConvertOptions {
+                prefix: self.prefix.clone(),
+                controller_name: self.name.clone(),
+                namespaces: self
+                    .namespaces
+                    .iter()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            },
+            pomerium_name,
+            status_service,
+            events_controller_name: self.events_controller_name.clone(),
+            pod_name: self.pod_name.clone(),
+            use_endpoints: self.use_endpoints,
+        })
+    }
+
+    pub fn health_addr(&self) -> Result<SocketAddr, ControllerError> {
+        crate::config::parse_listen_addr(
+            "health-probe-bind-address",
+            &self.health_probe_bind_address,
+        )
+        .map_err(|e| ControllerError::Address {
+            flag: "health-probe-bind-address",
+            message: e.to_string(),
+        })
+    }
+
+    /// The Kubernetes client: `--kube-api-url` if set, else in-cluster config or kubeconfig.
+    pub async fn client(&self) -> Result<kube::Client, ControllerError> {
+        match &self.kube_api_url {
+            Some(url) => {
+                let uri = url
+                    .parse()
+                    .map_err(|e| ControllerError::Kube(format!("--kube-api-url {url:?}: {e}")))?;
+                kube::Client::try_from(kube::Config::new(uri))
+                    .map_err(|e| ControllerError::Kube(e.to_string()))
+            }
+            None => kube::Client::try_default()
+                .await
+                .map_err(|e| ControllerError::Kube(e.to_string())),
+        }
+    }
+}
+
+/// A running controller (inside an actix system).
+pub struct Controller {
+    pub reconciler: Addr<ReconcilerActor>,
+    pub health: Health,
+}
+
+fn wrap_ingress(o: Ingress) -> KubeObject {
+    KubeObject::Ingress(Box::new(o))
+}
+fn wrap_class(o: IngressClass) -> KubeObject {
+    KubeObject::IngressClass(Box::new(o))
+}
+fn wrap_service(o: Service) -> KubeObject {
+    KubeObject::Service(Box::new(o))
+}
+fn wrap_endpoints(o: Endpoints) -> KubeObject {
+    KubeObject::Endpoints(Box::new(o))
+}
+fn wrap_slice(o: EndpointSlice) -> KubeObject {
+    KubeObject::EndpointSlice(Box::new(o))
+}
+fn wrap_secret(o: Secret) -> KubeObject {
+    KubeObject::Secret(Box::new(o))
+}
+fn wrap_pomerium(o: Pomerium) -> KubeObject {
+    KubeObject::Pomerium(Box::new(o))
+}
+
+fn watcher_config() -> watcher::Config {
+    watcher::Config::default()
+}
+
+impl Controller {
+    /// Starts the watchers, the reconciler, the event recorder and the status writer. Must be
+    /// called inside an actix system. Output goes to `publisher`; probe state to `health`.
+    pub fn start(
+        client: kube::Client,
+        options: ControllerOptions,
+        publisher: Publisher,
+        health: Health,
+    ) -> Controller {
+        let mut expected = vec![
+            Kind::Ingress,
+            Kind::IngressClass,
+            Kind::Service,
+            Kind::Secret,
+            Kind::Pomerium,
+        ];
+        expected.push(if options.use_endpoints {
+            Kind::Endpoints
+        } else {
+            Kind::EndpointSlice
+        });
+        let events = EventRecorderActor::new(
+            client.clone(),
+            &options.events_controller_name,
+            options.pod_name.clone(),
+        )
+        .start();
+        let status = StatusWriterActor::new(client.clone(), &options.pomerium_name).start();
+        let reconciler = ReconcilerActor::new(
+            Reconciler::new(options.convert.clone()),
+            expected,
+            ReconcilerOptions {
+                pomerium_name: options.pomerium_name.clone(),
+                status_service: options.status_service.clone(),
+            },
+            publisher,
+            health.clone(),
+        )
+        .with_events(events.recipient())
+        .with_status(status.recipient())
+        .start();
+        let target: Recipient<Watched> = reconciler.clone().recipient();
+        let cfg = watcher_config;
+        WatcherActor::new(
+            Kind::Ingress,
+            Api::<Ingress>::all(client.clone()),
+            cfg(),
+            wrap_ingress,
+            target.clone(),
+        )
+        .start();
+        WatcherActor::new(
+            Kind::IngressClass,
+            Api::<IngressClass>::all(client.clone()),
+            cfg(),
+            wrap_class,
+            target.clone(),
+        )
+        .start();
+        WatcherActor::new(
+            Kind::Service,
+            Api::<Service>::all(client.clone()),
+            cfg(),
+            wrap_service,
+            target.clone(),
+        )
+        .start();
+        WatcherActor::new(
+            Kind::Secret,
+            Api::<Secret>::all(client.clone()),
+            cfg(),
+            wrap_secret,
+            target.clone(),
+        )
+        .start();
+        WatcherActor::new(
+            Kind::Pomerium,
+            Api::<Pomerium>::all(client.clone()),
+            cfg().fields(&format!("metadata.name={}", options.pomerium_name)),
+            wrap_pomerium,
+            target.clone(),
+        )
+        .start();
+        let endpoints = {
+            let client = client.clone();
+            let target = target.clone();
+            move || {
+                WatcherActor::new(
+                    Kind::Endpoints,
+                    Api::<Endpoints>::all(client),
+                    cfg(),
+                    wrap_endpoints,
+                    target,
+                )
+                .start();
+            }
+        };
+        if options.use_endpoints {
+            endpoints();
+        } else {
+            let arbiter = actix::Arbiter::current();
+            WatcherActor::new(
+                Kind::EndpointSlice,
+                Api::<EndpointSlice>::all(client),
+                cfg(),
+                wrap_slice,
+                target,
+            )
+            .on_unavailable(move || {
+                arbiter.spawn_fn(endpoints);
+            })
+            .start();
+        }
+        Controller { reconciler, health }
+    }
+}
+
+/// Serves the health probes; returns the bound address.
+pub fn serve_health(addr: SocketAddr, health: Health) -> Result<SocketAddr, ControllerError> {
+    let (bound, server) =
+        health::serve(addr, health).map_err(|source| ControllerError::Health { addr, source })?;
+    actix_rt::spawn(server);
+    Ok(bound)
+}
+
+/// `rampart controller` without the proxy: runs until SIGINT/SIGTERM, logging what it would
+/// publish. The lead wires the proxy through `Controller::start` with a real `Publisher`.
+pub async fn run(args: ControllerArgs, publisher: Publisher) -> Result<(), ControllerError> {
+    let options = args.options()?;
+    let health = Health::default();
+    let addr = serve_health(args.health_addr()?, health.clone())?;
+    tracing::info!(%addr, "health probes listening");
+    let client = args.client().await?;
+    let _controller = Controller::start(client, options, publisher, health);
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+    Ok(())
+}

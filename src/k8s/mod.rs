@@ -2,3 +2,5 @@
 
 pub mod events;
 pub mod status;
+pub mod contract;
+pub mod watch;

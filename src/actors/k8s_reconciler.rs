@@ -1,0 +1,450 @@
+//! Reconciler actor: a thin shell over the plain `Reconciler`. It takes watcher output, applies
+//! it, publishes the route list / certificates / global settings through the `Publisher`
+//! callbacks, and hands events and status writes to their actors.
+//!
+//! Initial sync (spec §6.1): nothing is applied until every watcher has listed once; then the
+//! whole state is applied at once, published once, and every managed Ingress gets its event.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use k8s_openapi::api::core::v1::Service;
+
+use crate::actors::k8s_events::PublishEvent;
+use crate::actors::k8s_status::WriteStatus;
+use crate::actors::k8s_watch::Watched;
+use crate::config::{RouteConfig, Settings};
+use crate::controller::health::{CheckState, Health, CHECK_BOOTSTRAP, CHECK_INGRESS_SYNC};
+use crate::k8s::contract::{
+    pomerium_to_settings, Change, IngressKey, IngressResult, Kind, KubeObject, Outcome, Reconciler,
+    TlsCert,
+};
+use crate::k8s::events as ev;
+use crate::k8s::status;
+use crate::k8s::watch::{meta_of, Step, SyncTracker};
+
+type RoutesHook = Box<dyn Fn(Arc<Vec<RouteConfig>>) + Send + Sync>;
+type CertsHook = Box<dyn Fn(Arc<Vec<TlsCert>>) + Send + Sync>;
+type SettingsHook = Box<dyn Fn(Arc<Settings>) + Send + Sync>;
+
+/// Where the controller's output goes (the lead wires these to the proxy's route table, TLS
+/// resolver and global settings). Each is called with a complete new snapshot.
+#[derive(Default)]
+pub struct Publisher {
+    pub routes: Option<RoutesHook>,
+    pub certificates: Option<CertsHook>,
+    pub settings: Option<SettingsHook>,
+}
+
+impl Publisher {
+    pub fn on_routes(mut self, f: impl Fn(Arc<Vec<RouteConfig>>) + Send + Sync + 'static) -> Self {
+        self.routes = Some(Box::new(f));
+        self
+    }
+    pub fn on_certificates(
+        mut self,
+        f: impl Fn(Arc<Vec<TlsCert>>) + Send + Sync + 'static,
+    ) -> Self {
+        self.certificates = Some(Box::new(f));
+        self
+    }
+    pub fn on_settings(mut self, f: impl Fn(Arc<Settings>) + Send + Sync + 'static) -> Self {
+        self.settings = Some(Box::new(f));
+        self
+    }
+}
+
+/// Options of the reconciler actor.
+#[derive(Debug, Clone)]
+pub struct ReconcilerOptions {
+    /// Name of the cluster-scoped `Pomerium` object (`--pomerium-config`).
+    pub pomerium_name: String,
+    /// `--update-status-from-service` as (namespace, name).
+    pub status_service: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Meta {
+    uid: Option<String>,
+    generation: Option<i64>,
+}
+
+fn meta(obj: &KubeObject) -> Meta {
+    let m = meta_of(obj);
+    Meta {
+        uid: m.uid.clone(),
+        generation: m.generation,
+    }
+}
+
+pub struct ReconcilerActor {
+    core: Reconciler,
+    tracker: SyncTracker,
+    options: ReconcilerOptions,
+    publisher: Publisher,
+    events: Option<Recipient<PublishEvent>>,
+    status: Option<Recipient<WriteStatus>>,
+    health: Health,
+    ingresses: BTreeMap<IngressKey, Meta>,
+    pomerium: Option<Meta>,
+    /// The `--update-status-from-service` Service, when it exists.
+    status_service: Option<Service>,
+    /// Ingresses whose last reconcile succeeded (they get `status.loadBalancer`).
+    healthy: BTreeSet<IngressKey>,
+    last_routes: Option<Arc<Vec<RouteConfig>>>,
+    last_certs: Option<Arc<Vec<TlsCert>>>,
+    /// Last settings outcome reported: (generation, error text or None).
+    last_settings: Option<(Option<i64>, Result<Settings, String>)>,
+}
+
+impl ReconcilerActor {
+    pub fn new(
+        core: Reconciler,
+        expected: Vec<Kind>,
+        options: ReconcilerOptions,
+        publisher: Publisher,
+        health: Health,
+    ) -> Self {
+        ReconcilerActor {
+            core,
+            tracker: SyncTracker::new(expected),
+            options,
+            publisher,
+            events: None,
+            status: None,
+            health,
+            ingresses: BTreeMap::new(),
+            pomerium: None,
+            status_service: None,
+            healthy: BTreeSet::new(),
+            last_routes: None,
+            last_certs: None,
+            last_settings: None,
+        }
+    }
+
+    /// Publish events through this recipient (only the leader should).
+    pub fn with_events(mut self, r: Recipient<PublishEvent>) -> Self {
+        self.events = Some(r);
+        self
+    }
+
+    /// Write status through this recipient.
+    pub fn with_status(mut self, r: Recipient<WriteStatus>) -> Self {
+        self.status = Some(r);
+        self
+    }
+
+    fn is_status_service(&self, ns: &str, name: &str) -> bool {
+        self.options
+            .status_service
+            .as_ref()
+            .is_some_and(|(n, s)| n == ns && s == name)
+    }
+
+    /// Bookkeeping before an object goes to the core. Returns whether the status Service changed.
+    fn observe_upsert(&mut self, obj: &KubeObject) -> bool {
+        match obj {
+            KubeObject::Ingress(_) => {
+                self.ingresses.insert(
+                    IngressKey {
+                        namespace: obj.namespace().to_string(),
+                        name: obj.name().to_string(),
+                    },
+                    meta(obj),
+                );
+            }
+            KubeObject::Pomerium(_) if obj.name() == self.options.pomerium_name => {
+                self.pomerium = Some(meta(obj));
+            }
+            KubeObject::Service(s) if self.is_status_service(obj.namespace(), obj.name()) => {
+                self.status_service = Some((**s).clone());
+                return true;
+            }
+            _ => {}
+        }
+        false
+    }
+
+    fn observe_delete(&mut self, kind: Kind, ns: &str, name: &str) -> bool {
+        match kind {
+            Kind::Pomerium if name == self.options.pomerium_name => self.pomerium = None,
+            Kind::Service if self.is_status_service(ns, name) => {
+                self.status_service = None;
+                return true;
+            }
+            _ => {}
+        }
+        false
+    }
+
+    fn initial(&mut self, objects: Vec<KubeObject>) {
+        let mut settings_touched = false;
+        for o in &objects {
+            self.observe_upsert(o);
+            settings_touched |= matches!(o.kind(), Kind::Pomerium | Kind::Secret);
+        }
+        let outcome = self.core.apply_all(objects);
+        tracing::info!(ingresses = outcome.results.len(), "initial sync applied");
+        self.publish(true);
+        self.report(outcome.results, true);
+        self.settings(true);
+        self.health.set(CHECK_INGRESS_SYNC, CheckState::Running);
+        let _ = settings_touched;
+    }
+
+    fn changes(&mut self, changes: Vec<Change>) {
+        let mut results: Vec<(IngressKey, IngressResult)> = Vec::new();
+        let mut routes_changed = false;
+        let mut settings_touched = false;
+        let mut lb_changed = false;
+        for c in changes {
+            match &c {
+                Change::Upsert(o) => {
+                    lb_changed |= self.observe_upsert(o);
+                    settings_touched |= matches!(o.kind(), Kind::Pomerium | Kind::Secret);
+                }
+                Change::Delete(kind, ns, name) => {
+                    lb_changed |= self.observe_delete(*kind, ns, name);
+                    settings_touched |= matches!(kind, Kind::Pomerium | Kind::Secret);
+                }
+            }
+            let Outcome {
+                results: r,
+                routes_changed: rc,
+            } = self.core.apply(c);
+            routes_changed |= rc;
+            results.extend(r);
+        }
+        if routes_changed {
+            self.publish(false);
+        }
+        self.report(results, false);
+        if settings_touched {
+            self.settings(false);
+        }
+        if lb_changed {
+            let all: Vec<IngressKey> = self.healthy.iter().cloned().collect();
+            for k in all {
+                self.write_load_balancer(&k);
+            }
+        }
+    }
+
+    fn publish(&mut self, force: bool) {
+        let routes = self.core.routes();
+        if force
+            || !self
+                .last_routes
+                .as_ref()
+                .is_some_and(|r| Arc::ptr_eq(r, &routes) || **r == *routes)
+        {
+            tracing::info!(routes = routes.len(), "publishing routes");
+            if let Some(f) = &self.publisher.routes {
+                f(routes.clone());
+            }
+            self.last_routes = Some(routes);
+        }
+        let certs = self.core.certificates();
+        if force
+            || !self
+                .last_certs
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, &certs))
+        {
+            if let Some(f) = &self.publisher.certificates {
+                f(certs.clone());
+            }
+            self.last_certs = Some(certs);
+        }
+    }
+
+    fn event(&self, e: ev::EventSpec) {
+        if let Some(r) = &self.events {
+            r.do_send(PublishEvent(e));
+        }
+    }
+
+    fn write(&self, w: WriteStatus) {
+        if let Some(r) = &self.status {
+            r.do_send(w);
+        }
+    }
+
+    fn pomerium_ref(&self) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
+        self.pomerium
+            .as_ref()
+            .map(|m| ev::pomerium_ref(&self.options.pomerium_name, m.uid.as_deref()))
+    }
+
+    fn report(&mut self, results: Vec<(IngressKey, IngressResult)>, initial: bool) {
+        // Keep the last result per Ingress, in first-seen order.
+        let mut order: Vec<IngressKey> = Vec::new();
+        let mut last: BTreeMap<IngressKey, IngressResult> = BTreeMap::new();
+        for (k, r) in results {
+            if !last.contains_key(&k) {
+                order.push(k.clone());
+            }
+            last.insert(k, r);
+        }
+        let pom = self.pomerium_ref();
+        for key in order {
+            let result = last.remove(&key).expect("present");
+            let m = self.ingresses.get(&key).cloned().unwrap_or_default();
+            let iref = ev::ingress_ref(&key.namespace, &key.name, m.uid.as_deref());
+            let skey = format!("{}/{}", key.namespace, key.name);
+            match result {
+                IngressResult::Updated => {
+                    self.event(ev::ingress_updated(iref.clone()));
+                    if let Some(p) = &pom {
+                        self.event(ev::pomerium_ingress_updated(p.clone(), iref));
+                        self.write(WriteStatus::IngressEntry {
+                            key: skey,
+                            generation: m.generation,
+                            error: None,
+                        });
+                    }
+                    self.healthy.insert(key.clone());
+                    self.write_load_balancer(&key);
+                }
+                IngressResult::Error(text) => {
+                    tracing::warn!(ingress = %skey, error = %text, "ingress rejected");
+                    self.event(ev::ingress_error(iref.clone(), &text));
+                    if let Some(p) = &pom {
+                        self.event(ev::pomerium_ingress_error(p.clone(), iref, &text));
+                        self.write(WriteStatus::IngressEntry {
+                            key: skey,
+                            generation: m.generation,
+                            error: Some(text),
+                        });
+                    }
+                    self.healthy.remove(&key);
+                }
+                IngressResult::Removed(reason) => {
+                    self.healthy.remove(&key);
+                    if initial {
+                        continue;
+                    }
+                    tracing::info!(ingress = %skey, reason = %reason, "ingress routes removed");
+                    if let Some(p) = &pom {
+                        self.event(ev::pomerium_ingress_deleted(p.clone(), iref, &reason));
+                        self.write(WriteStatus::RemoveIngressEntry { key: skey });
+                    }
+                    if !self.core_has_ingress(&key) {
+                        self.ingresses.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn core_has_ingress(&self, key: &IngressKey) -> bool {
+        self.core.ingress(key).is_some()
+    }
+
+    /// `status.loadBalancer` of one Ingress from the `--update-status-from-service` Service.
+    fn write_load_balancer(&self, key: &IngressKey) {
+        let Some((sns, sname)) = &self.options.status_service else {
+            return;
+        };
+        match &self.status_service {
+            Some(svc) => self.write(WriteStatus::IngressLoadBalancer {
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                status: status::load_balancer_from_service(svc),
+            }),
+            None => {
+                let m = self.ingresses.get(key).cloned().unwrap_or_default();
+                let iref = ev::ingress_ref(&key.namespace, &key.name, m.uid.as_deref());
+                self.event(ev::ingress_error(
+                    iref,
+                    &status::missing_status_service(sns, sname),
+                ));
+            }
+        }
+    }
+
+    /// Re-derives global settings from the `Pomerium` object and its Secrets; reports changes.
+    fn settings(&mut self, initial: bool) {
+        let name = self.options.pomerium_name.clone();
+        let Some(p) = self.core.pomerium(&name) else {
+            if self.last_settings.take().is_some() || initial {
+                self.health.set(CHECK_BOOTSTRAP, CheckState::Unknown);
+            }
+            if initial {
+                tracing::warn!(pomerium = %name, "Pomerium object not found; waiting for it");
+            }
+            return;
+        };
+        let generation = p.metadata.generation;
+        let result = pomerium_to_settings(p, self.core.state());
+        let (settings, warnings) = match &result {
+            Ok((s, w)) => (Ok(s.clone()), w.clone()),
+            Err(e) => (Err(e.clone()), Vec::new()),
+        };
+        if self
+            .last_settings
+            .as_ref()
+            .is_some_and(|(g, last)| *g == generation && *last == settings)
+        {
+            return;
+        }
+        self.last_settings = Some((generation, settings.clone()));
+        let pref = self.pomerium_ref();
+        match settings {
+            Ok(s) => {
+                tracing::info!(pomerium = %name, "global settings applied");
+                self.health.set(CHECK_BOOTSTRAP, CheckState::Running);
+                if let Some(f) = &self.publisher.settings {
+                    f(Arc::new(s));
+                }
+                if let Some(p) = pref {
+                    self.event(ev::settings_updated(p.clone()));
+                    for w in &warnings {
+                        self.event(ev::settings_warning(p.clone(), w));
+                    }
+                }
+                self.write(WriteStatus::Settings {
+                    generation,
+                    error: None,
+                    warnings,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(pomerium = %name, error = %e, "global settings rejected");
+                self.health
+                    .set(CHECK_BOOTSTRAP, CheckState::Error(e.clone()));
+                if let Some(p) = pref {
+                    self.event(ev::settings_error(p, &e));
+                }
+                self.write(WriteStatus::Settings {
+                    generation,
+                    error: Some(e),
+                    warnings,
+                });
+            }
+        }
+    }
+}
+
+impl Actor for ReconcilerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        tracing::info!(waiting_for = ?self.tracker.waiting_for(), "reconciler waiting for the first lists");
+    }
+}
+
+impl Handler<Watched> for ReconcilerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Watched, _ctx: &mut Context<Self>) {
+        match self.tracker.handle(msg.0) {
+            Step::Waiting => {}
+            Step::Initial(objects) => self.initial(objects),
+            Step::Changes(changes) if changes.is_empty() => {}
+            Step::Changes(changes) => self.changes(changes),
+        }
+    }
+}
