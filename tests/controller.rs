@@ -1,18 +1,26 @@
-//! Ingress controller tests: the real controller against a fake API server over real HTTP.
+//! Ingress controller tests: the real controller (actors, kube client, watchers) against a fake
+//! API server speaking real HTTP list/watch.
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use base64::Engine;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use serde_json::json;
-use support::fake_kube::FakeKube;
+use rampart::actors::k8s_reconciler::Publisher;
+use rampart::config::RouteConfig;
+use rampart::controller::health::Health;
+use rampart::controller::{serve_health, Controller, ControllerArgs};
+use serde_json::{json, Value};
+use support::fake_kube::{FakeKube, RecordedEvent};
 
 async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::time::Instant::now() < deadline {
         if f() {
             return;
@@ -125,4 +133,616 @@ async fn fake_kube_serves_list_watch_and_writes() {
     assert!(api.get("c").await.is_ok());
     eventually("delete b", || has("delete b")).await;
     task.abort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Controller tests
+// ---------------------------------------------------------------------------------------------
+
+fn b64(v: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(v)
+}
+
+fn ingress_class() -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+           "metadata": {"name": "pomerium"}, "spec": {"controller": "pomerium.io/ingress-controller"}})
+}
+
+fn bootstrap_secret() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+           "metadata": {"name": "bootstrap", "namespace": "pomerium"},
+           "data": {"shared_secret": b64(&[1u8; 32]), "cookie_secret": b64(&[2u8; 32])}})
+}
+
+fn pomerium_global() -> Value {
+    json!({"apiVersion": "ingress.pomerium.io/v1", "kind": "Pomerium", "metadata": {"name": "global"},
+           "spec": {"secrets": "pomerium/bootstrap"}})
+}
+
+fn backend_service(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+           "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}})
+}
+
+fn endpoint_slice(svc: &str, ip: &str) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+           "metadata": {"name": format!("{svc}-abc"), "namespace": "default", "labels": {"kubernetes.io/service-name": svc}},
+           "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+           "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
+}
+
+fn endpoints(svc: &str, ip: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": svc, "namespace": "default"},
+           "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}]})
+}
+
+fn ingress(name: &str, host: &str, svc: &str) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+           "metadata": {"name": name, "namespace": "default", "annotations": {}},
+           "spec": {"ingressClassName": "pomerium", "rules": [{"host": host, "http": {"paths": [
+               {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": svc, "port": {"number": 80}}}}]}}]}})
+}
+
+fn tls_secret(name: &str, host: &str) -> (Value, String) {
+    let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+    let cert = ck.cert.pem();
+    let key = ck.key_pair.serialize_pem();
+    let v = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+           "metadata": {"name": name, "namespace": "default"},
+           "data": {"tls.crt": b64(cert.as_bytes()), "tls.key": b64(key.as_bytes())}});
+    (v, cert)
+}
+
+/// What the controller published, for assertions.
+#[derive(Default, Clone)]
+struct Published {
+    routes: Arc<ArcSwap<Vec<RouteConfig>>>,
+    route_publishes: Arc<Mutex<usize>>,
+    certs: Arc<Mutex<Vec<String>>>,
+    settings: Arc<Mutex<usize>>,
+}
+
+impl Published {
+    fn publisher(&self) -> Publisher {
+        let (r, n, c, s) = (
+            self.routes.clone(),
+            self.route_publishes.clone(),
+            self.certs.clone(),
+            self.settings.clone(),
+        );
+        Publisher::default()
+            .on_routes(move |routes| {
+                r.store(routes);
+                *n.lock().unwrap() += 1;
+            })
+            .on_certificates(move |certs| {
+                *c.lock().unwrap() = certs
+                    .iter()
+                    .map(|t| String::from_utf8_lossy(&t.cert_pem).into_owned())
+                    .collect();
+            })
+            .on_settings(move |_| *s.lock().unwrap() += 1)
+    }
+    fn froms(&self) -> Vec<String> {
+        self.routes.load().iter().map(|r| r.from.clone()).collect()
+    }
+    fn has_host(&self, host: &str) -> bool {
+        self.froms().iter().any(|f| f == &format!("https://{host}"))
+    }
+}
+
+struct Running {
+    kube: FakeKube,
+    published: Published,
+    health: Health,
+    health_addr: std::net::SocketAddr,
+    _controller: Controller,
+}
+
+fn args(kube: &FakeKube, extra: &[&str]) -> ControllerArgs {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct A {
+        #[command(flatten)]
+        a: ControllerArgs,
+    }
+    let mut v = vec![
+        "test",
+        "--kube-api-url",
+        kube.url(),
+        "--health-probe-bind-address",
+        "127.0.0.1:0",
+    ];
+    v.extend_from_slice(extra);
+    A::parse_from(v).a
+}
+
+fn seed_cluster(kube: &FakeKube) {
+    kube.apply(ingress_class());
+    kube.apply(bootstrap_secret());
+    kube.apply(pomerium_global());
+    kube.apply(backend_service("web"));
+    kube.apply(endpoint_slice("web", "10.1.0.1"));
+}
+
+async fn start(kube: FakeKube, extra: &[&str]) -> Running {
+    let a = args(&kube, extra);
+    let options = a.options().unwrap();
+    let health = Health::default();
+    let health_addr = serve_health(a.health_addr().unwrap(), health.clone()).unwrap();
+    let published = Published::default();
+    let client = a.client().await.unwrap();
+    let controller = Controller::start(client, options, published.publisher(), health.clone());
+    Running {
+        kube,
+        published,
+        health,
+        health_addr,
+        _controller: controller,
+    }
+}
+
+fn find_events<'a>(evs: &'a [RecordedEvent], kind: &str, name: &str) -> Vec<&'a RecordedEvent> {
+    evs.iter()
+        .filter(|e| e.regarding_kind == kind && e.regarding_name == name)
+        .collect()
+}
+
+fn has_event(
+    kube: &FakeKube,
+    kind: &str,
+    name: &str,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> bool {
+    let evs = kube.events();
+    find_events(&evs, kind, name)
+        .iter()
+        .any(|e| e.type_ == type_ && e.reason == reason && e.message == message)
+}
+
+fn crd_status(kube: &FakeKube) -> Value {
+    kube.get("ingress.pomerium.io/v1", "Pomerium", None, "global")
+        .map(|p| p["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[actix_rt::test]
+async fn ingress_create_update_delete_publishes_routes_events_and_status() {
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    kube.apply(ingress("a", "a.example.com", "web"));
+    let r = start(kube, &[]).await;
+    let (kube, published) = (&r.kube, &r.published);
+
+    eventually("initial routes", || published.has_host("a.example.com")).await;
+    assert_eq!(
+        *published.route_publishes.lock().unwrap(),
+        1,
+        "initial sync publishes once"
+    );
+    let route = published
+        .routes
+        .load()
+        .iter()
+        .find(|r| r.from == "https://a.example.com")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        route.to.as_ref().unwrap().to_vec(),
+        vec!["http://10.1.0.1:8080".to_string()]
+    );
+    eventually("Updated event on ingress a", || {
+        has_event(kube, "Ingress", "a", "Normal", "Updated", "config updated")
+    })
+    .await;
+    eventually("Updated event on Pomerium", || {
+        has_event(
+            kube,
+            "Pomerium",
+            "global",
+            "Normal",
+            "Updated",
+            "default/a: config updated",
+        )
+    })
+    .await;
+    let ev = kube
+        .events()
+        .into_iter()
+        .find(|e| e.regarding_name == "a")
+        .unwrap();
+    assert_eq!(ev.reporting_controller, "pomerium-ingress");
+    assert_eq!(ev.api_version, "events.k8s.io/v1");
+    assert_eq!(ev.regarding_namespace.as_deref(), Some("default"));
+    eventually("CRD status entry for a", || {
+        crd_status(kube)["ingress"]["default/a"]["reconciled"] == json!(true)
+    })
+    .await;
+    let st = crd_status(kube);
+    assert_eq!(st["ingress"]["default/a"]["observedGeneration"], json!(1));
+    assert!(st["ingress"]["default/a"]["observedAt"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    eventually("settings status", || {
+        crd_status(kube)["settingsStatus"]["reconciled"] == json!(true)
+    })
+    .await;
+    assert!(*published.settings.lock().unwrap() >= 1);
+
+    // Create.
+    kube.apply(ingress("b", "b.example.com", "web"));
+    eventually("route for b", || published.has_host("b.example.com")).await;
+    assert!(published.has_host("a.example.com"));
+    eventually("Updated event on b", || {
+        has_event(kube, "Ingress", "b", "Normal", "Updated", "config updated")
+    })
+    .await;
+
+    // Update: new host replaces the old one.
+    kube.apply(ingress("b", "b2.example.com", "web"));
+    eventually("b moved to b2", || {
+        published.has_host("b2.example.com") && !published.has_host("b.example.com")
+    })
+    .await;
+    eventually("generation 2 in status", || {
+        crd_status(kube)["ingress"]["default/b"]["observedGeneration"] == json!(2)
+    })
+    .await;
+
+    // Endpoint change rewrites `to`.
+    kube.apply(endpoint_slice("web", "10.1.0.2"));
+    eventually("new endpoint", || {
+        published.routes.load().iter().any(|r| {
+            r.from == "https://a.example.com"
+                && r.to.as_ref().unwrap().to_vec() == vec!["http://10.1.0.2:8080".to_string()]
+        })
+    })
+    .await;
+
+    // Delete.
+    assert!(kube.delete("networking.k8s.io/v1", "Ingress", Some("default"), "b"));
+    eventually("b gone", || !published.has_host("b2.example.com")).await;
+    assert!(published.has_host("a.example.com"));
+    eventually("deleted event", || {
+        has_event(
+            kube,
+            "Pomerium",
+            "global",
+            "Normal",
+            "Updated",
+            "default/b: deleted: Ingress resource was deleted",
+        )
+    })
+    .await;
+    eventually("status entry removed", || {
+        crd_status(kube)["ingress"].get("default/b").is_none()
+    })
+    .await;
+    assert_eq!(
+        crd_status(kube)["ingress"]["default/a"]["reconciled"],
+        json!(true)
+    );
+    // Status writes go to the status subresource as merge patches.
+    assert!(kube.requests().iter().any(|q| q.method == "PATCH"
+        && q.path == "/apis/ingress.pomerium.io/v1/pomerium/global/status"
+        && q.content_type.starts_with("application/merge-patch+json")));
+}
+
+#[actix_rt::test]
+async fn broken_ingress_is_rejected_alone() {
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    kube.apply(ingress("good", "good.example.com", "web"));
+    let r = start(kube, &[]).await;
+    let (kube, published) = (&r.kube, &r.published);
+    eventually("good route", || published.has_host("good.example.com")).await;
+
+    let mut bad = ingress("bad", "bad.example.com", "web");
+    bad["metadata"]["annotations"]["ingress.pomerium.io/foo"] = json!("x");
+    kube.apply(bad);
+    let text = "parsing ingress: annotations: unknown ingress.pomerium.io/foo";
+    eventually("UpdateError on bad", || {
+        has_event(kube, "Ingress", "bad", "Warning", "UpdateError", text)
+    })
+    .await;
+    eventually("Pomerium UpdateError", || {
+        has_event(
+            kube,
+            "Pomerium",
+            "global",
+            "Warning",
+            "UpdateError",
+            &format!("default/bad: {text}"),
+        )
+    })
+    .await;
+    eventually("status error", || {
+        crd_status(kube)["ingress"]["default/bad"]["error"] == json!(text)
+    })
+    .await;
+    assert_eq!(
+        crd_status(kube)["ingress"]["default/bad"]["reconciled"],
+        json!(false)
+    );
+    assert!(published.has_host("good.example.com"));
+    assert!(!published.has_host("bad.example.com"));
+
+    // A broken update keeps the Ingress's last good routes.
+    let mut good = ingress("good", "good.example.com", "web");
+    good["metadata"]["annotations"]["ingress.pomerium.io/foo"] = json!("x");
+    kube.apply(good);
+    eventually("UpdateError on good", || {
+        has_event(kube, "Ingress", "good", "Warning", "UpdateError", text)
+    })
+    .await;
+    assert!(published.has_host("good.example.com"));
+
+    // A missing backend Service names the culprit.
+    kube.apply(ingress("nosvc", "nosvc.example.com", "missing"));
+    eventually("missing service error", || {
+        kube.events().iter().any(|e| {
+            e.regarding_name == "nosvc"
+                && e.type_ == "Warning"
+                && e.message.contains("Service \"missing\" not found")
+        })
+    })
+    .await;
+    assert!(published.has_host("good.example.com"));
+}
+
+#[actix_rt::test]
+async fn secret_rotation_publishes_new_certificate() {
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    let (secret, cert1) = tls_secret("a-tls", "a.example.com");
+    kube.apply(secret);
+    let mut ing = ingress("a", "a.example.com", "web");
+    ing["spec"]["tls"] = json!([{"hosts": ["a.example.com"], "secretName": "a-tls"}]);
+    kube.apply(ing);
+    let r = start(kube, &[]).await;
+    let (kube, published) = (&r.kube, &r.published);
+    eventually("first cert", || {
+        published.certs.lock().unwrap().contains(&cert1)
+    })
+    .await;
+
+    let (secret, cert2) = tls_secret("a-tls", "a.example.com");
+    assert_ne!(cert1, cert2);
+    kube.apply(secret);
+    eventually("rotated cert", || {
+        let c = published.certs.lock().unwrap();
+        c.contains(&cert2) && !c.contains(&cert1)
+    })
+    .await;
+    assert!(published.has_host("a.example.com"));
+}
+
+#[actix_rt::test]
+async fn watches_recover_from_dropped_streams_and_410_gone() {
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    kube.apply(ingress("a", "a.example.com", "web"));
+    let r = start(kube, &[]).await;
+    let (kube, published) = (&r.kube, &r.published);
+    eventually("initial", || published.has_host("a.example.com")).await;
+    let ing = |k: &FakeKube| k.open_watches("networking.k8s.io/v1", "Ingress");
+    eventually("ingress watch open", || ing(kube) == 1).await;
+
+    // Clean end of stream: re-watch from the last resourceVersion, no re-list.
+    let lists = kube.lists("networking.k8s.io/v1", "Ingress");
+    let starts = kube.watch_starts("networking.k8s.io/v1", "Ingress");
+    kube.end_watches();
+    eventually("re-watch", || {
+        kube.watch_starts("networking.k8s.io/v1", "Ingress") > starts && ing(kube) == 1
+    })
+    .await;
+    kube.apply(ingress("b", "b.example.com", "web"));
+    eventually("b after re-watch", || published.has_host("b.example.com")).await;
+    assert_eq!(kube.lists("networking.k8s.io/v1", "Ingress"), lists);
+
+    // Aborted connection: same recovery.
+    kube.abort_watches();
+    kube.apply(ingress("c", "c.example.com", "web"));
+    eventually("c after abort", || published.has_host("c.example.com")).await;
+
+    // 410 Gone: a re-list, which also notices a delete the watch never delivered.
+    eventually("ingress watch open again", || ing(kube) == 1).await;
+    let lists = kube.lists("networking.k8s.io/v1", "Ingress");
+    assert!(kube.delete_silently("networking.k8s.io/v1", "Ingress", Some("default"), "a"));
+    kube.expire_watches();
+    eventually("re-list", || {
+        kube.lists("networking.k8s.io/v1", "Ingress") > lists
+    })
+    .await;
+    eventually("a removed after re-list", || {
+        !published.has_host("a.example.com")
+    })
+    .await;
+    assert!(published.has_host("b.example.com") && published.has_host("c.example.com"));
+    eventually("deleted event for a", || {
+        has_event(
+            kube,
+            "Pomerium",
+            "global",
+            "Normal",
+            "Updated",
+            "default/a: deleted: Ingress resource was deleted",
+        )
+    })
+    .await;
+    // Unchanged objects are not re-reported after the re-list.
+    let updated_b = |k: &FakeKube| {
+        k.events()
+            .iter()
+            .filter(|e| e.regarding_name == "b" && e.regarding_kind == "Ingress")
+            .map(|e| e.count)
+            .sum::<i64>()
+    };
+    let before = updated_b(kube);
+    kube.apply(ingress("d", "d.example.com", "web"));
+    eventually("d", || published.has_host("d.example.com")).await;
+    assert_eq!(updated_b(kube), before);
+}
+
+async fn get_status(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    let code = resp.status().as_u16();
+    (code, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[actix_rt::test]
+async fn startupz_waits_for_the_pomerium_object() {
+    let kube = FakeKube::start();
+    kube.apply(ingress_class());
+    kube.apply(backend_service("web"));
+    kube.apply(endpoint_slice("web", "10.1.0.1"));
+    kube.apply(ingress("a", "a.example.com", "web"));
+    let r = start(kube, &[]).await;
+    let (kube, published) = (&r.kube, &r.published);
+    // Ingresses sync without the CRD, but startup is not complete.
+    eventually("routes without CRD", || published.has_host("a.example.com")).await;
+    let (code, body) = get_status(r.health_addr, "/startupz").await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(
+        body["controller.settings.reconciler.bootstrap"]["status"],
+        "UNKNOWN"
+    );
+    assert_eq!(get_status(r.health_addr, "/readyz").await.0, 503);
+
+    // The CRD arrives, its bootstrap Secret does not exist yet: an error, still not ready.
+    kube.apply(pomerium_global());
+    eventually("bootstrap error", || {
+        matches!(
+            r.health.get("controller.settings.reconciler.bootstrap"),
+            rampart::controller::health::CheckState::Error(_)
+        )
+    })
+    .await;
+    let (code, body) = get_status(r.health_addr, "/readyz").await;
+    assert_eq!(code, 503);
+    let err = body["controller.settings.reconciler.bootstrap"]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("bootstrap"), "{err}");
+    eventually("settings error in CRD status", || {
+        crd_status(kube)["settingsStatus"]["reconciled"] == json!(false)
+    })
+    .await;
+
+    kube.apply(bootstrap_secret());
+    eventually("started", || r.health.started() && r.health.ready()).await;
+    for p in ["/startupz", "/readyz", "/healthz"] {
+        let (code, body) = get_status(r.health_addr, p).await;
+        assert_eq!(code, 200, "{p}: {body}");
+    }
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/startupz", r.health_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    eventually("settings ok in CRD status", || {
+        crd_status(kube)["settingsStatus"]["reconciled"] == json!(true)
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn ingress_load_balancer_status_from_service() {
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    kube.apply(ingress("a", "a.example.com", "web"));
+    let r = start(
+        kube,
+        &["--update-status-from-service", "pomerium/pomerium-proxy"],
+    )
+    .await;
+    let (kube, published) = (&r.kube, &r.published);
+    eventually("routes", || published.has_host("a.example.com")).await;
+    let text = "update ingress status: get pomerium-proxy service pomerium/pomerium-proxy: Service \"pomerium-proxy\" not found";
+    eventually("missing service error", || {
+        has_event(kube, "Ingress", "a", "Warning", "UpdateError", text)
+    })
+    .await;
+
+    kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "pomerium-proxy", "namespace": "pomerium"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 443}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}}));
+    let lb = |k: &FakeKube| {
+        k.get("networking.k8s.io/v1", "Ingress", Some("default"), "a")
+            .map(|i| i["status"]["loadBalancer"]["ingress"][0]["ip"].clone())
+    };
+    eventually("lb status", || lb(kube) == Some(json!("203.0.113.7"))).await;
+    kube.apply(ingress("b", "b.example.com", "web"));
+    eventually("lb status on new ingress", || {
+        kube.get("networking.k8s.io/v1", "Ingress", Some("default"), "b")
+            .is_some_and(|i| {
+                i["status"]["loadBalancer"]["ingress"][0]["ip"] == json!("203.0.113.7")
+            })
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn endpoints_fallback_flag_uses_endpoints() {
+    let kube = FakeKube::start();
+    kube.apply(ingress_class());
+    kube.apply(bootstrap_secret());
+    kube.apply(pomerium_global());
+    kube.apply(backend_service("web"));
+    kube.apply(endpoints("web", "10.2.0.1"));
+    kube.apply(ingress("a", "a.example.com", "web"));
+    let r = start(kube, &["--use-endpoints"]).await;
+    let published = &r.published;
+    eventually("route via Endpoints", || {
+        published.routes.load().iter().any(|r| {
+            r.from == "https://a.example.com"
+                && r.to.as_ref().unwrap().to_vec() == vec!["http://10.2.0.1:8080".to_string()]
+        })
+    })
+    .await;
+    assert_eq!(r.kube.lists("discovery.k8s.io/v1", "EndpointSlice"), 0);
+}
+
+#[test]
+fn controller_flags_and_env() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct A {
+        #[command(flatten)]
+        a: ControllerArgs,
+    }
+    let a = A::parse_from(["t"]).a;
+    assert_eq!(a.pomerium_config, "global");
+    assert_eq!(a.name, "pomerium.io/ingress-controller");
+    assert_eq!(a.prefix, "ingress.pomerium.io");
+    assert_eq!(a.health_probe_bind_address, "127.0.0.1:28080");
+    let a = A::parse_from(["t", "--pomerium-config", "a/b"]).a;
+    assert_eq!(
+        a.options().unwrap_err().to_string(),
+        "--pomerium-config: expected cluster-scoped name"
+    );
+    let a = A::parse_from([
+        "t",
+        "--namespaces",
+        "x,y",
+        "--update-status-from-service",
+        "pomerium/pomerium-proxy",
+    ])
+    .a;
+    let o = a.options().unwrap();
+    assert_eq!(o.convert.namespaces, vec!["x".to_string(), "y".to_string()]);
+    assert_eq!(
+        o.status_service,
+        Some(("pomerium".into(), "pomerium-proxy".into()))
+    );
+    assert!(A::parse_from(["t", "--update-status-from-service", "nope"])
+        .a
+        .options()
+        .is_err());
+    assert!(A::try_parse_from(["t", "--disable-cert-check"]).is_ok());
 }

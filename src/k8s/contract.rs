@@ -75,7 +75,9 @@ pub struct Outcome {
     pub routes_changed: bool,
 }
 
-pub struct TlsCert;
+pub struct TlsCert {
+    pub cert_pem: Vec<u8>,
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct ConvertOptions {
