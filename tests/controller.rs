@@ -708,6 +708,35 @@ async fn endpoints_fallback_flag_uses_endpoints() {
     assert_eq!(r.kube.lists("discovery.k8s.io/v1", "EndpointSlice"), 0);
 }
 
+#[actix_rt::test]
+async fn endpoint_slices_not_served_fall_back_to_endpoints() {
+    let kube = FakeKube::start();
+    kube.unserve("discovery.k8s.io/v1", "EndpointSlice");
+    kube.apply(ingress_class());
+    kube.apply(bootstrap_secret());
+    kube.apply(pomerium_global());
+    kube.apply(backend_service("web"));
+    kube.apply(endpoints("web", "10.3.0.1"));
+    kube.apply(ingress("a", "a.example.com", "web"));
+    let r = start(kube, &[]).await;
+    let published = &r.published;
+    eventually("route via fallback Endpoints", || {
+        published.routes.load().iter().any(|r| {
+            r.from == "https://a.example.com"
+                && r.to.as_ref().unwrap().to_vec() == vec!["http://10.3.0.1:8080".to_string()]
+        })
+    })
+    .await;
+    r.kube.apply(endpoints("web", "10.3.0.2"));
+    eventually("endpoints update", || {
+        published.routes.load().iter().any(|r| {
+            r.from == "https://a.example.com"
+                && r.to.as_ref().unwrap().to_vec() == vec!["http://10.3.0.2:8080".to_string()]
+        })
+    })
+    .await;
+}
+
 #[test]
 fn controller_flags_and_env() {
     use clap::Parser;

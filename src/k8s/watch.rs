@@ -209,3 +209,112 @@ impl SyncTracker {
         changes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::networking::v1::Ingress;
+
+    fn ing(name: &str, rv: &str) -> KubeObject {
+        let mut i = Ingress::default();
+        i.metadata.name = Some(name.into());
+        i.metadata.namespace = Some("default".into());
+        i.metadata.resource_version = Some(rv.into());
+        KubeObject::Ingress(Box::new(i))
+    }
+
+    fn svc(name: &str, rv: &str) -> KubeObject {
+        let mut s = Service::default();
+        s.metadata.name = Some(name.into());
+        s.metadata.namespace = Some("default".into());
+        s.metadata.resource_version = Some(rv.into());
+        KubeObject::Service(Box::new(s))
+    }
+
+    fn names(changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::Upsert(o) => format!("+{}", o.name()),
+                Change::Delete(_, _, n) => format!("-{n}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn initial_sync_waits_for_every_kind_and_orders_ingresses_last() {
+        let mut t = SyncTracker::new([Kind::Ingress, Kind::Service]);
+        let step = t.handle(WatchEvent::Listed {
+            kind: Kind::Ingress,
+            objects: vec![ing("a", "1")],
+        });
+        assert!(matches!(step, Step::Waiting));
+        // A change before the sync lands in the initial state.
+        assert!(matches!(
+            t.handle(WatchEvent::Applied(ing("b", "2"))),
+            Step::Waiting
+        ));
+        assert_eq!(t.waiting_for(), vec![Kind::Service]);
+        let Step::Initial(objs) = t.handle(WatchEvent::Listed {
+            kind: Kind::Service,
+            objects: vec![svc("s", "3")],
+        }) else {
+            panic!("expected the initial sync")
+        };
+        let order: Vec<_> = objs.iter().map(|o| o.name().to_string()).collect();
+        assert_eq!(order, vec!["s", "a", "b"]);
+        assert!(t.synced());
+    }
+
+    #[test]
+    fn relist_deletes_vanished_and_skips_unchanged() {
+        let mut t = SyncTracker::new([Kind::Ingress]);
+        t.handle(WatchEvent::Listed {
+            kind: Kind::Ingress,
+            objects: vec![ing("a", "1"), ing("b", "2")],
+        });
+        let Step::Changes(c) = t.handle(WatchEvent::Applied(ing("c", "3"))) else {
+            panic!()
+        };
+        assert_eq!(names(&c), vec!["+c"]);
+        // A replayed event with the same resourceVersion is dropped.
+        let Step::Changes(c) = t.handle(WatchEvent::Applied(ing("c", "3"))) else {
+            panic!()
+        };
+        assert!(c.is_empty());
+        let Step::Changes(c) = t.handle(WatchEvent::Listed {
+            kind: Kind::Ingress,
+            objects: vec![ing("b", "2"), ing("c", "4"), ing("d", "5")],
+        }) else {
+            panic!()
+        };
+        assert_eq!(names(&c), vec!["-a", "+c", "+d"]);
+        let Step::Changes(c) = t.handle(WatchEvent::Deleted(ing("b", "6"))) else {
+            panic!()
+        };
+        assert_eq!(names(&c), vec!["-b"]);
+        // Deleting an unknown object is a no-op.
+        let Step::Changes(c) = t.handle(WatchEvent::Deleted(ing("zz", "7"))) else {
+            panic!()
+        };
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn endpoint_slices_unavailable_expects_endpoints() {
+        let mut t = SyncTracker::new([Kind::EndpointSlice]);
+        assert!(matches!(
+            t.handle(WatchEvent::Unavailable(Kind::EndpointSlice)),
+            Step::Waiting
+        ));
+        assert_eq!(t.waiting_for(), vec![Kind::Endpoints]);
+        assert!(matches!(
+            t.handle(WatchEvent::Listed {
+                kind: Kind::Endpoints,
+                objects: vec![]
+            }),
+            Step::Initial(_)
+        ));
+    }
+}

@@ -279,6 +279,8 @@ struct State {
     open_watches: BTreeMap<CollKey, usize>,
     watch_starts: BTreeMap<CollKey, usize>,
     lists: BTreeMap<CollKey, usize>,
+    /// Collections answered with 404 (API not served).
+    unserved: std::collections::BTreeSet<CollKey>,
 }
 
 struct Shared {
@@ -565,6 +567,12 @@ impl FakeKube {
         self.shared.lock().lists.get(&coll).copied().unwrap_or(0)
     }
 
+    /// Makes a collection answer 404 (as a cluster that does not serve that API).
+    pub fn unserve(&self, api_version: &str, kind: &str) {
+        let coll = coll_of(api_version, kind);
+        self.shared.lock().unserved.insert(coll);
+    }
+
     /// Current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.lock().rv
@@ -739,6 +747,16 @@ async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> Htt
             &status_body(404, "NotFound", &format!("no route {path}")),
         );
     };
+    if shared.lock().unserved.contains(&route.coll) {
+        return reply(
+            404,
+            &status_body(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        );
+    }
     let q = query_map(&query);
     let parsed: Value = if body.is_empty() {
         json!({})
