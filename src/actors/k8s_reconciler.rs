@@ -29,10 +29,16 @@ type CertsHook = Box<dyn Fn(Arc<Vec<TlsCert>>) + Send + Sync>;
 type SettingsHook = Box<dyn Fn(Arc<Settings>) + Send + Sync>;
 
 /// Where the controller's output goes (the lead wires these to the proxy's route table, TLS
-/// resolver and global settings). Each is called with a complete new snapshot.
+/// resolver and global settings). Each is called with a complete new snapshot, only when it
+/// changed (and once at the initial sync).
 #[derive(Default)]
 pub struct Publisher {
+    /// All routes, in evaluation order.
     pub routes: Option<RoutesHook>,
+    /// Routes of cert-manager HTTP-01 solver Ingresses (also in `routes`), for the plain HTTP
+    /// listener.
+    pub http01_routes: Option<RoutesHook>,
+    /// Ingress TLS certificates matching a route host.
     pub certificates: Option<CertsHook>,
     pub settings: Option<SettingsHook>,
 }
@@ -40,6 +46,13 @@ pub struct Publisher {
 impl Publisher {
     pub fn on_routes(mut self, f: impl Fn(Arc<Vec<RouteConfig>>) + Send + Sync + 'static) -> Self {
         self.routes = Some(Box::new(f));
+        self
+    }
+    pub fn on_http01_routes(
+        mut self,
+        f: impl Fn(Arc<Vec<RouteConfig>>) + Send + Sync + 'static,
+    ) -> Self {
+        self.http01_routes = Some(Box::new(f));
         self
     }
     pub fn on_certificates(
@@ -93,6 +106,7 @@ pub struct ReconcilerActor {
     /// Ingresses whose last reconcile succeeded (they get `status.loadBalancer`).
     healthy: BTreeSet<IngressKey>,
     last_routes: Option<Arc<Vec<RouteConfig>>>,
+    last_http01: Option<Arc<Vec<RouteConfig>>>,
     last_certs: Option<Arc<Vec<TlsCert>>>,
     /// Last settings outcome reported: (generation, error text or None).
     last_settings: Option<(Option<i64>, Result<Settings, String>)>,
@@ -119,6 +133,7 @@ impl ReconcilerActor {
             status_service: None,
             healthy: BTreeSet::new(),
             last_routes: None,
+            last_http01: None,
             last_certs: None,
             last_settings: None,
         }
@@ -180,10 +195,8 @@ impl ReconcilerActor {
     }
 
     fn initial(&mut self, objects: Vec<KubeObject>) {
-        let mut settings_touched = false;
         for o in &objects {
             self.observe_upsert(o);
-            settings_touched |= matches!(o.kind(), Kind::Pomerium | Kind::Secret);
         }
         let outcome = self.core.apply_all(objects);
         tracing::info!(ingresses = outcome.results.len(), "initial sync applied");
@@ -191,12 +204,10 @@ impl ReconcilerActor {
         self.report(outcome.results, true);
         self.settings(true);
         self.health.set(CHECK_INGRESS_SYNC, CheckState::Running);
-        let _ = settings_touched;
     }
 
     fn changes(&mut self, changes: Vec<Change>) {
         let mut results: Vec<(IngressKey, IngressResult)> = Vec::new();
-        let mut routes_changed = false;
         let mut settings_touched = false;
         let mut lb_changed = false;
         for c in changes {
@@ -210,16 +221,12 @@ impl ReconcilerActor {
                     settings_touched |= matches!(kind, Kind::Pomerium | Kind::Secret);
                 }
             }
-            let Outcome {
-                results: r,
-                routes_changed: rc,
-            } = self.core.apply(c);
-            routes_changed |= rc;
+            let Outcome { results: r, .. } = self.core.apply(c);
             results.extend(r);
         }
-        if routes_changed {
-            self.publish(false);
-        }
+        // Compared with what was last published: certificates can change without a route
+        // change (a rotated Secret).
+        self.publish(false);
         self.report(results, false);
         if settings_touched {
             self.settings(false);
@@ -233,26 +240,29 @@ impl ReconcilerActor {
     }
 
     fn publish(&mut self, force: bool) {
-        let routes = self.core.routes();
-        if force
-            || !self
-                .last_routes
+        fn changed<T: PartialEq>(last: &Option<Arc<T>>, now: &Arc<T>) -> bool {
+            !last
                 .as_ref()
-                .is_some_and(|r| Arc::ptr_eq(r, &routes) || **r == *routes)
-        {
+                .is_some_and(|l| Arc::ptr_eq(l, now) || **l == **now)
+        }
+        let routes = self.core.routes();
+        if force || changed(&self.last_routes, &routes) {
             tracing::info!(routes = routes.len(), "publishing routes");
             if let Some(f) = &self.publisher.routes {
                 f(routes.clone());
             }
             self.last_routes = Some(routes);
         }
+        let http01 = self.core.http01_routes();
+        if force || changed(&self.last_http01, &http01) {
+            if let Some(f) = &self.publisher.http01_routes {
+                f(http01.clone());
+            }
+            self.last_http01 = Some(http01);
+        }
         let certs = self.core.certificates();
-        if force
-            || !self
-                .last_certs
-                .as_ref()
-                .is_some_and(|c| Arc::ptr_eq(c, &certs))
-        {
+        if force || changed(&self.last_certs, &certs) {
+            tracing::info!(certificates = certs.len(), "publishing certificates");
             if let Some(f) = &self.publisher.certificates {
                 f(certs.clone());
             }

@@ -75,6 +75,7 @@ pub struct Outcome {
     pub routes_changed: bool,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsCert {
     pub cert_pem: Vec<u8>,
 }
@@ -118,6 +119,9 @@ impl Reconciler {
         unimplemented!()
     }
     pub fn routes(&self) -> Arc<Vec<RouteConfig>> {
+        unimplemented!()
+    }
+    pub fn http01_routes(&self) -> Arc<Vec<RouteConfig>> {
         unimplemented!()
     }
     pub fn certificates(&self) -> Arc<Vec<TlsCert>> {

@@ -1,10 +1,7 @@
 //! Kubernetes events the controller emits (ingress-controller spec §6.2), as plain values.
-//! The event recorder actor publishes them with one long-lived `kube` `Recorder`.
-//!
-//! kube 5's `Recorder::publish` writes `events.k8s.io/v1` Events (a repeat within 6 minutes
-//! becomes a merge patch with `series.count`). A real API server stores `events.k8s.io/v1` and
-//! core `v1` Events as one resource, so `kubectl describe` (which reads core `v1`) shows them;
-//! writing a second core Event would show every event twice. We write only through the Recorder.
+//! The event recorder actor (`actors::k8s_events`) writes them as `events.k8s.io/v1` Events.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 
@@ -36,6 +33,8 @@ pub struct EventSpec {
     pub message: String,
     /// Short PascalCase action (`Reconcile`).
     pub action: String,
+    /// Event annotations (`ingress: <ns>/<name>` on the `Pomerium` object's Ingress events).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Reference to an Ingress.
@@ -69,7 +68,14 @@ fn event(regarding: ObjectReference, kind: EventKind, reason: &str, message: Str
         reason: reason.into(),
         message,
         action: "Reconcile".into(),
+        annotations: BTreeMap::new(),
     }
+}
+
+fn about_ingress(mut e: EventSpec, ingress: ObjectReference) -> EventSpec {
+    e.annotations.insert("ingress".into(), key_of(&ingress));
+    e.related = Some(ingress);
+    e
 }
 
 /// `Normal Updated "config updated"` on the Ingress.
@@ -98,10 +104,10 @@ fn key_of(ingress: &ObjectReference) -> String {
 /// `Normal Updated "<ns>/<name>: config updated"` on the `Pomerium` object.
 pub fn pomerium_ingress_updated(pomerium: ObjectReference, ingress: ObjectReference) -> EventSpec {
     let message = format!("{}: {INGRESS_UPDATED}", key_of(&ingress));
-    EventSpec {
-        related: Some(ingress),
-        ..event(pomerium, EventKind::Normal, "Updated", message)
-    }
+    about_ingress(
+        event(pomerium, EventKind::Normal, "Updated", message),
+        ingress,
+    )
 }
 
 /// `Warning UpdateError "<ns>/<name>: <error>"` on the `Pomerium` object.
@@ -111,10 +117,10 @@ pub fn pomerium_ingress_error(
     error: &str,
 ) -> EventSpec {
     let message = format!("{}: {error}", key_of(&ingress));
-    EventSpec {
-        related: Some(ingress),
-        ..event(pomerium, EventKind::Warning, "UpdateError", message)
-    }
+    about_ingress(
+        event(pomerium, EventKind::Warning, "UpdateError", message),
+        ingress,
+    )
 }
 
 /// `Normal Updated "<ns>/<name>: deleted: <reason>"` on the `Pomerium` object.
@@ -124,10 +130,10 @@ pub fn pomerium_ingress_deleted(
     reason: &str,
 ) -> EventSpec {
     let message = format!("{}: deleted: {reason}", key_of(&ingress));
-    EventSpec {
-        related: Some(ingress),
-        ..event(pomerium, EventKind::Normal, "Updated", message)
-    }
+    about_ingress(
+        event(pomerium, EventKind::Normal, "Updated", message),
+        ingress,
+    )
 }
 
 /// `Normal Updated "config updated"` on the `Pomerium` object: global settings applied.
