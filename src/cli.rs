@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
-#[command(name = "rampart", version, about = "Identity-aware reverse proxy and Kubernetes Ingress controller")]
+#[command(
+    name = "rampart",
+    version,
+    about = "Identity-aware reverse proxy and Kubernetes Ingress controller"
+)]
 pub struct Cli {
     /// Log output format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RAMPART_LOG_FORMAT")]
@@ -27,6 +31,32 @@ pub enum Command {
     /// Check, evaluate and explain Pomerium Policy Language documents.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Convert Kubernetes manifests (Ingress, IngressClass, Service, Endpoints,
+    /// EndpointSlice, Secret, Pomerium) into a Pomerium-style config on stdout.
+    ///
+    /// Rejected Ingresses are listed on stderr as `namespace/name: error` (exit 1);
+    /// unreadable input exits 2. When the input holds no IngressClass, an IngressClass
+    /// `pomerium` owned by `--name` is assumed, so a lone Ingress file renders.
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Manifest file (multi-document YAML or JSON, `List` objects allowed; `-` for stdin).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Annotation prefix, without the `/`.
+    #[arg(long, default_value = "ingress.pomerium.io")]
+    pub prefix: String,
+    /// IngressClass controller name this controller owns.
+    #[arg(long, default_value = "pomerium.io/ingress-controller")]
+    pub name: String,
+    /// Comma-separated namespaces to manage (empty = all).
+    #[arg(long, value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Name of the `Pomerium` object to take global settings from (default: the first one).
+    #[arg(long)]
+    pub pomerium_config: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -20,7 +20,9 @@ use crate::actors::k8s_events::EventRecorderActor;
 use crate::actors::k8s_reconciler::{Publisher, ReconcilerActor, ReconcilerOptions};
 use crate::actors::k8s_status::StatusWriterActor;
 use crate::actors::k8s_watch::{Watched, WatcherActor};
-use crate::k8s::contract::{ConvertOptions, Kind, KubeObject, Pomerium, Reconciler};
+use crate::k8s::convert::ConvertOptions;
+use crate::k8s::reconcile::Reconciler;
+use crate::k8s::{Kind, KubeObject, Pomerium};
 use health::Health;
 
 /// Flags of `rampart controller` (alias `all-in-one`). Every flag can also come from the env

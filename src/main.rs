@@ -18,5 +18,9 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy(_cmd) => anyhow::bail!("policy: not implemented yet"),
+        Command::Render(args) => {
+            rampart::telemetry::init(cli.log_format, "warn");
+            std::process::exit(rampart::k8s::render::run(&args.into()))
+        }
     }
 }

@@ -16,13 +16,12 @@ use crate::actors::k8s_status::WriteStatus;
 use crate::actors::k8s_watch::Watched;
 use crate::config::{RouteConfig, Settings};
 use crate::controller::health::{CheckState, Health, CHECK_BOOTSTRAP, CHECK_INGRESS_SYNC};
-use crate::k8s::contract::{
-    pomerium_to_settings, Change, IngressKey, IngressResult, Kind, KubeObject, Outcome, Reconciler,
-    TlsCert,
-};
+use crate::k8s::convert::{pomerium_to_settings, TlsCert};
 use crate::k8s::events as ev;
+use crate::k8s::reconcile::{Change, IngressResult, Outcome, Reconciler};
 use crate::k8s::status;
 use crate::k8s::watch::{meta_of, Step, SyncTracker};
+use crate::k8s::{IngressKey, Kind, KubeObject};
 
 type RoutesHook = Box<dyn Fn(Arc<Vec<RouteConfig>>) + Send + Sync>;
 type CertsHook = Box<dyn Fn(Arc<Vec<TlsCert>>) + Send + Sync>;

@@ -11,8 +11,8 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 
-use crate::k8s::contract::{Kind, KubeObject};
 use crate::k8s::watch::WatchEvent;
+use crate::k8s::{Kind, KubeObject};
 
 /// Carries a `WatchEvent` to the reconciler actor.
 #[derive(Debug, Message)]

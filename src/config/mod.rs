@@ -222,11 +222,10 @@ fn proxy_settings(s: &Settings) -> Result<ProxySettings, ConfigError> {
     let mut set_response_headers = Vec::new();
     if !headers.contains_key("disable") {
         for (k, v) in &headers {
-            let name =
-                HeaderName::from_bytes(k.as_bytes()).map_err(|_| ConfigError::Setting {
-                    key: "set_response_headers",
-                    message: format!("invalid header name {k:?}"),
-                })?;
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| ConfigError::Setting {
+                key: "set_response_headers",
+                message: format!("invalid header name {k:?}"),
+            })?;
             let value = HeaderValue::from_str(v).map_err(|_| ConfigError::Setting {
                 key: "set_response_headers",
                 message: format!("invalid value for header {k:?}"),

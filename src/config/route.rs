@@ -285,11 +285,10 @@ pub fn validate_route(
         .flatten()
         .map(|(k, v)| {
             let name = header_name("set_response_headers", k)?;
-            let value =
-                HeaderValue::from_str(v).map_err(|_| RouteErrorKind::BadHeaderValue {
-                    key: "set_response_headers",
-                    name: k.clone(),
-                })?;
+            let value = HeaderValue::from_str(v).map_err(|_| RouteErrorKind::BadHeaderValue {
+                key: "set_response_headers",
+                name: k.clone(),
+            })?;
             Ok((name, value))
         })
         .collect::<Result<Vec<_>, _>>()
@@ -472,7 +471,10 @@ fn parse_upstream(target: &str) -> Result<Upstream, RouteErrorKind> {
 
 fn path_rewrite(cfg: &RouteConfig, upstreams: &[Upstream]) -> Result<PathRewrite, RouteErrorKind> {
     let prefix = cfg.prefix_rewrite.as_deref().filter(|s| !s.is_empty());
-    let pattern = cfg.regex_rewrite_pattern.as_deref().filter(|s| !s.is_empty());
+    let pattern = cfg
+        .regex_rewrite_pattern
+        .as_deref()
+        .filter(|s| !s.is_empty());
     match (prefix, pattern) {
         (Some(_), Some(_)) => Err(RouteErrorKind::BothRewrites),
         (Some(p), None) => Ok(PathRewrite::Prefix(p.to_string())),
@@ -523,7 +525,10 @@ fn host_rewrite(cfg: &RouteConfig) -> Result<HostRewrite, RouteErrorKind> {
         return Ok(HostRewrite::Literal(h.to_string()));
     }
     if let Some(h) = cfg.host_rewrite_header.as_deref().filter(|s| !s.is_empty()) {
-        return Ok(HostRewrite::FromHeader(header_name("host_rewrite_header", h)?));
+        return Ok(HostRewrite::FromHeader(header_name(
+            "host_rewrite_header",
+            h,
+        )?));
     }
     if let Some(p) = cfg
         .host_path_regex_rewrite_pattern

@@ -27,9 +27,10 @@ fn minimal_route_defaults() {
 
 #[test]
 fn unknown_key_names_key_and_location() {
-    let err = build_yaml("routes:\n  - from: https://a.example.com\n    to: http://x\n    timout: 5s\n")
-        .unwrap_err()
-        .to_string();
+    let err =
+        build_yaml("routes:\n  - from: https://a.example.com\n    to: http://x\n    timout: 5s\n")
+            .unwrap_err()
+            .to_string();
     assert!(err.contains("unknown field `timout`"), "{err}");
     assert!(err.contains("routes[0]"), "{err}");
     assert!(err.contains("line 4"), "{err}");
@@ -55,7 +56,8 @@ fn route_errors_name_the_route() {
         ("from: https://a.example.com\n    to: http://x\n    load_balancing_policy: FASTEST", "unknown policy \"FASTEST\""),
     ];
     for (route, want) in cases {
-        let text = format!("routes:\n  - from: https://ok.example.com\n    to: http://ok\n  - {route}\n");
+        let text =
+            format!("routes:\n  - from: https://ok.example.com\n    to: http://ok\n  - {route}\n");
         let err = build_yaml(&text).unwrap_err().to_string();
         assert!(err.contains("routes[1] (from "), "{route}: {err}");
         assert!(err.contains(want), "{route}: expected {want:?} in {err}");
@@ -89,7 +91,14 @@ fn routes_sorted_like_pomerium() {
     let ids: Vec<_> = cfg.routes.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(
         ids,
-        ["a-exact", "a-regex", "a-prefix-ab", "a-prefix-a", "a-none", "b"]
+        [
+            "a-exact",
+            "a-regex",
+            "a-prefix-ab",
+            "a-prefix-a",
+            "a-none",
+            "b"
+        ]
     );
 }
 
@@ -102,9 +111,17 @@ fn to_path_acts_as_prefix_rewrite_and_regex_substitution_converts() {
 ",
     )
     .unwrap();
-    let a = cfg.routes.iter().find(|r| r.from == "https://a.test").unwrap();
+    let a = cfg
+        .routes
+        .iter()
+        .find(|r| r.from == "https://a.test")
+        .unwrap();
     assert!(matches!(&a.path_rewrite, PathRewrite::Prefix(p) if p == "/base"));
-    let b = cfg.routes.iter().find(|r| r.from == "https://b.test").unwrap();
+    let b = cfg
+        .routes
+        .iter()
+        .find(|r| r.from == "https://b.test")
+        .unwrap();
     match &b.path_rewrite {
         PathRewrite::Regex(re, sub) => assert_eq!(re.replace("/old/x/y", sub.as_str()), "/new/x/y"),
         other => panic!("{other:?}"),
@@ -113,11 +130,17 @@ fn to_path_acts_as_prefix_rewrite_and_regex_substitution_converts() {
 
 #[test]
 fn global_settings_checked() {
-    let err = build_yaml("default_upstream_timeout: forever\n").unwrap_err().to_string();
+    let err = build_yaml("default_upstream_timeout: forever\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("`default_upstream_timeout`"), "{err}");
-    let err = build_yaml("address: 'nohost:notaport'\n").unwrap_err().to_string();
+    let err = build_yaml("address: 'nohost:notaport'\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("`address`"), "{err}");
-    let err = build_yaml("certificate_file: /x.pem\n").unwrap_err().to_string();
+    let err = build_yaml("certificate_file: /x.pem\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("certificate_key_file"), "{err}");
     let cfg = build_yaml("set_response_headers: {disable: 'true'}\n").unwrap();
     assert!(cfg.proxy.set_response_headers.is_empty());

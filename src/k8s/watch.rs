@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::contract::{Change, Kind, KubeObject};
+use super::reconcile::Change;
+use super::{Kind, KubeObject};
 
 /// What a watcher reports.
 #[derive(Debug, Clone)]

@@ -1,0 +1,474 @@
+//! Incremental reconciler: keeps the cluster objects, a dependency index
+//! (Service/Endpoints/EndpointSlice/Secret → Ingresses), the last good conversion of every
+//! managed Ingress, and the merged route list in evaluation order.
+//!
+//! A change re-converts only the Ingresses that depend on the changed object; a change to an
+//! IngressClass re-evaluates which Ingresses are managed. A failing Ingress keeps its last good
+//! routes. Routes live in an ordered map keyed by the evaluation order, so an update costs
+//! O(routes of that Ingress × log n), never a full re-sort.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::networking::v1::Ingress;
+
+use crate::config::RouteConfig;
+use crate::k8s::convert::certs::{from_host, HostSet};
+use crate::k8s::convert::{
+    convert_ingress, ingress_dependencies, is_managed, ClusterState, ConversionContext,
+    ConvertOptions, ConvertedIngress, TlsCert,
+};
+use crate::k8s::crd::Pomerium;
+use crate::k8s::{ns_of, IngressKey, Kind, KubeObject, ObjectKey};
+
+/// Reason given when an Ingress disappears.
+pub const DELETED_REASON: &str = "Ingress resource was deleted";
+
+/// One change seen by the watchers.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Upsert(KubeObject),
+    /// Kind, namespace (empty for cluster-scoped kinds), name.
+    Delete(Kind, String, String),
+}
+
+/// What happened to one Ingress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngressResult {
+    /// Converted and merged (its routes may or may not have changed).
+    Updated,
+    /// Rejected; the text is the event/status message. Its previous routes are kept.
+    Error(String),
+    /// No longer managed or deleted; its routes are gone. The text is the reason
+    /// (`Ingress resource was deleted` or a §2 reason).
+    Removed(String),
+}
+
+/// Result of one `apply`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    pub results: Vec<(IngressKey, IngressResult)>,
+    /// The merged route list changed (re-read `routes()`/`certificates()`).
+    pub routes_changed: bool,
+}
+
+/// Route evaluation order as a map key: `from` asc, `path` desc, `regex` desc, `prefix` desc,
+/// `id` asc (same as `config::route::route_order` for non-empty ids).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RouteKey {
+    from: String,
+    path: String,
+    regex: String,
+    prefix: String,
+    id: String,
+}
+
+impl RouteKey {
+    fn of(r: &RouteConfig) -> Self {
+        let s = |v: &Option<String>| v.clone().unwrap_or_default();
+        RouteKey {
+            from: r.from.clone(),
+            path: s(&r.path),
+            regex: s(&r.regex),
+            prefix: s(&r.prefix),
+            id: s(&r.id),
+        }
+    }
+}
+
+impl Ord for RouteKey {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.from
+            .cmp(&o.from)
+            .then_with(|| o.path.cmp(&self.path))
+            .then_with(|| o.regex.cmp(&self.regex))
+            .then_with(|| o.prefix.cmp(&self.prefix))
+            .then_with(|| self.id.cmp(&o.id))
+    }
+}
+
+impl PartialOrd for RouteKey {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    last_good: Option<Arc<ConvertedIngress>>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Caches {
+    routes: Option<Arc<Vec<RouteConfig>>>,
+    certificates: Option<Arc<Vec<TlsCert>>>,
+    http01: Option<Arc<Vec<RouteConfig>>>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Reconciler {
+    options: ConvertOptions,
+    state: ClusterState,
+    ingresses: HashMap<IngressKey, Ingress>,
+    pomerium: BTreeMap<String, Pomerium>,
+    deps: HashMap<ObjectKey, HashSet<IngressKey>>,
+    ingress_deps: HashMap<IngressKey, Vec<ObjectKey>>,
+    entries: HashMap<IngressKey, Entry>,
+    index: BTreeMap<RouteKey, RouteConfig>,
+    caches: Mutex<Caches>,
+}
+
+fn ingress_key(ing: &Ingress) -> IngressKey {
+    IngressKey::new(
+        ns_of(&ing.metadata),
+        ing.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+impl Reconciler {
+    pub fn new(options: ConvertOptions) -> Self {
+        Reconciler {
+            options,
+            state: ClusterState::new(),
+            ingresses: HashMap::new(),
+            pomerium: BTreeMap::new(),
+            deps: HashMap::new(),
+            ingress_deps: HashMap::new(),
+            entries: HashMap::new(),
+            index: BTreeMap::new(),
+            caches: Mutex::new(Caches::default()),
+        }
+    }
+
+    pub fn options(&self) -> &ConvertOptions {
+        &self.options
+    }
+
+    /// The non-Ingress objects (Secrets etc.), e.g. for `pomerium_to_settings`.
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    /// A stored `Pomerium` object by name.
+    pub fn pomerium(&self, name: &str) -> Option<&Pomerium> {
+        self.pomerium.get(name)
+    }
+
+    pub fn pomerium_objects(&self) -> impl Iterator<Item = &Pomerium> {
+        self.pomerium.values()
+    }
+
+    pub fn ingress(&self, key: &IngressKey) -> Option<&Ingress> {
+        self.ingresses.get(key)
+    }
+
+    /// Managed Ingresses (converted at least once, successfully or not), sorted.
+    pub fn managed(&self) -> Vec<IngressKey> {
+        let mut v: Vec<IngressKey> = self.entries.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The last good conversion of a managed Ingress.
+    pub fn converted(&self, key: &IngressKey) -> Option<Arc<ConvertedIngress>> {
+        self.entries.get(key)?.last_good.clone()
+    }
+
+    /// The current error of a managed Ingress (its last conversion failed).
+    pub fn error(&self, key: &IngressKey) -> Option<&str> {
+        self.entries.get(key)?.error.as_deref()
+    }
+
+    /// Ingresses that depend on an object.
+    pub fn dependents(&self, key: &ObjectKey) -> Vec<IngressKey> {
+        let mut v: Vec<IngressKey> = self
+            .deps
+            .get(key)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Initial sync: stores every object, then converts every Ingress once.
+    pub fn apply_all(&mut self, objects: impl IntoIterator<Item = KubeObject>) -> Outcome {
+        for obj in objects {
+            match obj {
+                KubeObject::Ingress(ing) => {
+                    self.ingresses.insert(ingress_key(&ing), *ing);
+                }
+                KubeObject::Pomerium(p) => {
+                    self.pomerium
+                        .insert(p.metadata.name.clone().unwrap_or_default(), *p);
+                }
+                other => {
+                    self.state.upsert(&other);
+                }
+            }
+        }
+        let mut keys: Vec<IngressKey> = self.ingresses.keys().cloned().collect();
+        keys.sort();
+        let mut out = Outcome::default();
+        for key in keys {
+            self.reconcile_one(&key, &mut out);
+        }
+        out
+    }
+
+    /// Applies one change and re-converts what depends on it.
+    pub fn apply(&mut self, change: Change) -> Outcome {
+        let mut out = Outcome::default();
+        match change {
+            Change::Upsert(KubeObject::Ingress(ing)) => {
+                let key = ingress_key(&ing);
+                self.ingresses.insert(key.clone(), *ing);
+                self.reconcile_one(&key, &mut out);
+            }
+            Change::Delete(Kind::Ingress, ns, name) => {
+                let key = IngressKey::new(ns, name);
+                self.ingresses.remove(&key);
+                self.reconcile_one(&key, &mut out);
+            }
+            Change::Upsert(KubeObject::Pomerium(p)) => {
+                self.pomerium
+                    .insert(p.metadata.name.clone().unwrap_or_default(), *p);
+            }
+            Change::Delete(Kind::Pomerium, _, name) => {
+                self.pomerium.remove(&name);
+            }
+            Change::Upsert(obj) => {
+                let keys = self.state.upsert(&obj);
+                self.dependencies_changed(&keys, &mut out);
+            }
+            Change::Delete(kind, ns, name) => {
+                let keys = self.state.remove(kind, &ns, &name);
+                self.dependencies_changed(&keys, &mut out);
+            }
+        }
+        out
+    }
+
+    fn dependencies_changed(&mut self, keys: &[ObjectKey], out: &mut Outcome) {
+        if keys.iter().any(|k| k.kind == Kind::IngressClass) {
+            self.reevaluate_all(out);
+            return;
+        }
+        let mut affected: Vec<IngressKey> = keys
+            .iter()
+            .filter_map(|k| self.deps.get(k))
+            .flatten()
+            .cloned()
+            .collect();
+        affected.sort();
+        affected.dedup();
+        for key in affected {
+            self.reconcile_one(&key, out);
+        }
+    }
+
+    /// After an IngressClass change: re-converts Ingresses whose managed state flipped, and
+    /// retries failing ones. Unchanged managed Ingresses are not re-converted (their
+    /// conversion does not depend on the class).
+    fn reevaluate_all(&mut self, out: &mut Outcome) {
+        let mut keys: Vec<IngressKey> = self.ingresses.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            let managed = {
+                let ctx = ConversionContext::new(&self.state, &self.options);
+                is_managed(&self.ingresses[&key], &ctx).is_ok()
+            };
+            let entry = self.entries.get(&key);
+            let was = entry.is_some();
+            let failing = entry.is_some_and(|e| e.error.is_some());
+            if managed != was || failing {
+                self.reconcile_one(&key, out);
+            }
+        }
+    }
+
+    fn reconcile_one(&mut self, key: &IngressKey, out: &mut Outcome) {
+        enum Step {
+            Remove(String),
+            Converted(Vec<ObjectKey>, Result<ConvertedIngress, String>),
+        }
+        let step = match self.ingresses.get(key) {
+            None => Step::Remove(DELETED_REASON.into()),
+            Some(ing) => {
+                let ctx = ConversionContext::new(&self.state, &self.options);
+                match is_managed(ing, &ctx) {
+                    Err(reason) => Step::Remove(reason.0),
+                    Ok(()) => Step::Converted(
+                        ingress_dependencies(ing, &self.options),
+                        convert_ingress(ing, &ctx).map_err(|e| e.to_string()),
+                    ),
+                }
+            }
+        };
+        match step {
+            Step::Remove(reason) => {
+                self.set_deps(key, Vec::new());
+                if let Some(entry) = self.entries.remove(key) {
+                    if let Some(old) = entry.last_good {
+                        self.swap_routes(Some(&old), None, out);
+                    }
+                    out.results
+                        .push((key.clone(), IngressResult::Removed(reason)));
+                }
+            }
+            Step::Converted(deps, result) => {
+                self.set_deps(key, deps);
+                let entry = self.entries.remove(key).unwrap_or_default();
+                let entry = match result {
+                    Ok(c) => {
+                        let new = Arc::new(c);
+                        self.swap_routes(entry.last_good.as_deref(), Some(&new), out);
+                        out.results.push((key.clone(), IngressResult::Updated));
+                        Entry {
+                            last_good: Some(new),
+                            error: None,
+                        }
+                    }
+                    Err(e) => {
+                        out.results
+                            .push((key.clone(), IngressResult::Error(e.clone())));
+                        Entry {
+                            last_good: entry.last_good,
+                            error: Some(e),
+                        }
+                    }
+                };
+                self.entries.insert(key.clone(), entry);
+            }
+        }
+    }
+
+    fn set_deps(&mut self, key: &IngressKey, new: Vec<ObjectKey>) {
+        let old = if new.is_empty() {
+            self.ingress_deps.remove(key).unwrap_or_default()
+        } else {
+            self.ingress_deps
+                .insert(key.clone(), new.clone())
+                .unwrap_or_default()
+        };
+        if old == new {
+            return;
+        }
+        for k in &old {
+            if new.binary_search(k).is_err() {
+                if let Some(set) = self.deps.get_mut(k) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.deps.remove(k);
+                    }
+                }
+            }
+        }
+        for k in new {
+            if old.binary_search(&k).is_err() {
+                self.deps.entry(k).or_default().insert(key.clone());
+            }
+        }
+    }
+
+    fn swap_routes(
+        &mut self,
+        old: Option<&ConvertedIngress>,
+        new: Option<&Arc<ConvertedIngress>>,
+        out: &mut Outcome,
+    ) {
+        let same_routes = match (old, new) {
+            (Some(o), Some(n)) => o.routes == n.routes,
+            (None, None) => true,
+            (None, Some(n)) => n.routes.is_empty(),
+            (Some(o), None) => o.routes.is_empty(),
+        };
+        let same_certs = match (old, new) {
+            (Some(o), Some(n)) => o.certificates == n.certificates,
+            _ => false,
+        };
+        if same_routes && same_certs {
+            return;
+        }
+        if !same_routes {
+            if let Some(o) = old {
+                for r in &o.routes {
+                    self.index.remove(&RouteKey::of(r));
+                }
+            }
+            if let Some(n) = new {
+                for r in &n.routes {
+                    self.index.insert(RouteKey::of(r), r.clone());
+                }
+            }
+            out.routes_changed = true;
+        }
+        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        if !same_routes {
+            caches.routes = None;
+            caches.http01 = None;
+        }
+        caches.certificates = None;
+    }
+
+    /// All routes of all managed Ingresses, in evaluation order.
+    pub fn routes(&self) -> Arc<Vec<RouteConfig>> {
+        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        caches
+            .routes
+            .get_or_insert_with(|| Arc::new(self.index.values().cloned().collect()))
+            .clone()
+    }
+
+    /// Routes of cert-manager HTTP-01 solver Ingresses (also in `routes()`), in evaluation
+    /// order: the proxy serves these on its plain HTTP listener too.
+    pub fn http01_routes(&self) -> Arc<Vec<RouteConfig>> {
+        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        caches
+            .http01
+            .get_or_insert_with(|| {
+                let mut v: Vec<(RouteKey, RouteConfig)> = self
+                    .entries
+                    .values()
+                    .filter_map(|e| e.last_good.as_ref())
+                    .filter(|c| c.http01_solver)
+                    .flat_map(|c| c.routes.iter().map(|r| (RouteKey::of(r), r.clone())))
+                    .collect();
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                Arc::new(v.into_iter().map(|(_, r)| r).collect())
+            })
+            .clone()
+    }
+
+    /// Ingress TLS certificates that match at least one route host (§4.6), deduplicated by
+    /// Secret and sorted by `namespace/name`.
+    pub fn certificates(&self) -> Arc<Vec<TlsCert>> {
+        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        caches
+            .certificates
+            .get_or_insert_with(|| {
+                let mut hosts = HostSet::default();
+                for k in self.index.keys() {
+                    hosts.insert(from_host(&k.from));
+                }
+                let mut by_name: BTreeMap<(&str, &str), &TlsCert> = BTreeMap::new();
+                for c in self
+                    .entries
+                    .values()
+                    .filter_map(|e| e.last_good.as_ref())
+                    .flat_map(|c| c.certificates.iter())
+                {
+                    if hosts.matches_cert(c) {
+                        by_name.insert((&c.namespace, &c.name), c);
+                    }
+                }
+                Arc::new(by_name.into_values().cloned().collect())
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;
