@@ -38,6 +38,9 @@ pub enum Command {
     /// unreadable input exits 2. When the input holds no IngressClass, an IngressClass
     /// `pomerium` owned by `--name` is assumed, so a lone Ingress file renders.
     Render(RenderArgs),
+    /// Run a small upstream app that shows request headers and verifies the identity JWT
+    /// (`X-Pomerium-Jwt-Assertion`) against a JWKS URL, like Pomerium's verify service.
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +60,19 @@ pub struct RenderArgs {
     /// Name of the `Pomerium` object to take global settings from (default: the first one).
     #[arg(long)]
     pub pomerium_config: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub address: String,
+    /// JWKS of the proxy, e.g. https://app.example.com/.well-known/pomerium/jwks.json.
+    #[arg(long)]
+    pub jwks_url: String,
+    /// Expected `aud`; default: the request's X-Forwarded-Host or Host (without port).
+    #[arg(long)]
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, Args)]

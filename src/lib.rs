@@ -12,5 +12,7 @@ pub mod controller;
 pub mod http;
 pub mod k8s;
 pub mod policy;
+pub mod serve;
 pub mod store;
 pub mod telemetry;
+pub mod verify;

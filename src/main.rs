@@ -4,9 +4,24 @@ use rampart::cli::{Cli, Command};
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(_args) => {
+        Command::Serve(args) => {
+            // The config's `log_level` applies from the start (RUST_LOG still wins).
+            let level = rampart::config::load(&args.config)
+                .map(|c| c.proxy.log_level)
+                .unwrap_or_else(|_| "info".into());
+            rampart::telemetry::init(cli.log_format, &level);
+            rampart::serve::run(&args)?;
+            Ok(())
+        }
+        Command::Policy(cmd) => {
+            let out = rampart::policy::cli::run(&cmd);
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            std::process::exit(out.code)
+        }
+        Command::Verify(args) => {
             rampart::telemetry::init(cli.log_format, "info");
-            anyhow::bail!("serve: not implemented yet")
+            Ok(rampart::verify::run(args)?)
         }
         Command::Controller(args) => {
             let level = if args.debug { "debug" } else { "info" };
@@ -17,7 +32,6 @@ fn main() -> anyhow::Result<()> {
             actix_rt::System::new().block_on(rampart::controller::run(args, publisher))?;
             Ok(())
         }
-        Command::Policy(_cmd) => anyhow::bail!("policy: not implemented yet"),
         Command::Render(args) => {
             rampart::telemetry::init(cli.log_format, "warn");
             std::process::exit(rampart::k8s::render::run(&args.into()))

@@ -37,7 +37,7 @@ pub enum ConfigError {
 }
 
 /// A certificate/key pair to serve, from files or inline PEM.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CertificateSource {
     pub cert: PemSource,
     pub key: PemSource,

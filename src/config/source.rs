@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use base64::Engine;
 
 /// Where a PEM blob comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PemSource {
     Inline(Vec<u8>),
     File(PathBuf),

@@ -1,1 +1,19 @@
-//! http
+//! The HTTP data plane: the actix-web server (`server`), request checks and header handling
+//! (`request`, `headers`), route lookup (`routes`), the authorization seam (`authorize`),
+//! proxying to upstreams (`proxy`, `upstream`, `balancer`, `tunnel`), error pages (`errors`),
+//! metrics (`metrics`) and downstream TLS (`tls`).
+
+pub mod auth;
+pub mod authorize;
+pub mod balancer;
+pub mod body;
+pub mod errors;
+pub mod headers;
+pub mod metrics;
+pub mod proxy;
+pub mod request;
+pub mod routes;
+pub mod server;
+pub mod tls;
+pub mod tunnel;
+pub mod upstream;

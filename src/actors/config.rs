@@ -1,0 +1,243 @@
+//! The config actor: owns the config file. It loads and checks it, publishes each new valid
+//! version, and keeps the previous one when an edit is invalid (logging the error).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+
+use super::file_watch::{watch, FileWatch, FilesChanged};
+use crate::config::{self, Config, ConfigError};
+
+/// Callback run with every newly accepted configuration (including the first).
+pub type OnConfig = Box<dyn Fn(Arc<Config>) + Send>;
+
+/// Reload outcomes, for metrics.
+#[derive(Debug, Default)]
+pub struct ReloadCounters {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// What `ConfigActor::start` hands back.
+#[derive(Clone)]
+pub struct ConfigHandle {
+    pub addr: Addr<ConfigActor>,
+    /// The configuration currently in force.
+    pub current: Arc<ArcSwap<Config>>,
+    pub counters: Arc<ReloadCounters>,
+}
+
+/// Plain logic behind the actor: decide what to do with a freshly read file.
+pub struct ConfigReloader {
+    path: PathBuf,
+    last_text: Option<String>,
+}
+
+/// Result of one reload attempt.
+#[derive(Debug)]
+pub enum Reload {
+    Unchanged,
+    Accepted(Box<Config>),
+    Rejected(ConfigError),
+}
+
+impl ConfigReloader {
+    pub fn new(path: &Path) -> Self {
+        ConfigReloader {
+            path: path.to_path_buf(),
+            last_text: None,
+        }
+    }
+
+    /// Reads the file; unchanged text is ignored, invalid text is rejected (the caller keeps
+    /// the previous configuration).
+    pub fn reload(&mut self) -> Reload {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(source) => {
+                return Reload::Rejected(ConfigError::Read {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        if self.last_text.as_deref() == Some(text.as_str()) {
+            return Reload::Unchanged;
+        }
+        let result = config::parse(&text, &self.path).and_then(config::build);
+        match result {
+            Ok(cfg) => {
+                self.last_text = Some(text);
+                Reload::Accepted(Box::new(cfg))
+            }
+            Err(e) => Reload::Rejected(e),
+        }
+    }
+}
+
+pub struct ConfigActor {
+    reloader: ConfigReloader,
+    on_update: OnConfig,
+    current: Arc<ArcSwap<Config>>,
+    counters: Arc<ReloadCounters>,
+    watch: Option<FileWatch>,
+    pending: Option<SpawnHandle>,
+}
+
+impl ConfigActor {
+    /// Loads `path` (returning its error if invalid), publishes it through `on_update`, then
+    /// watches the file for changes. Must run inside an actix system.
+    pub fn start(path: &Path, on_update: OnConfig) -> Result<ConfigHandle, ConfigError> {
+        let mut reloader = ConfigReloader::new(path);
+        let first = match reloader.reload() {
+            Reload::Accepted(cfg) => Arc::new(*cfg),
+            Reload::Rejected(e) => return Err(e),
+            Reload::Unchanged => unreachable!("the first read is never unchanged"),
+        };
+        on_update(first.clone());
+        let current = Arc::new(ArcSwap::new(first));
+        let counters = Arc::new(ReloadCounters::default());
+        let actor = ConfigActor {
+            reloader,
+            on_update,
+            current: current.clone(),
+            counters: counters.clone(),
+            watch: None,
+            pending: None,
+        };
+        let addr = actor.start();
+        Ok(ConfigHandle {
+            addr,
+            current,
+            counters,
+        })
+    }
+
+    fn reload_now(&mut self) {
+        match self.reloader.reload() {
+            Reload::Unchanged => {}
+            Reload::Accepted(cfg) => {
+                let cfg = Arc::new(*cfg);
+                self.current.store(cfg.clone());
+                self.counters.ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(path = %self.reloader.path.display(), routes = cfg.routes.len(), "config reloaded");
+                (self.on_update)(cfg);
+            }
+            Reload::Rejected(e) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(path = %self.reloader.path.display(), error = %e, "config reload rejected; keeping the previous configuration");
+            }
+        }
+    }
+}
+
+impl Actor for ConfigActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        match watch(
+            std::slice::from_ref(&self.reloader.path),
+            ctx.address().recipient(),
+        ) {
+            Ok(w) => self.watch = Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, path = %self.reloader.path.display(), "cannot watch config file; hot reload is off")
+            }
+        }
+    }
+}
+
+/// Asks the actor to re-read the file now (also what SIGHUP does).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReloadNow;
+
+impl Handler<FilesChanged> for ConfigActor {
+    type Result = ();
+
+    fn handle(&mut self, _: FilesChanged, ctx: &mut Self::Context) {
+        // Editors write in several steps: wait for the burst to settle.
+        if let Some(h) = self.pending.take() {
+            ctx.cancel_future(h);
+        }
+        self.pending = Some(ctx.run_later(Duration::from_millis(150), |act, _| {
+            act.pending = None;
+            act.reload_now();
+        }));
+    }
+}
+
+impl Handler<ReloadNow> for ConfigActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReloadNow, _: &mut Self::Context) {
+        self.reload_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reloader_keeps_last_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "routes:\n  - {from: https://a.test, to: http://x}\n").unwrap();
+        let mut r = ConfigReloader::new(&path);
+        assert!(matches!(r.reload(), Reload::Accepted(c) if c.routes.len() == 1));
+        assert!(matches!(r.reload(), Reload::Unchanged));
+        std::fs::write(
+            &path,
+            "routes:\n  - {from: https://a.test, to: http://x, timeout: x}\n",
+        )
+        .unwrap();
+        match r.reload() {
+            Reload::Rejected(e) => assert!(e.to_string().contains("`timeout`"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            r.reload(),
+            Reload::Rejected(ConfigError::Read { .. })
+        ));
+    }
+
+    #[actix_rt::test]
+    async fn actor_publishes_good_edits_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "routes:\n  - {from: https://a.test, to: http://x}\n").unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let handle = ConfigActor::start(
+            &path,
+            Box::new(move |c| s.lock().unwrap().push(c.routes.len())),
+        )
+        .unwrap();
+        std::fs::write(
+            &path,
+            "routes: [{from: https://a.test, to: http://x, timeout: bad}]\n",
+        )
+        .unwrap();
+        handle.addr.send(ReloadNow).await.unwrap();
+        std::fs::write(
+            &path,
+            "routes:\n  - {from: https://a.test, to: http://x}\n  - {from: https://b.test, to: http://y}\n",
+        )
+        .unwrap();
+        handle.addr.send(ReloadNow).await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
+        assert_eq!(handle.current.load().routes.len(), 2);
+        assert_eq!(handle.counters.failed.load(Ordering::Relaxed), 1);
+        assert_eq!(handle.counters.ok.load(Ordering::Relaxed), 1);
+        let err = ConfigActor::start(Path::new("/nonexistent/c.yaml"), Box::new(|_| {}))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/nonexistent/c.yaml"));
+    }
+}

@@ -1,0 +1,308 @@
+//! Request headers: where the session handle comes from (cookie or Pomerium's header/query
+//! carriers, spec 2.5) and what reaches the upstream (spec 3.2, 3.4).
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE};
+
+pub const X_POMERIUM_AUTHORIZATION: &str = "x-pomerium-authorization";
+pub const X_POMERIUM_JWT_ASSERTION: &str = "x-pomerium-jwt-assertion";
+pub const X_POMERIUM_JWT_ASSERTION_FOR: &str = "x-pomerium-jwt-assertion-for";
+pub const ALWAYS_REMOVED: [&str; 3] = [
+    X_POMERIUM_AUTHORIZATION,
+    "x-pomerium-reproxy-policy",
+    "x-pomerium-reproxy-policy-hmac",
+];
+
+/// Where a session handle was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    Cookie,
+    /// `X-Pomerium-Authorization`, `Authorization: Pomerium …`, `Authorization: Bearer Pomerium-…`.
+    Header,
+    /// `?pomerium_session=`.
+    Query,
+}
+
+/// Values of cookie `name` in the request's Cookie headers, in order.
+pub fn cookie_values<'a>(
+    headers: &'a HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(move |pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"'))
+        })
+}
+
+fn pomerium_authorization(v: &str) -> Option<&str> {
+    v.strip_prefix("Pomerium ")
+        .or_else(|| v.strip_prefix("Bearer Pomerium-"))
+}
+
+/// The session handle candidates of a request, in Pomerium's order: header carriers, query,
+/// then cookies.
+pub fn session_tokens(
+    headers: &HeaderMap,
+    query: &str,
+    cookie_name: &str,
+) -> Vec<(String, Carrier)> {
+    let mut out = Vec::new();
+    if let Some(v) = headers
+        .get(X_POMERIUM_AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        out.push((v.trim().to_string(), Carrier::Header));
+    }
+    for v in headers
+        .get_all(AUTHORIZATION)
+        .filter_map(|v| v.to_str().ok())
+    {
+        if let Some(t) = pomerium_authorization(v.trim()) {
+            out.push((t.trim().to_string(), Carrier::Header));
+        }
+    }
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k == "pomerium_session" {
+            out.push((v.into_owned(), Carrier::Query));
+        }
+    }
+    for v in cookie_values(headers, cookie_name) {
+        if !v.is_empty() {
+            out.push((v.to_string(), Carrier::Cookie));
+        }
+    }
+    out
+}
+
+/// Whether the request carries a session handle some way other than the cookie (such clients get
+/// 401, never a redirect).
+pub fn has_non_cookie_carrier(headers: &HeaderMap, query: &str) -> bool {
+    headers.contains_key(X_POMERIUM_AUTHORIZATION)
+        || headers
+            .get_all(AUTHORIZATION)
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| pomerium_authorization(v.trim()).is_some())
+        || url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "pomerium_session")
+}
+
+/// Header changes for the upstream request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeaderPlan {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+    /// Cookie pair to remove from `Cookie` (other cookies kept).
+    pub strip_cookie: Option<String>,
+}
+
+/// Builds the upstream header changes (spec 3.2/3.4). `identity` = the signed JWT and the
+/// claim header values, present when identity headers are passed.
+pub fn upstream_plan(
+    incoming: &HeaderMap,
+    cookie_name: &str,
+    claim_headers: &[(HeaderName, String)],
+    identity: Option<(&str, Vec<String>)>,
+) -> HeaderPlan {
+    let mut plan = HeaderPlan {
+        strip_cookie: Some(cookie_name.to_string()),
+        ..Default::default()
+    };
+    for h in ALWAYS_REMOVED {
+        plan.remove.push(HeaderName::from_static(h));
+    }
+    let pomerium_auth = incoming
+        .get_all(AUTHORIZATION)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| pomerium_authorization(v.trim()).is_some());
+    if pomerium_auth {
+        plan.remove.push(AUTHORIZATION);
+    }
+    let assertion = HeaderName::from_static(X_POMERIUM_JWT_ASSERTION);
+    let assertion_for = HeaderName::from_static(X_POMERIUM_JWT_ASSERTION_FOR);
+    match identity {
+        None => {
+            plan.remove.push(assertion);
+            plan.remove.push(assertion_for);
+            for (h, _) in claim_headers {
+                plan.remove.push(h.clone());
+            }
+        }
+        Some((jwt, values)) => {
+            if let Some(prev) = incoming.get(&assertion) {
+                if !incoming.contains_key(&assertion_for) {
+                    plan.set.push((assertion_for, prev.clone()));
+                }
+            }
+            if let Ok(v) = HeaderValue::from_str(jwt) {
+                plan.set.push((assertion, v));
+            }
+            for ((h, _), value) in claim_headers.iter().zip(values) {
+                // Claim values are arbitrary strings; drop characters a header cannot carry.
+                let clean: String = value.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+                let v =
+                    HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static(""));
+                plan.set.push((h.clone(), v));
+            }
+        }
+    }
+    plan
+}
+
+/// Removes the `name` pair from a Cookie header value; `None` when nothing is left.
+pub fn strip_cookie_pair(cookie_header: &str, name: &str) -> Option<String> {
+    let kept: Vec<&str> = cookie_header
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .filter(|p| p.split_once('=').map(|(k, _)| k.trim()) != Some(name))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+/// Applies a plan to a header map (removals first, then sets, then the cookie strip).
+pub fn apply_plan(headers: &mut HeaderMap, plan: &HeaderPlan) {
+    for h in &plan.remove {
+        headers.remove(h);
+    }
+    for (h, v) in &plan.set {
+        headers.insert(h.clone(), v.clone());
+    }
+    if let Some(name) = &plan.strip_cookie {
+        let cookies: Vec<String> = headers
+            .get_all(COOKIE)
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| strip_cookie_pair(v, name))
+            .collect();
+        headers.remove(COOKIE);
+        for c in cookies {
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                headers.append(COOKIE, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn finds_session_carriers() {
+        let h = map(&[
+            ("cookie", "a=1; _pomerium=tok1; b=2"),
+            ("authorization", "Pomerium tok2"),
+        ]);
+        let t = session_tokens(&h, "pomerium_session=tok3", "_pomerium");
+        assert_eq!(
+            t,
+            vec![
+                ("tok2".into(), Carrier::Header),
+                ("tok3".into(), Carrier::Query),
+                ("tok1".into(), Carrier::Cookie)
+            ]
+        );
+        let h = map(&[("authorization", "Bearer Pomerium-tok4")]);
+        assert_eq!(session_tokens(&h, "", "_pomerium")[0].0, "tok4");
+        assert!(has_non_cookie_carrier(&h, ""));
+        let h = map(&[("authorization", "Bearer abc"), ("cookie", "_pomerium=x")]);
+        assert!(!has_non_cookie_carrier(&h, "a=b"));
+        assert_eq!(session_tokens(&h, "", "_pomerium").len(), 1);
+    }
+
+    #[test]
+    fn spoofed_identity_headers_are_removed_without_pass_identity() {
+        let claim = vec![(
+            HeaderName::from_static("x-pomerium-claim-email"),
+            "email".to_string(),
+        )];
+        let mut h = map(&[
+            ("x-pomerium-jwt-assertion", "forged"),
+            ("x-pomerium-jwt-assertion-for", "forged2"),
+            ("x-pomerium-claim-email", "ceo@example.com"),
+            ("x-pomerium-authorization", "x"),
+            ("authorization", "Pomerium tok"),
+            ("cookie", "_pomerium=tok; theme=dark"),
+            ("x-other", "kept"),
+        ]);
+        let plan = upstream_plan(&h, "_pomerium", &claim, None);
+        apply_plan(&mut h, &plan);
+        assert!(h.get("x-pomerium-jwt-assertion").is_none());
+        assert!(h.get("x-pomerium-jwt-assertion-for").is_none());
+        assert!(h.get("x-pomerium-claim-email").is_none());
+        assert!(h.get("x-pomerium-authorization").is_none());
+        assert!(h.get("authorization").is_none());
+        assert_eq!(h.get("cookie").unwrap(), "theme=dark");
+        assert_eq!(h.get("x-other").unwrap(), "kept");
+    }
+
+    #[test]
+    fn identity_headers_overwrite_client_copies() {
+        let claim = vec![(
+            HeaderName::from_static("x-pomerium-claim-email"),
+            "email".to_string(),
+        )];
+        let mut h = map(&[
+            ("x-pomerium-jwt-assertion", "upstream-proxy-jwt"),
+            ("x-pomerium-claim-email", "ceo@example.com"),
+            ("authorization", "Bearer real-api-token"),
+            ("cookie", "_pomerium=tok"),
+        ]);
+        let plan = upstream_plan(
+            &h,
+            "_pomerium",
+            &claim,
+            Some(("new.jwt.sig", vec!["alice@example.com".into()])),
+        );
+        apply_plan(&mut h, &plan);
+        assert_eq!(h.get("x-pomerium-jwt-assertion").unwrap(), "new.jwt.sig");
+        assert_eq!(
+            h.get("x-pomerium-jwt-assertion-for").unwrap(),
+            "upstream-proxy-jwt"
+        );
+        assert_eq!(
+            h.get("x-pomerium-claim-email").unwrap(),
+            "alice@example.com"
+        );
+        assert_eq!(h.get("authorization").unwrap(), "Bearer real-api-token");
+        assert!(h.get("cookie").is_none());
+    }
+
+    #[test]
+    fn client_sent_for_header_is_kept() {
+        let h = map(&[
+            ("x-pomerium-jwt-assertion", "a"),
+            ("x-pomerium-jwt-assertion-for", "b"),
+        ]);
+        let plan = upstream_plan(&h, "_pomerium", &[], Some(("jwt", vec![])));
+        assert!(!plan
+            .set
+            .iter()
+            .any(|(k, _)| k == X_POMERIUM_JWT_ASSERTION_FOR));
+    }
+
+    #[test]
+    fn strips_cookie_pairs() {
+        assert_eq!(
+            strip_cookie_pair("a=1; _pomerium=x; b=2", "_pomerium").as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(strip_cookie_pair("_pomerium=x", "_pomerium"), None);
+        assert_eq!(
+            strip_cookie_pair("_pomerium_csrf=x", "_pomerium").as_deref(),
+            Some("_pomerium_csrf=x")
+        );
+    }
+}

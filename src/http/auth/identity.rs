@@ -1,0 +1,239 @@
+//! The identity passed upstream (spec 3.1/3.2): the ES256 `X-Pomerium-Jwt-Assertion`, its JWKS
+//! document, and the claim headers derived from its payload.
+
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey};
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::crypto::b64url;
+use crate::store::Session;
+
+/// Identity JWT lifetime (no `nbf`).
+pub const IDENTITY_JWT_LIFETIME_SECS: u64 = 300;
+
+/// Claims that IdP claims never override and that `jwt_claims_headers` does not add again.
+pub const STANDARD_CLAIMS: [&str; 11] = [
+    "iss", "aud", "jti", "iat", "exp", "sub", "user", "email", "groups", "sid", "name",
+];
+
+/// Signs identity JWTs and serves the matching JWKS.
+pub struct IdentitySigner {
+    key: SigningKey,
+    kid: String,
+    jwk: Value,
+}
+
+impl std::fmt::Debug for IdentitySigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentitySigner")
+            .field("kid", &self.kid)
+            .finish()
+    }
+}
+
+impl IdentitySigner {
+    pub fn new(secret: &p256::SecretKey) -> IdentitySigner {
+        let point = secret.public_key().to_encoded_point(false);
+        let x = b64url(point.x().expect("uncompressed point has x"));
+        let y = b64url(point.y().expect("uncompressed point has y"));
+        // RFC 7638 thumbprint: required members, lexicographic order, no whitespace.
+        let thumb_input = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+        let kid = hex(&Sha256::digest(thumb_input.as_bytes()));
+        let jwk = json!({"use": "sig", "kty": "EC", "kid": kid, "crv": "P-256", "alg": "ES256", "x": x, "y": y});
+        IdentitySigner {
+            key: SigningKey::from(secret.clone()),
+            kid,
+            jwk,
+        }
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// `{"keys":[…]}` as served at `/.well-known/pomerium/jwks.json`.
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": [self.jwk.clone()] })
+    }
+
+    /// Compact JWS (ES256) over `claims`.
+    pub fn sign(&self, claims: &Map<String, Value>) -> String {
+        let header = json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"});
+        let signing_input = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(Value::Object(claims.clone()).to_string().as_bytes())
+        );
+        let sig: Signature = self.key.sign(signing_input.as_bytes());
+        format!("{signing_input}.{}", b64url(&sig.to_bytes()))
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A claim value as a list of strings (scalars → one element, arrays → elements).
+pub fn claim_strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::Null => Vec::new(),
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items.iter().flat_map(claim_strings).collect(),
+        other => vec![other.to_string()],
+    }
+}
+
+/// Payload of the identity JWT for a request to `host` (no port), optionally with a session.
+/// `extra_claims` are the claim names from `jwt_claims_headers`.
+pub fn identity_claims(
+    host: &str,
+    issuer_uri_format: bool,
+    session: Option<&Session>,
+    extra_claims: &[String],
+    now: u64,
+    jti: &str,
+) -> Map<String, Value> {
+    let mut m = Map::new();
+    let iss = if issuer_uri_format {
+        format!("https://{host}/")
+    } else {
+        host.to_string()
+    };
+    m.insert("iss".into(), iss.into());
+    m.insert("aud".into(), host.into());
+    m.insert("jti".into(), jti.into());
+    m.insert("iat".into(), now.into());
+    m.insert("exp".into(), (now + IDENTITY_JWT_LIFETIME_SECS).into());
+    let (user, email, groups, sid, name) = match session {
+        Some(s) => (
+            s.user_id.clone(),
+            s.email.clone(),
+            s.claims
+                .get("groups")
+                .map(claim_strings)
+                .unwrap_or_default(),
+            s.id.clone(),
+            s.claims
+                .get("name")
+                .map(|v| claim_strings(v).join(","))
+                .unwrap_or_default(),
+        ),
+        None => Default::default(),
+    };
+    m.insert("sub".into(), user.clone().into());
+    m.insert("user".into(), user.into());
+    m.insert("email".into(), email.into());
+    m.insert("groups".into(), groups.into());
+    m.insert("sid".into(), sid.into());
+    m.insert("name".into(), name.into());
+    if let Some(s) = session {
+        for c in extra_claims {
+            if STANDARD_CLAIMS.contains(&c.as_str()) {
+                continue;
+            }
+            if let Some(v) = s.claims.get(c) {
+                m.insert(c.clone(), claim_strings(v).join(",").into());
+            }
+        }
+    }
+    m
+}
+
+/// Header value for a claim of the JWT payload: arrays comma-joined, missing → "".
+pub fn claim_header_value(payload: &Map<String, Value>, claim: &str) -> String {
+    payload
+        .get(claim)
+        .map(|v| claim_strings(v).join(","))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+    fn session() -> Session {
+        let mut s = Session::new_for_test("sid-1", "alice@example.com");
+        s.email = "alice@example.com".into();
+        s.claims.insert("groups".into(), json!(["admins", "devs"]));
+        s.claims.insert("name".into(), json!("Alice"));
+        s.claims.insert("department".into(), json!(["eng", "ops"]));
+        s.claims.insert("email".into(), json!("spoof@evil"));
+        s
+    }
+
+    #[test]
+    fn jwt_verifies_against_jwks_with_thumbprint_kid() {
+        let key = p256::SecretKey::from_slice(&[7; 32]).unwrap();
+        let signer = IdentitySigner::new(&key);
+        let claims = identity_claims(
+            "app.example.com",
+            false,
+            Some(&session()),
+            &["department".into(), "email".into()],
+            1_700_000_000,
+            "j1",
+        );
+        let token = signer.sign(&claims);
+        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(signer.jwks()).unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::ES256);
+        assert_eq!(header.kid.as_deref(), Some(signer.kid()));
+        assert_eq!(signer.kid().len(), 64);
+        let jwk = jwks.find(signer.kid()).unwrap();
+        let mut v = Validation::new(Algorithm::ES256);
+        v.validate_exp = false;
+        v.set_audience(&["app.example.com"]);
+        let data = jsonwebtoken::decode::<Map<String, Value>>(
+            &token,
+            &DecodingKey::from_jwk(jwk).unwrap(),
+            &v,
+        )
+        .unwrap();
+        let c = data.claims;
+        assert_eq!(c["iss"], "app.example.com");
+        assert_eq!(c["exp"], 1_700_000_300u64);
+        assert_eq!(c["sub"], "alice@example.com");
+        assert_eq!(c["user"], "alice@example.com");
+        assert_eq!(
+            c["email"], "alice@example.com",
+            "IdP claims never override standard ones"
+        );
+        assert_eq!(c["groups"], json!(["admins", "devs"]));
+        assert_eq!(c["sid"], "sid-1");
+        assert_eq!(c["name"], "Alice");
+        assert_eq!(c["department"], "eng,ops");
+        assert!(c.get("nbf").is_none());
+
+        // Another key's JWKS does not verify it.
+        let other = IdentitySigner::new(&p256::SecretKey::from_slice(&[8; 32]).unwrap());
+        let other_jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(other.jwks()).unwrap();
+        assert!(jsonwebtoken::decode::<Map<String, Value>>(
+            &token,
+            &DecodingKey::from_jwk(&other_jwks.keys[0]).unwrap(),
+            &v
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn anonymous_identity_has_empty_fields() {
+        let c = identity_claims("pub.example.com", true, None, &[], 10, "j");
+        assert_eq!(c["iss"], "https://pub.example.com/");
+        assert_eq!(c["aud"], "pub.example.com");
+        assert_eq!(c["sub"], "");
+        assert_eq!(c["groups"], json!([]));
+        assert_eq!(claim_header_value(&c, "groups"), "");
+        assert_eq!(claim_header_value(&c, "missing"), "");
+    }
+
+    #[test]
+    fn claim_header_values() {
+        let c = identity_claims("a", false, Some(&session()), &[], 10, "j");
+        assert_eq!(claim_header_value(&c, "groups"), "admins,devs");
+        assert_eq!(claim_header_value(&c, "email"), "alice@example.com");
+        assert_eq!(claim_header_value(&c, "iat"), "10");
+    }
+}

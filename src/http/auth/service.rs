@@ -1,0 +1,402 @@
+//! The auth service: everything the data plane needs from sign-in at request time. Holds the
+//! checked settings, the identity signer, the IdP client and the session handle; shared by all
+//! workers behind an `Arc`.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use actix_web::http::header::{HeaderMap, HOST};
+use actix_web::HttpRequest;
+use serde_json::{Map, Value};
+
+use super::handle::SessionHandle;
+use super::headers::{has_non_cookie_carrier, session_tokens, upstream_plan, HeaderPlan};
+use super::identity::{claim_header_value, identity_claims, IdentitySigner};
+use super::oidc::{Idp, IdpError, IdpTokens};
+use super::respond::login_response;
+use super::settings::AuthSettings;
+use super::signed_url::{build_url, sign_url};
+use crate::actors::session::Sessions;
+use crate::store::{unix_now, Session};
+
+/// Refresh this long before the access token expires.
+pub const REFRESH_MARGIN_SECS: u64 = 60;
+const REFRESH_LOCKS: usize = 16;
+
+/// What the auth layer needs from a request; owned so futures can be `'static`.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// `http` or `https` as seen by the client.
+    pub scheme: String,
+    /// `host[:port]` from the Host header (or URI authority).
+    pub authority: String,
+    /// Lower-cased host without port.
+    pub host: String,
+    pub method: String,
+    /// Raw path as received.
+    pub path: String,
+    /// Raw query (no `?`).
+    pub query: String,
+    pub headers: HeaderMap,
+}
+
+impl RequestInfo {
+    pub fn from_request(req: &HttpRequest) -> RequestInfo {
+        let authority = req
+            .headers()
+            .get(HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let forwarded_https = req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+        let scheme = if req.app_config().secure() || forwarded_https {
+            "https"
+        } else {
+            "http"
+        };
+        RequestInfo {
+            scheme: scheme.into(),
+            host: host_of(&authority),
+            authority,
+            method: req.method().as_str().to_string(),
+            path: req.path().to_string(),
+            query: req.query_string().to_string(),
+            headers: req.headers().clone(),
+        }
+    }
+
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
+    /// The full URL as the client sent it.
+    pub fn url(&self) -> String {
+        if self.query.is_empty() {
+            format!("{}{}", self.origin(), self.path)
+        } else {
+            format!("{}{}?{}", self.origin(), self.path, self.query)
+        }
+    }
+
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        url::form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+/// Host without port, lower-cased (`[::1]:8443` → `[::1]`).
+pub fn host_of(authority: &str) -> String {
+    let a = authority.trim();
+    let host = if a.starts_with('[') {
+        a.split_once(']')
+            .map(|(h, _)| format!("{h}]"))
+            .unwrap_or_else(|| a.to_string())
+    } else {
+        a.rsplit_once(':')
+            .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_else(|| a.to_string())
+    };
+    host.to_ascii_lowercase()
+}
+
+pub struct AuthService {
+    pub settings: AuthSettings,
+    pub signer: IdentitySigner,
+    pub idp: Option<Idp>,
+    pub sessions: Sessions,
+    refresh_locks: Vec<futures::lock::Mutex<()>>,
+}
+
+impl AuthService {
+    pub fn new(settings: AuthSettings, sessions: Sessions) -> Result<Arc<AuthService>, IdpError> {
+        let idp = match (&settings.idp, &settings.authenticate_url) {
+            (Some(idp), Some(authn)) => Some(Idp::new(
+                idp.clone(),
+                &format!("{}/oauth2/callback", authn.origin().ascii_serialization()),
+            )?),
+            _ => None,
+        };
+        Ok(Arc::new(AuthService {
+            signer: IdentitySigner::new(&settings.signing_key),
+            settings,
+            idp,
+            sessions,
+            refresh_locks: (0..REFRESH_LOCKS)
+                .map(|_| futures::lock::Mutex::new(()))
+                .collect(),
+        }))
+    }
+
+    pub fn idp_id(&self) -> &str {
+        self.settings
+            .idp
+            .as_ref()
+            .map(|i| i.id.as_str())
+            .unwrap_or("")
+    }
+
+    /// `scheme://host[:port]` of the authenticate service.
+    pub fn authenticate_origin(&self) -> Option<String> {
+        self.settings
+            .authenticate_url
+            .as_ref()
+            .map(|u| u.origin().ascii_serialization())
+    }
+
+    pub fn is_authenticate_host(&self, host: &str) -> bool {
+        self.settings.authenticate_host().as_deref() == Some(host)
+    }
+
+    /// Signed `<authn>/.pomerium/sign_in?pomerium_redirect_uri=<url>` for a request.
+    pub fn sign_in_url(&self, redirect_to: &str) -> Option<String> {
+        let authn = self.authenticate_origin()?;
+        let url = build_url(
+            &format!("{authn}/.pomerium/sign_in"),
+            &[
+                ("pomerium_redirect_uri", redirect_to),
+                ("pomerium_idp_id", self.idp_id()),
+            ],
+        );
+        Some(sign_url(&self.settings.shared_secret.0, &url, unix_now()))
+    }
+
+    /// The Login outcome for a request: 302 to sign-in (browsers) or 401.
+    pub fn login(&self, info: &RequestInfo) -> actix_web::HttpResponse {
+        match self.sign_in_url(&info.url()) {
+            Some(url) => login_response(&info.headers, has_non_cookie_carrier(&info.headers, &info.query), &url),
+            None => super::respond::error_response(
+                &info.headers,
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "Unauthenticated",
+                Some("sign-in is not configured (set authenticate_service_url and the idp_* settings)"),
+            ),
+        }
+    }
+
+    /// The valid session of a request, if any (refreshing its tokens when they expired).
+    pub async fn session_for(
+        &self,
+        headers: &HeaderMap,
+        query: &str,
+        cookie_name: &str,
+    ) -> Option<Arc<Session>> {
+        for (token, carrier) in session_tokens(headers, query, cookie_name) {
+            let handle = match SessionHandle::verify(&token, &self.settings.shared_secret) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::debug!(error = %e, ?carrier, "ignoring session handle");
+                    continue;
+                }
+            };
+            if handle.idp_id != self.idp_id() {
+                continue;
+            }
+            if let Some(s) = self.load_valid(&handle).await {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    async fn load_valid(&self, handle: &SessionHandle) -> Option<Arc<Session>> {
+        let session = match self.sessions.get(&handle.jti).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "session lookup failed");
+                return None;
+            }
+        };
+        if session.user_id != handle.sub {
+            return None;
+        }
+        let now = unix_now();
+        if session.is_expired(now) {
+            let _ = self.sessions.delete(&session.id).await;
+            return None;
+        }
+        if !session.access_token_expired(now, REFRESH_MARGIN_SECS) {
+            return Some(session);
+        }
+        match self.refresh(&session).await {
+            Ok(s) => Some(s),
+            Err(RefreshFailure::Temporary) if !session.access_token_expired(now, 0) => {
+                Some(session)
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn refresh_lock(&self, id: &str) -> &futures::lock::Mutex<()> {
+        let mut h = DefaultHasher::new();
+        id.hash(&mut h);
+        &self.refresh_locks[(h.finish() as usize) % REFRESH_LOCKS]
+    }
+
+    async fn refresh(&self, session: &Arc<Session>) -> Result<Arc<Session>, RefreshFailure> {
+        let _guard = self.refresh_lock(&session.id).lock().await;
+        let now = unix_now();
+        // Another request may have refreshed it meanwhile.
+        if let Ok(Some(current)) = self.sessions.get(&session.id).await {
+            if current.version != session.version
+                && !current.access_token_expired(now, REFRESH_MARGIN_SECS)
+            {
+                return Ok(current);
+            }
+        }
+        let (Some(idp), Some(rt)) = (&self.idp, &session.refresh_token) else {
+            return Err(RefreshFailure::Permanent);
+        };
+        match idp.refresh(rt).await {
+            Ok(tokens) => {
+                let mut s = (**session).clone();
+                apply_tokens(&mut s, tokens);
+                if let Ok(Some(info)) = idp.userinfo(&s.access_token, &s.user_id).await {
+                    merge_claims(&mut s.claims, info);
+                }
+                s.version += 1;
+                s.refreshed_at = Some(now);
+                tracing::info!(session = %s.id, user = %s.user_id, "session refreshed");
+                let s = Arc::new(s);
+                if let Err(e) = self.sessions.put((*s).clone()).await {
+                    tracing::warn!(error = %e, "storing refreshed session failed");
+                }
+                Ok(s)
+            }
+            Err(IdpError::Unavailable { message, .. }) => {
+                tracing::warn!(session = %session.id, error = %message, "session refresh failed (temporary)");
+                Err(RefreshFailure::Temporary)
+            }
+            Err(e) => {
+                tracing::info!(session = %session.id, error = %e, "session refresh failed; session removed");
+                let _ = self.sessions.delete(&session.id).await;
+                Err(RefreshFailure::Permanent)
+            }
+        }
+    }
+
+    /// Header changes for the upstream. `pass_identity` = route value else global.
+    pub fn upstream_headers(
+        &self,
+        info: &RequestInfo,
+        session: Option<&Session>,
+        pass_identity: bool,
+        issuer_uri_format: bool,
+    ) -> HeaderPlan {
+        let claim_headers = &self.settings.jwt_claims_headers;
+        let identity = pass_identity.then(|| {
+            let extra: Vec<String> = claim_headers.iter().map(|(_, c)| c.clone()).collect();
+            let claims = identity_claims(
+                &info.host,
+                issuer_uri_format,
+                session,
+                &extra,
+                unix_now(),
+                &uuid::Uuid::new_v4().to_string(),
+            );
+            let values = claim_headers
+                .iter()
+                .map(|(_, c)| claim_header_value(&claims, c))
+                .collect::<Vec<_>>();
+            (self.signer.sign(&claims), values)
+        });
+        upstream_plan(
+            &info.headers,
+            &self.settings.cookie.name,
+            claim_headers,
+            identity.as_ref().map(|(jwt, v)| (jwt.as_str(), v.clone())),
+        )
+    }
+
+    /// The identity JWT for a request (for `/.pomerium/jwt` and `/.pomerium/user`).
+    pub fn identity_jwt(
+        &self,
+        info: &RequestInfo,
+        session: &Session,
+    ) -> (String, Map<String, Value>) {
+        let extra: Vec<String> = self
+            .settings
+            .jwt_claims_headers
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect();
+        let claims = identity_claims(
+            &info.host,
+            false,
+            Some(session),
+            &extra,
+            unix_now(),
+            &uuid::Uuid::new_v4().to_string(),
+        );
+        (self.signer.sign(&claims), claims)
+    }
+}
+
+enum RefreshFailure {
+    Temporary,
+    Permanent,
+}
+
+/// Copies fresh tokens (and ID token claims, when a new ID token came) into a session.
+pub fn apply_tokens(s: &mut Session, tokens: IdpTokens) {
+    s.access_token = tokens.access_token;
+    s.access_token_expires_at = tokens.access_token_expires_at;
+    if tokens.refresh_token.is_some() {
+        s.refresh_token = tokens.refresh_token;
+    }
+    if !tokens.id_token.is_empty() {
+        s.id_token = tokens.id_token;
+        merge_claims(&mut s.claims, tokens.claims);
+    }
+}
+
+/// Merges `other` into `claims` (other wins).
+pub fn merge_claims(claims: &mut Map<String, Value>, other: Map<String, Value>) {
+    for (k, v) in other {
+        claims.insert(k, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_without_ports() {
+        assert_eq!(host_of("App.Example.com:8443"), "app.example.com");
+        assert_eq!(host_of("app.example.com"), "app.example.com");
+        assert_eq!(host_of("[::1]:443"), "[::1]");
+        assert_eq!(host_of("127.0.0.1:80"), "127.0.0.1");
+    }
+
+    #[test]
+    fn token_application_keeps_refresh_token_and_merges_claims() {
+        let mut s = Session::new_for_test("s", "alice");
+        s.refresh_token = Some("rt1".into());
+        s.claims.insert("name".into(), "Old".into());
+        let mut claims = Map::new();
+        claims.insert("name".into(), "New".into());
+        apply_tokens(
+            &mut s,
+            IdpTokens {
+                id_token: "a.b.c".into(),
+                claims,
+                access_token: "at2".into(),
+                refresh_token: None,
+                access_token_expires_at: Some(99),
+            },
+        );
+        assert_eq!(s.refresh_token.as_deref(), Some("rt1"));
+        assert_eq!(s.access_token, "at2");
+        assert_eq!(s.claims["name"], "New");
+        assert_eq!(s.access_token_expires_at, Some(99));
+    }
+}

@@ -1,0 +1,93 @@
+//! The authorization seam between the data plane and sign-in/policy. The proxy asks the current
+//! `Authorizer` twice per request: `intercept` first (its own endpoints such as `/.pomerium/*`),
+//! then `authorize` once a route matched. `PublicOnlyAuthorizer` is the default until sign-in
+//! lands: public routes pass, everything else gets 401.
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use futures::future::{ready, LocalBoxFuture};
+use futures::FutureExt;
+
+use super::routes::RouteEntry;
+
+/// What the upstream request should carry for the signed-in user (or nothing for anonymous).
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamIdentity {
+    /// Headers set on the upstream request (overwriting client copies), e.g. the JWT assertion.
+    pub set_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Headers removed from the upstream request (client copies of identity headers).
+    pub remove_headers: Vec<HeaderName>,
+    /// A cookie to strip from the upstream `Cookie` header (the session cookie).
+    pub strip_cookie: Option<String>,
+}
+
+/// Result of authorizing one request.
+pub enum AuthOutcome {
+    /// Proxy the request with this identity.
+    Allow(UpstreamIdentity),
+    /// Answer with this response instead (redirect to sign-in, 401, 403...). The proxy adds
+    /// `x-request-id` and the configured response headers.
+    Respond(HttpResponse),
+}
+
+/// Decides who may reach which route. Held as `Arc<dyn Authorizer>` in the proxy snapshot and
+/// replaced with each configuration.
+pub trait Authorizer: Send + Sync + 'static {
+    /// First look at every request (after request-id, header and path checks, before routing).
+    /// `Some` answers the request directly.
+    fn intercept(&self, req: &HttpRequest) -> Option<LocalBoxFuture<'static, HttpResponse>>;
+
+    /// Decides for a request that matched `route`.
+    fn authorize<'a>(
+        &'a self,
+        req: &'a HttpRequest,
+        route: &'a RouteEntry,
+    ) -> LocalBoxFuture<'a, AuthOutcome>;
+}
+
+/// The request id the proxy generated for a request (also in `x-request-id`), readable by
+/// authorizers from the request extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Request id of `req` (empty if the proxy did not set one).
+pub fn request_id(req: &HttpRequest) -> String {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default()
+}
+
+/// Allows routes with `allow_public_unauthenticated_access`; everything else is 401 (there is
+/// no sign-in yet).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PublicOnlyAuthorizer;
+
+impl Authorizer for PublicOnlyAuthorizer {
+    fn intercept(&self, _req: &HttpRequest) -> Option<LocalBoxFuture<'static, HttpResponse>> {
+        None
+    }
+
+    fn authorize<'a>(
+        &'a self,
+        req: &'a HttpRequest,
+        route: &'a RouteEntry,
+    ) -> LocalBoxFuture<'a, AuthOutcome> {
+        let outcome = if route.route.public {
+            AuthOutcome::Allow(UpstreamIdentity::default())
+        } else {
+            let id = request_id(req);
+            let kind = super::errors::ClientKind::detect(req.headers());
+            AuthOutcome::Respond(
+                super::errors::ErrorPage {
+                    status: StatusCode::UNAUTHORIZED,
+                    request_id: &id,
+                    detail: None,
+                }
+                .render(kind),
+            )
+        };
+        ready(outcome).boxed_local()
+    }
+}

@@ -1,0 +1,333 @@
+//! Header handling between client and upstream: hop-by-hop removal, spoofing protection
+//! (spec 3.4), `X-Forwarded-*`, route header options, `set_request_headers` templates (spec 3.3)
+//! and response headers (spec 3.5).
+
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::authorize::UpstreamIdentity;
+use crate::config::Route;
+
+/// Hop-by-hop headers never forwarded (RFC 9110 7.6.1 plus the usual legacy ones).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+    ) || name.as_str().starts_with("proxy-")
+}
+
+/// Header names listed in `Connection` (also hop-by-hop).
+pub fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Copies end-to-end headers (drops hop-by-hop and `Connection`-listed ones).
+pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    let listed = connection_listed(headers);
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers.iter() {
+        if is_hop_by_hop(name) || listed.iter().any(|l| l == name.as_str()) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// Everything the upstream request headers depend on.
+pub struct ForwardContext<'a> {
+    pub route: &'a Route,
+    pub identity: &'a UpstreamIdentity,
+    pub client_ip: Option<String>,
+    /// `https` or `http` (downstream scheme).
+    pub proto: &'static str,
+    /// The client's Host header value as sent (with port).
+    pub original_host: &'a str,
+    pub upstream_host: &'a str,
+    pub host_rewritten: bool,
+    pub request_id: &'a str,
+    /// The session cookie name to strip (`_pomerium` by default).
+    pub cookie_name: &'a str,
+}
+
+/// Builds the upstream request headers from the client's.
+pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) -> HeaderMap {
+    let mut h = end_to_end(client);
+    // Spoofing protection (spec 3.4).
+    h.remove(header::HOST);
+    h.remove("x-pomerium-authorization");
+    h.remove("x-pomerium-reproxy-policy");
+    h.remove("x-pomerium-reproxy-policy-hmac");
+    h.remove("x-request-id");
+    h.remove("x-forwarded-proto");
+    h.remove("via");
+    let pomerium_auth = h
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.len() >= 9 && v[..9].eq_ignore_ascii_case("pomerium "));
+    if pomerium_auth {
+        h.remove(header::AUTHORIZATION);
+    }
+    strip_cookie(&mut h, ctx.cookie_name);
+    if let Some(extra) = &ctx.identity.strip_cookie {
+        strip_cookie(&mut h, extra);
+    }
+
+    // X-Forwarded-*.
+    if let Some(ip) = &ctx.client_ip {
+        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+            _ => ip.clone(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert(HeaderName::from_static("x-forwarded-for"), v);
+        }
+    }
+    h.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(ctx.proto),
+    );
+    let xfh_removed = ctx
+        .route
+        .remove_request_headers
+        .iter()
+        .any(|n| n.as_str() == "x-forwarded-host");
+    if ctx.host_rewritten && !xfh_removed {
+        let xfh = match h.get("x-forwarded-host").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {}", ctx.original_host),
+            _ => ctx.original_host.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xfh) {
+            h.insert(HeaderName::from_static("x-forwarded-host"), v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(ctx.request_id) {
+        h.insert(HeaderName::from_static("x-request-id"), v);
+    }
+
+    // Identity from the authorizer.
+    for name in &ctx.identity.remove_headers {
+        h.remove(name);
+    }
+    for (name, value) in &ctx.identity.set_headers {
+        h.insert(name.clone(), value.clone());
+    }
+
+    // Route options: remove, then set (a header in both is set).
+    for name in &ctx.route.remove_request_headers {
+        h.remove(name);
+    }
+    for (name, template) in &ctx.route.set_request_headers {
+        if name == header::HOST {
+            continue;
+        }
+        let value = render_template(template, &|reference| resolve_reference(reference, client));
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name.clone(), v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(ctx.upstream_host) {
+        h.insert(header::HOST, v);
+    }
+    h
+}
+
+/// Removes the cookie pair named `name` from every `Cookie` header (others are kept).
+pub fn strip_cookie(h: &mut HeaderMap, name: &str) {
+    if name.is_empty() || !h.contains_key(header::COOKIE) {
+        return;
+    }
+    let kept: Vec<String> = h
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| pair.split_once('=').map(|(k, _)| k.trim()).unwrap_or(pair) != name)
+        .map(str::to_string)
+        .collect();
+    h.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            h.insert(header::COOKIE, v);
+        }
+    }
+}
+
+/// Resolves a template reference without a session: only `pomerium.request.headers["X"]`
+/// has a value here; identity values (`pomerium.jwt`, tokens, client cert) come with sign-in.
+pub fn resolve_reference(reference: &str, client: &HeaderMap) -> Option<String> {
+    let r: String = reference.chars().filter(|c| !c.is_whitespace()).collect();
+    let name = r
+        .strip_prefix("pomerium.request.headers[")
+        .and_then(|s| s.strip_suffix(']'))
+        .map(|s| s.trim_matches(|c| c == '"' || c == '\''))?;
+    client
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Renders a `set_request_headers` value (spec 3.3): `$$` → `$`; `${ref}` and `$a.b`
+/// references are looked up with `resolve` (unknown → empty string).
+pub fn render_template(template: &str, resolve: &dyn Fn(&str) -> Option<String>) -> String {
+    if !template.contains('$') {
+        return template.to_string();
+    }
+    let mut out = String::with_capacity(template.len());
+    let bytes = template.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            let next = template[i..].find('$').map_or(bytes.len(), |n| i + n);
+            out.push_str(&template[i..next]);
+            i = next;
+            continue;
+        }
+        match bytes.get(i + 1) {
+            Some(b'$') => {
+                out.push('$');
+                i += 2;
+            }
+            Some(b'{') => match template[i + 2..].find('}') {
+                Some(end) => {
+                    let reference = &template[i + 2..i + 2 + end];
+                    out.push_str(&resolve(reference.trim()).unwrap_or_default());
+                    i += 3 + end;
+                }
+                None => {
+                    out.push_str(&template[i..]);
+                    i = bytes.len();
+                }
+            },
+            Some(c) if c.is_ascii_alphabetic() || *c == b'_' => {
+                let len = template[i + 1..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                    .unwrap_or(template.len() - i - 1);
+                let reference = template[i + 1..i + 1 + len].trim_end_matches('.');
+                out.push_str(&resolve(reference).unwrap_or_default());
+                i += 1 + reference.len();
+            }
+            _ => {
+                out.push('$');
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The response headers to add: global ones merged with the route's (route wins; a `disable`
+/// key on the route clears all).
+pub fn response_header_set(
+    global: &[(HeaderName, HeaderValue)],
+    route: Option<&Route>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let route_headers = route
+        .map(|r| r.set_response_headers.as_slice())
+        .unwrap_or(&[]);
+    if route_headers.iter().any(|(n, _)| n.as_str() == "disable") {
+        return Vec::new();
+    }
+    let mut out: Vec<(HeaderName, HeaderValue)> = global
+        .iter()
+        .filter(|(n, _)| !route_headers.iter().any(|(rn, _)| rn == n))
+        .cloned()
+        .collect();
+    out.extend(route_headers.iter().cloned());
+    out
+}
+
+/// Applies response headers (replacing any the upstream sent).
+pub fn apply_response_headers(h: &mut HeaderMap, set: &[(HeaderName, HeaderValue)]) {
+    for (name, value) in set {
+        h.insert(name.clone(), value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates() {
+        let resolve = |r: &str| (r == "pomerium.x").then(|| "X".to_string());
+        assert_eq!(render_template("plain", &resolve), "plain");
+        assert_eq!(render_template("a$$b", &resolve), "a$b");
+        assert_eq!(render_template("v=${pomerium.x}!", &resolve), "v=X!");
+        assert_eq!(render_template("v=${ pomerium.x }", &resolve), "v=X");
+        assert_eq!(render_template("$pomerium.x/", &resolve), "X/");
+        assert_eq!(render_template("${pomerium.other}", &resolve), "");
+    }
+
+    #[test]
+    fn request_header_reference() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            HeaderName::from_static("x-in"),
+            HeaderValue::from_static("v1"),
+        );
+        assert_eq!(
+            render_template("got ${pomerium.request.headers[\"X-In\"]}", &|r| {
+                resolve_reference(r, &h)
+            }),
+            "got v1"
+        );
+    }
+
+    #[test]
+    fn strips_only_the_session_cookie() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; _pomerium=secret; b=2"),
+        );
+        strip_cookie(&mut h, "_pomerium");
+        assert_eq!(h.get(header::COOKIE).unwrap(), "a=1; b=2");
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("_pomerium=x"));
+        strip_cookie(&mut h, "_pomerium");
+        assert!(h.get(header::COOKIE).is_none());
+    }
+
+    #[test]
+    fn drops_hop_by_hop_and_connection_listed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert(
+            HeaderName::from_static("x-secret"),
+            HeaderValue::from_static("1"),
+        );
+        h.insert(
+            HeaderName::from_static("keep-alive"),
+            HeaderValue::from_static("5"),
+        );
+        h.insert(
+            HeaderName::from_static("proxy-foo"),
+            HeaderValue::from_static("1"),
+        );
+        h.insert(
+            HeaderName::from_static("x-keep"),
+            HeaderValue::from_static("1"),
+        );
+        let out = end_to_end(&h);
+        assert_eq!(out.len(), 1);
+        assert!(out.contains_key("x-keep"));
+    }
+}

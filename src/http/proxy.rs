@@ -1,0 +1,554 @@
+//! The request handler: checks, interception, route lookup, upgrade refusal, authorization,
+//! then proxying to an upstream (with load balancing, retries on connect failure, timeouts and
+//! streaming in both directions), response headers, metrics and the access log.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix_web::body::SizedStream;
+use actix_web::dev::Payload;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode, Version};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use awc::error::SendRequestError;
+use futures::future::Either;
+use futures::StreamExt;
+use uuid::Uuid;
+
+use super::authorize::{AuthOutcome, RequestId, UpstreamIdentity};
+use super::body::{Exchange, Expired, ResponseBody};
+use super::errors::{robots_txt, ClientKind, ErrorPage, REQUEST_ID};
+use super::headers::{
+    apply_response_headers, end_to_end, response_header_set, upstream_request_headers,
+    ForwardContext,
+};
+use super::metrics::Metrics;
+use super::request::{
+    check_header_names, host_without_port, normalize_path, rewrite_path, upstream_host,
+};
+use super::routes::RouteEntry;
+use super::server::{ProxyState, Snapshot};
+use super::tunnel;
+use super::upstream::client_for;
+use crate::config::route::Upstream;
+
+/// What a request became, for the response headers, metrics and the access log.
+struct Outcome {
+    response: HttpResponse,
+    route: Option<Arc<RouteEntry>>,
+    upstream: Option<String>,
+}
+
+impl Outcome {
+    fn local(response: HttpResponse) -> Outcome {
+        Outcome {
+            response,
+            route: None,
+            upstream: None,
+        }
+    }
+}
+
+/// The `Host` the client asked for (Host header, else the HTTP/2 authority).
+pub fn request_host(req: &HttpRequest) -> String {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_string()))
+        .unwrap_or_default()
+}
+
+/// The protocol a request asks to switch to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeKind {
+    WebSocket,
+    Spdy,
+    Other,
+}
+
+pub fn upgrade_kind(headers: &HeaderMap) -> Option<UpgradeKind> {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let upgrade = headers.get(header::UPGRADE)?.to_str().ok()?.trim();
+    if !connection_upgrade {
+        return None;
+    }
+    Some(if upgrade.eq_ignore_ascii_case("websocket") {
+        UpgradeKind::WebSocket
+    } else if upgrade.eq_ignore_ascii_case("spdy/3.1") {
+        UpgradeKind::Spdy
+    } else {
+        UpgradeKind::Other
+    })
+}
+
+/// The actix-web handler for every proxied request.
+pub async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<Arc<ProxyState>>,
+) -> HttpResponse {
+    let started = std::time::Instant::now();
+    let request_id = Uuid::new_v4().to_string();
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let snapshot = state.snapshot.load_full();
+    let mut outcome = serve(&req, payload.into_inner(), &state, &snapshot, &request_id).await;
+
+    let route = outcome.route.as_ref().map(|e| &e.route);
+    let set = response_header_set(&snapshot.response_headers, route);
+    let headers = outcome.response.headers_mut();
+    apply_response_headers(headers, &set);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert(HeaderName::from_static(REQUEST_ID), v);
+    }
+    let status = outcome.response.status().as_u16();
+    let route_id = route.map(|r| r.id.as_str()).unwrap_or("");
+    let elapsed = started.elapsed();
+    state.metrics.observe_request(route_id, status, elapsed);
+    tracing::info!(
+        target: "rampart::access",
+        method = %req.method(),
+        host = %request_host(&req),
+        path = %req.uri().path(),
+        status,
+        route = route_id,
+        upstream = outcome.upstream.as_deref().unwrap_or(""),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        request_id = %request_id,
+        "request"
+    );
+    outcome.response
+}
+
+async fn serve(
+    req: &HttpRequest,
+    payload: Payload,
+    state: &ProxyState,
+    snapshot: &Snapshot,
+    request_id: &str,
+) -> Outcome {
+    let kind = ClientKind::detect(req.headers());
+    let error = |status: StatusCode, detail: Option<&str>| {
+        ErrorPage {
+            status,
+            request_id,
+            detail,
+        }
+        .render(kind)
+    };
+    if let Err(e) = check_header_names(req.headers()) {
+        return Outcome::local(error(StatusCode::BAD_REQUEST, Some(&e.to_string())));
+    }
+    let path = match normalize_path(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => return Outcome::local(error(StatusCode::BAD_REQUEST, Some(&e.to_string()))),
+    };
+    if let Some(reply) = snapshot.authorizer.intercept(req) {
+        return Outcome::local(reply.await);
+    }
+    let host_header = request_host(req);
+    let host = host_without_port(&host_header);
+    let Some(entry) = snapshot.routes.find(&host, &path).cloned() else {
+        return Outcome::local(error(StatusCode::NOT_FOUND, Some("route_not_found")));
+    };
+    let upgrade = upgrade_kind(req.headers());
+    let refused = match upgrade {
+        Some(UpgradeKind::WebSocket) => !entry.route.allow_websockets,
+        Some(UpgradeKind::Spdy) => !entry.route.allow_spdy,
+        _ => false,
+    };
+    if refused {
+        return Outcome {
+            response: error(
+                StatusCode::FORBIDDEN,
+                Some("upgrade not allowed on this route"),
+            ),
+            route: Some(entry),
+            upstream: None,
+        };
+    }
+    let identity = match snapshot.authorizer.authorize(req, &entry).await {
+        AuthOutcome::Allow(identity) => identity,
+        AuthOutcome::Respond(response) => {
+            let denied = matches!(response.status().as_u16(), 401 | 403)
+                || response.status().is_redirection();
+            let response = if denied && req.method() == Method::GET && path == "/robots.txt" {
+                robots_txt()
+            } else {
+                response
+            };
+            return Outcome {
+                response,
+                route: Some(entry),
+                upstream: None,
+            };
+        }
+    };
+    let ctx = Forward {
+        req,
+        entry: &entry,
+        identity: &identity,
+        host_header: &host_header,
+        path: &path,
+        request_id,
+        kind,
+        snapshot,
+        metrics: &state.metrics,
+        proto: if state.is_secure() { "https" } else { "http" },
+    };
+    let (response, upstream) = match upgrade {
+        Some(UpgradeKind::WebSocket) | Some(UpgradeKind::Spdy) => ctx.tunnel(payload).await,
+        _ => ctx.forward(payload).await,
+    };
+    Outcome {
+        response,
+        route: Some(entry),
+        upstream,
+    }
+}
+
+/// Everything needed to send one request upstream.
+struct Forward<'a> {
+    req: &'a HttpRequest,
+    entry: &'a Arc<RouteEntry>,
+    identity: &'a UpstreamIdentity,
+    host_header: &'a str,
+    path: &'a str,
+    request_id: &'a str,
+    kind: ClientKind,
+    snapshot: &'a Snapshot,
+    metrics: &'a Arc<Metrics>,
+    proto: &'static str,
+}
+
+/// Where to connect for an upstream: the URI base and, with `tls_server_name`, the address to
+/// dial while using that name for SNI and verification.
+pub struct Target {
+    pub base: String,
+    pub pinned: Option<SocketAddr>,
+}
+
+fn lookup_host_name(up: &Upstream) -> String {
+    up.url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
+pub async fn target(entry: &RouteEntry, up: &Upstream) -> io::Result<Target> {
+    match (&entry.route.tls.server_name, up.scheme) {
+        (Some(name), "https") => {
+            let port = up.url.port_or_known_default().unwrap_or(443);
+            let addr = tokio::net::lookup_host((lookup_host_name(up), port))
+                .await?
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
+            Ok(Target {
+                base: format!("https://{name}:{port}"),
+                pinned: Some(addr),
+            })
+        }
+        _ => Ok(Target {
+            base: format!("{}://{}", up.scheme, up.authority),
+            pinned: None,
+        }),
+    }
+}
+
+fn has_request_body(req: &HttpRequest) -> (bool, Option<u64>) {
+    let headers = req.headers();
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = length {
+        return (n > 0, Some(n));
+    }
+    let chunked = headers
+        .get(header::TRANSFER_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        return (true, None);
+    }
+    let bodiless = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::TRACE
+    );
+    (req.version() == Version::HTTP_2 && !bodiless, None)
+}
+
+fn routing_hash(req: &HttpRequest) -> u64 {
+    let mut h = DefaultHasher::new();
+    match req.headers().get("x-pomerium-routing-key") {
+        Some(v) => v.as_bytes().hash(&mut h),
+        None => req.peer_addr().map(|a| a.ip()).hash(&mut h),
+    }
+    h.finish()
+}
+
+impl Forward<'_> {
+    fn error(&self, status: StatusCode, detail: &str) -> HttpResponse {
+        ErrorPage {
+            status,
+            request_id: self.request_id,
+            detail: Some(detail),
+        }
+        .render(self.kind)
+    }
+
+    fn route_id(&self) -> &str {
+        &self.entry.route.id
+    }
+
+    /// Upstream request headers for upstream `up`.
+    fn headers_for(&self, up: &Upstream) -> HeaderMap {
+        let (host, rewritten) = upstream_host(
+            &self.entry.route,
+            up,
+            self.host_header,
+            self.req.headers(),
+            self.path,
+        );
+        let mut h = upstream_request_headers(
+            self.req.headers(),
+            &ForwardContext {
+                route: &self.entry.route,
+                identity: self.identity,
+                client_ip: self.req.peer_addr().map(|a| a.ip().to_string()),
+                proto: self.proto,
+                original_host: self.host_header,
+                upstream_host: &host,
+                host_rewritten: rewritten,
+                request_id: self.request_id,
+                cookie_name: &self.snapshot.cookie_name,
+            },
+        );
+        // The proxy answered any `Expect: 100-continue` itself.
+        h.remove(header::EXPECT);
+        h
+    }
+
+    fn path_and_query(&self) -> String {
+        let path = rewrite_path(&self.entry.route, self.path);
+        match self.req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        }
+    }
+
+    async fn forward(&self, payload: Payload) -> (HttpResponse, Option<String>) {
+        let route = &self.entry.route;
+        let (has_body, length) = has_request_body(self.req);
+        let exchange = Exchange::new(has_body.then_some(payload));
+        let pq = self.path_and_query();
+        let hash = matches!(
+            route.load_balancing,
+            crate::config::route::LoadBalancing::RingHash
+                | crate::config::route::LoadBalancing::Maglev
+        )
+        .then(|| routing_hash(self.req));
+        let mut last_upstream = None;
+        for index in self.entry.balancer.order(hash) {
+            let up = &route.upstreams[index];
+            last_upstream = Some(up.url.to_string());
+            let target = match target(self.entry, up).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "cannot resolve upstream");
+                    self.entry.balancer.mark_failed(index);
+                    self.metrics.upstream_error(self.route_id(), "connect");
+                    continue;
+                }
+            };
+            let client = client_for(self.entry.tls_key, &self.entry.tls, target.pinned);
+            let uri = format!("{}{}", target.base, pq);
+            let mut creq = client
+                .request(self.req.method().clone(), uri.as_str())
+                .no_decompress();
+            *creq.headers_mut() = self.headers_for(up);
+            if let Some(addr) = target.pinned {
+                creq = creq.address(addr);
+            }
+            let in_flight = self.entry.balancer.begin(index);
+            let send = if exchange.has_body() {
+                match length {
+                    Some(n) => creq.send_body(SizedStream::new(n, exchange.request_body())),
+                    None => creq.send_stream(exchange.request_body()),
+                }
+            } else {
+                creq.send()
+            };
+            let expired = exchange.expired(route.timeout, route.idle_timeout);
+            let result = futures::future::select(Box::pin(send), Box::pin(expired)).await;
+            match result {
+                Either::Left((Ok(resp), _)) => {
+                    return (
+                        self.response(resp, exchange.clone(), in_flight),
+                        last_upstream,
+                    );
+                }
+                Either::Left((Err(SendRequestError::Connect(e)), _)) => {
+                    tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "upstream connect failed");
+                    self.entry.balancer.mark_failed(index);
+                    self.metrics.upstream_error(self.route_id(), "connect");
+                    if exchange.started() {
+                        break;
+                    }
+                }
+                Either::Left((Err(e), _)) => {
+                    let (status, kind, detail) = match &e {
+                        SendRequestError::Send(_) | SendRequestError::Body(_) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "reset",
+                            "upstream_reset_before_response_started{connection_termination}",
+                        ),
+                        _ => (
+                            StatusCode::BAD_GATEWAY,
+                            "protocol",
+                            "upstream protocol error",
+                        ),
+                    };
+                    tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "upstream request failed");
+                    self.metrics.upstream_error(self.route_id(), kind);
+                    return (self.error(status, detail), last_upstream);
+                }
+                Either::Right((why, _)) => {
+                    let (kind, detail) = match why {
+                        Expired::Timeout => ("timeout", "upstream_response_timeout"),
+                        Expired::Idle => ("idle_timeout", "stream_idle_timeout"),
+                    };
+                    self.metrics.upstream_error(self.route_id(), kind);
+                    return (
+                        self.error(StatusCode::GATEWAY_TIMEOUT, detail),
+                        last_upstream,
+                    );
+                }
+            }
+        }
+        (
+            self.error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_reset_before_response_started{connection_failure}",
+            ),
+            last_upstream,
+        )
+    }
+
+    fn response<S>(
+        &self,
+        resp: awc::ClientResponse<S>,
+        exchange: Rc<Exchange>,
+        in_flight: super::balancer::InFlight,
+    ) -> HttpResponse
+    where
+        S: futures::Stream<Item = Result<bytes::Bytes, actix_web::error::PayloadError>>
+            + Unpin
+            + 'static,
+    {
+        let route = &self.entry.route;
+        let mut builder = HttpResponse::build(resp.status());
+        for (name, value) in end_to_end(resp.headers()).iter() {
+            if name != header::CONTENT_LENGTH {
+                builder.append_header((name.clone(), value.clone()));
+            }
+        }
+        let length = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let deadline = route.timeout.map(|t| {
+            exchange
+                .deadline(Some(t))
+                .unwrap_or_else(|| tokio::time::Instant::now() + t)
+        });
+        let metrics = self.metrics.clone();
+        let route_id = route.id.clone();
+        let on_expire = Box::new(move |why: Expired| {
+            let kind = match why {
+                Expired::Timeout => "timeout",
+                Expired::Idle => "idle_timeout",
+            };
+            tracing::warn!(route = %route_id, kind, "upstream response cut");
+            metrics.upstream_error(&route_id, kind);
+        });
+        let stream = resp
+            .map(|r| r.map_err(|e| io::Error::other(e.to_string())))
+            .boxed_local();
+        let body = ResponseBody::new(
+            stream,
+            exchange,
+            deadline,
+            route.idle_timeout,
+            Some(in_flight),
+            Some(on_expire),
+        );
+        match length {
+            Some(n) => builder.body(SizedStream::new(n, body)),
+            None => builder.streaming(body),
+        }
+    }
+
+    /// Upgrade requests (websocket, SPDY): a raw byte tunnel after the upstream's 101.
+    async fn tunnel(&self, payload: Payload) -> (HttpResponse, Option<String>) {
+        let route = &self.entry.route;
+        let pq = self.path_and_query();
+        let mut last_upstream = None;
+        for index in self.entry.balancer.order(None) {
+            let up = &route.upstreams[index];
+            last_upstream = Some(up.url.to_string());
+            let io = match tunnel::connect(self.entry, up).await {
+                Ok(io) => io,
+                Err(e) => {
+                    tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "upstream connect failed");
+                    self.entry.balancer.mark_failed(index);
+                    self.metrics.upstream_error(self.route_id(), "connect");
+                    continue;
+                }
+            };
+            let mut headers = self.headers_for(up);
+            if let Some(v) = self.req.headers().get(header::UPGRADE) {
+                headers.insert(header::UPGRADE, v.clone());
+            }
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            return match tunnel::open(
+                io,
+                self.req.method().as_str(),
+                &pq,
+                &headers,
+                payload,
+                route.idle_timeout,
+            )
+            .await
+            {
+                Ok(resp) => (resp, last_upstream),
+                Err(e) => {
+                    tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "upgrade handshake failed");
+                    self.metrics.upstream_error(self.route_id(), "protocol");
+                    (
+                        self.error(StatusCode::BAD_GATEWAY, "upstream protocol error"),
+                        last_upstream,
+                    )
+                }
+            };
+        }
+        (
+            self.error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_reset_before_response_started{connection_failure}",
+            ),
+            last_upstream,
+        )
+    }
+}

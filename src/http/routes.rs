@@ -1,0 +1,155 @@
+//! The routing snapshot: routes indexed by host, with their load balancer and upstream TLS
+//! config. Built once per configuration and published through `ArcSwap`; lookups are pure.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+
+use super::balancer::Balancer;
+use super::upstream::{client_tls_config, tls_key, UpstreamTlsError};
+use crate::config::route::HostMatch;
+use crate::config::Route;
+
+/// One route ready to serve. Extend with per-route compiled data (e.g. the policy).
+#[derive(Debug)]
+pub struct RouteEntry {
+    pub route: Route,
+    pub balancer: Balancer,
+    /// Identifies `tls` (routes with equal TLS options share it and the connection pools).
+    pub tls_key: u64,
+    pub tls: Arc<ClientConfig>,
+}
+
+/// Routes by host: exact hosts first (no fallthrough to wildcards when the host has routes),
+/// then wildcard/any-host routes in order.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    entries: Vec<Arc<RouteEntry>>,
+    exact: HashMap<String, Vec<usize>>,
+    wildcard: Vec<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("route {route}: {source}")]
+pub struct RouteTableError {
+    pub route: String,
+    pub source: UpstreamTlsError,
+}
+
+impl RouteTable {
+    /// Builds the table from routes in evaluation order. `extra_roots` are the global
+    /// `certificate_authority` certificates (DER).
+    pub fn new(routes: Vec<Route>, extra_roots: &[Vec<u8>]) -> Result<RouteTable, RouteTableError> {
+        let mut configs: HashMap<u64, Arc<ClientConfig>> = HashMap::new();
+        let mut table = RouteTable::default();
+        for route in routes {
+            let key = tls_key(&route.tls, extra_roots);
+            let tls = match configs.get(&key) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = client_tls_config(&route.tls, extra_roots).map_err(|source| {
+                        RouteTableError {
+                            route: format!("{} ({})", route.id, route.from),
+                            source,
+                        }
+                    })?;
+                    configs.insert(key, c.clone());
+                    c
+                }
+            };
+            let index = table.entries.len();
+            match &route.host {
+                HostMatch::Exact(h) => table.exact.entry(h.clone()).or_default().push(index),
+                HostMatch::Wildcard(_) | HostMatch::Any => table.wildcard.push(index),
+            }
+            table.entries.push(Arc::new(RouteEntry {
+                balancer: Balancer::new(&route.upstreams, route.load_balancing),
+                route,
+                tls_key: key,
+                tls,
+            }));
+        }
+        Ok(table)
+    }
+
+    /// The route for `host` (lower-case, no port) and normalised `path`.
+    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<RouteEntry>> {
+        let candidates = match self.exact.get(host) {
+            Some(list) => list.as_slice(),
+            None => self.wildcard.as_slice(),
+        };
+        candidates
+            .iter()
+            .map(|&i| &self.entries[i])
+            .find(|e| e.route.host.matches(host) && e.route.path.matches(path))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn entries(&self) -> &[Arc<RouteEntry>] {
+        &self.entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{build, parse};
+    use std::path::Path;
+
+    fn table(yaml: &str) -> RouteTable {
+        let cfg = build(parse(yaml, Path::new("t.yaml")).unwrap()).unwrap();
+        RouteTable::new(cfg.routes, &[]).unwrap()
+    }
+
+    #[test]
+    fn exact_host_first_without_wildcard_fallthrough() {
+        let t = table(
+            "routes:
+  - {id: exact-api, from: https://a.test, prefix: /api, to: http://x}
+  - {id: wild, from: 'https://*.test', to: http://y}
+  - {id: any, from: 'https://*', to: http://z}
+",
+        );
+        assert_eq!(t.find("a.test", "/api/1").unwrap().route.id, "exact-api");
+        assert!(t.find("a.test", "/other").is_none());
+        assert_eq!(t.find("b.test", "/").unwrap().route.id, "any");
+        assert_eq!(t.find("b.other", "/").unwrap().route.id, "any");
+    }
+
+    #[test]
+    fn path_kinds_in_order() {
+        let t = table(
+            "routes:
+  - {id: p, from: https://a.test, prefix: /api, to: http://x}
+  - {id: e, from: https://a.test, path: /api/exact, to: http://x}
+  - {id: r, from: https://a.test, regex: '/r/[0-9]+', to: http://x}
+",
+        );
+        assert_eq!(t.find("a.test", "/api/exact").unwrap().route.id, "e");
+        assert_eq!(t.find("a.test", "/apix").unwrap().route.id, "p");
+        assert_eq!(t.find("a.test", "/r/12").unwrap().route.id, "r");
+        assert!(t.find("a.test", "/r/12/x").is_none());
+    }
+
+    #[test]
+    fn equal_tls_options_share_config() {
+        let t = table(
+            "routes:
+  - {from: https://a.test, to: https://x, tls_skip_verify: true}
+  - {from: https://b.test, to: https://y, tls_skip_verify: true}
+  - {from: https://c.test, to: https://z}
+",
+        );
+        let e = t.entries();
+        assert!(Arc::ptr_eq(&e[0].tls, &e[1].tls));
+        assert!(!Arc::ptr_eq(&e[0].tls, &e[2].tls));
+    }
+}

@@ -1,0 +1,228 @@
+//! The servers: the proxy listener (HTTPS with SNI certificates, or plain HTTP when
+//! `insecure_server`), the HTTP→HTTPS redirect listener, and the state they share: the
+//! current `Snapshot` (routes, authorizer, global response headers) behind `ArcSwap`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use arc_swap::ArcSwap;
+use thiserror::Error;
+
+use super::authorize::{Authorizer, PublicOnlyAuthorizer};
+use super::metrics::Metrics;
+use super::proxy;
+use super::routes::{RouteTable, RouteTableError};
+use crate::config::route::pem_certificates;
+use crate::config::source::PemSource;
+use crate::config::Config;
+
+#[derive(Debug, Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Routes(#[from] RouteTableError),
+    #[error("`certificate_authority`: {0}")]
+    CertificateAuthority(String),
+}
+
+/// Everything a request needs from the configuration, swapped as a whole on reload.
+pub struct Snapshot {
+    pub routes: RouteTable,
+    pub authorizer: Arc<dyn Authorizer>,
+    /// Global `set_response_headers` (defaults unless configured).
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Session cookie stripped from upstream requests.
+    pub cookie_name: String,
+}
+
+impl Snapshot {
+    /// No routes: every request is a 404.
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            routes: RouteTable::default(),
+            authorizer: Arc::new(PublicOnlyAuthorizer),
+            response_headers: Vec::new(),
+            cookie_name: "_pomerium".into(),
+        }
+    }
+
+    pub fn build(cfg: &Config, authorizer: Arc<dyn Authorizer>) -> Result<Snapshot, SnapshotError> {
+        let s = &cfg.settings;
+        let ca = s
+            .certificate_authority
+            .as_deref()
+            .map(PemSource::from_value)
+            .or_else(|| {
+                s.certificate_authority_file
+                    .as_deref()
+                    .map(|f| PemSource::File(f.into()))
+            });
+        let extra_roots = match ca {
+            Some(src) => {
+                let pem = src.read().map_err(|e| {
+                    SnapshotError::CertificateAuthority(format!("{}: {e}", src.describe()))
+                })?;
+                let certs = pem_certificates(&pem);
+                if certs.is_empty() {
+                    return Err(SnapshotError::CertificateAuthority(format!(
+                        "no PEM certificate in {}",
+                        src.describe()
+                    )));
+                }
+                certs
+            }
+            None => Vec::new(),
+        };
+        Ok(Snapshot {
+            routes: RouteTable::new(cfg.routes.clone(), &extra_roots)?,
+            authorizer,
+            response_headers: cfg.proxy.set_response_headers.clone(),
+            cookie_name: s.cookie_name.clone().unwrap_or_else(|| "_pomerium".into()),
+        })
+    }
+}
+
+/// Shared by all proxy workers.
+pub struct ProxyState {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    secure: AtomicBool,
+}
+
+impl ProxyState {
+    pub fn new(metrics: Arc<Metrics>, secure: bool) -> Arc<ProxyState> {
+        Arc::new(ProxyState {
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            metrics,
+            secure: AtomicBool::new(secure),
+        })
+    }
+
+    /// Makes `snapshot` the one new requests see.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Whether the downstream listener is HTTPS (`X-Forwarded-Proto`).
+    pub fn is_secure(&self) -> bool {
+        self.secure.load(Ordering::Relaxed)
+    }
+
+    pub fn set_secure(&self, secure: bool) {
+        self.secure.store(secure, Ordering::Relaxed);
+    }
+}
+
+/// Listener options.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    pub workers: Option<usize>,
+    /// Seconds to drain in-flight requests on stop.
+    pub shutdown_grace: u64,
+}
+
+/// The proxy listener. `tls` is `None` for `insecure_server`. Signals are handled by the caller
+/// (stop the returned server's handle).
+pub fn proxy_server(
+    state: Arc<ProxyState>,
+    addr: SocketAddr,
+    tls: Option<rustls::ServerConfig>,
+    opts: &ListenOptions,
+) -> std::io::Result<Server> {
+    let data = web::Data::new(state);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .default_service(web::to(proxy::handle))
+    })
+    .disable_signals()
+    .shutdown_timeout(opts.shutdown_grace)
+    .keep_alive(Duration::from_secs(300))
+    .client_request_timeout(Duration::from_secs(30));
+    if let Some(w) = opts.workers {
+        server = server.workers(w);
+    }
+    let server = match tls {
+        Some(cfg) => server.bind_rustls_0_23(addr, cfg)?,
+        None => server.bind(addr)?,
+    };
+    Ok(server.run())
+}
+
+/// Where the HTTP listener sends a request: `https://host[:port]path?query`, the port omitted
+/// when the HTTPS listener is on 443.
+pub fn redirect_location(host_header: &str, path_and_query: &str, https_port: u16) -> String {
+    let host = super::request::host_without_port(host_header);
+    let pq = if path_and_query.is_empty() {
+        "/"
+    } else {
+        path_and_query
+    };
+    if https_port == 443 {
+        format!("https://{host}{pq}")
+    } else {
+        format!("https://{host}:{https_port}{pq}")
+    }
+}
+
+/// Hook for ACME HTTP-01: answers `/.well-known/acme-challenge/<token>` once certificates are
+/// obtained automatically. No ACME support yet, so nothing is intercepted.
+pub fn acme_challenge(_req: &HttpRequest) -> Option<HttpResponse> {
+    None
+}
+
+async fn redirect(req: HttpRequest, port: web::Data<u16>) -> HttpResponse {
+    if let Some(resp) = acme_challenge(&req) {
+        return resp;
+    }
+    let host = proxy::request_host(&req);
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    HttpResponse::MovedPermanently()
+        .insert_header((header::LOCATION, redirect_location(&host, pq, **port)))
+        .finish()
+}
+
+/// The plain-HTTP listener that redirects everything to HTTPS on `https_port`.
+pub fn redirect_server(
+    addr: SocketAddr,
+    https_port: u16,
+    opts: &ListenOptions,
+) -> std::io::Result<Server> {
+    let port = web::Data::new(https_port);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(port.clone())
+            .default_service(web::to(redirect))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(opts.shutdown_grace.min(5))
+    .bind(addr)?
+    .run())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_locations() {
+        assert_eq!(
+            redirect_location("a.test", "/x?y=1", 443),
+            "https://a.test/x?y=1"
+        );
+        assert_eq!(
+            redirect_location("a.test:80", "/", 8443),
+            "https://a.test:8443/"
+        );
+        assert_eq!(redirect_location("A.test:8080", "", 443), "https://a.test/");
+    }
+}

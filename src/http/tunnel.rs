@@ -1,0 +1,211 @@
+//! Upgrade tunnels (websocket, SPDY): a raw TCP/TLS connection to the upstream, the client's
+//! upgrade request written as HTTP/1.1, and after the upstream's `101` the bytes copied both
+//! ways until either side closes (or `idle_timeout` passes without traffic).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::SizedStream;
+use actix_web::dev::Payload;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use rustls::pki_types::ServerName;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::io::ReaderStream;
+
+use super::body::{Exchange, ResponseBody};
+use super::headers::end_to_end;
+use super::routes::RouteEntry;
+use super::upstream::CONNECT_TIMEOUT;
+use crate::config::route::Upstream;
+
+/// Largest upstream response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+
+#[derive(Debug, Error)]
+pub enum TunnelError {
+    #[error("cannot connect to the upstream: {0}")]
+    Connect(io::Error),
+    #[error("upstream I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("malformed upstream response: {0}")]
+    Malformed(&'static str),
+}
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + 'static> Io for T {}
+
+/// Opens a TCP (and for https a TLS, with the route's TLS config) connection to `up`.
+pub async fn connect(entry: &RouteEntry, up: &Upstream) -> Result<Box<dyn Io>, TunnelError> {
+    let host = up
+        .url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = up.url.port_or_known_default().unwrap_or(80);
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| {
+            TunnelError::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))
+        })?
+        .map_err(TunnelError::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    if up.scheme != "https" {
+        return Ok(Box::new(tcp));
+    }
+    let name = entry.route.tls.server_name.clone().unwrap_or(host);
+    let server_name = ServerName::try_from(name)
+        .map_err(|e| TunnelError::Connect(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&entry.tls));
+    let tls = connector
+        .connect(server_name, tcp)
+        .await
+        .map_err(TunnelError::Connect)?;
+    Ok(Box::new(tls))
+}
+
+/// Parsed upstream response head.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+}
+
+fn parse_head(raw: &[u8]) -> Result<Head, TunnelError> {
+    let text = std::str::from_utf8(raw).map_err(|_| TunnelError::Malformed("not UTF-8"))?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().ok_or(TunnelError::Malformed("empty"))?;
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/1.") {
+        return Err(TunnelError::Malformed("not an HTTP/1 response"));
+    }
+    let status = parts
+        .next()
+        .and_then(|c| c.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(TunnelError::Malformed("bad status code"))?;
+    let mut headers = HeaderMap::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or(TunnelError::Malformed("bad header line"))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| TunnelError::Malformed("bad header name"))?;
+        let value = HeaderValue::from_str(value.trim())
+            .map_err(|_| TunnelError::Malformed("bad header value"))?;
+        headers.append(name, value);
+    }
+    Ok(Head { status, headers })
+}
+
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+/// Sends the upgrade request on `io` and builds the client response: on `101` a streaming
+/// tunnel (client bytes are copied to the upstream by a spawned task), otherwise the
+/// upstream's answer as is.
+pub async fn open(
+    mut io: Box<dyn Io>,
+    method: &str,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    payload: Payload,
+    idle: Option<Duration>,
+) -> Result<HttpResponse, TunnelError> {
+    let mut head = format!("{method} {path_and_query} HTTP/1.1\r\n").into_bytes();
+    for (name, value) in headers.iter() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    io.write_all(&head).await?;
+    io.flush().await?;
+
+    let mut buf = BytesMut::with_capacity(4096);
+    let end = loop {
+        if let Some(end) = find_head_end(&buf) {
+            break end;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(TunnelError::Malformed("response head too large"));
+        }
+        if io.read_buf(&mut buf).await? == 0 {
+            return Err(TunnelError::Malformed(
+                "connection closed before the response head",
+            ));
+        }
+    };
+    let parsed = parse_head(&buf[..end])?;
+    let rest: Bytes = buf.split_off(end + 4).freeze();
+
+    let exchange = Exchange::new(None);
+    let (read, mut write) = tokio::io::split(io);
+    let upstream_bytes = futures::stream::once(async move { Ok::<_, io::Error>(rest) })
+        .filter(|r| futures::future::ready(!matches!(r, Ok(b) if b.is_empty())))
+        .chain(ReaderStream::new(read))
+        .boxed_local();
+
+    let mut builder = HttpResponse::build(parsed.status);
+    for (name, value) in end_to_end(&parsed.headers).iter() {
+        if name != header::CONTENT_LENGTH {
+            builder.append_header((name.clone(), value.clone()));
+        }
+    }
+
+    if parsed.status != StatusCode::SWITCHING_PROTOCOLS {
+        let body = ResponseBody::new(upstream_bytes, exchange, None, idle, None, None);
+        let length = parsed
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        return Ok(match length {
+            Some(n) => builder.body(SizedStream::new(n, body)),
+            None => builder.streaming(body),
+        });
+    }
+
+    if let Some(v) = parsed.headers.get(header::UPGRADE) {
+        builder.insert_header((header::UPGRADE, v.clone()));
+    }
+    let copier = exchange.clone();
+    let mut payload = payload;
+    actix_web::rt::spawn(async move {
+        while let Some(chunk) = payload.next().await {
+            let Ok(chunk) = chunk else { break };
+            copier.touch();
+            if write.write_all(&chunk).await.is_err() || write.flush().await.is_err() {
+                break;
+            }
+        }
+        let _ = write.shutdown().await;
+    });
+    let body = ResponseBody::new(upstream_bytes, exchange, None, idle, None, None);
+    Ok(builder.streaming(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_switching_protocols_head() {
+        let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: abc";
+        let head = parse_head(raw).unwrap();
+        assert_eq!(head.status, StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(head.headers.get("sec-websocket-accept").unwrap(), "abc");
+        assert!(parse_head(b"SSH-2.0 hello").is_err());
+        assert_eq!(find_head_end(b"HTTP/1.1 200 OK\r\n\r\nbody"), Some(15));
+    }
+}

@@ -1,0 +1,164 @@
+//! `rampart serve`: load the config (and keep watching it), load certificates, publish route
+//! snapshots, run the proxy, redirect and metrics listeners, and stop gracefully on
+//! SIGTERM/SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::actors::certs::CertActor;
+use crate::actors::config::ConfigActor;
+use crate::cli::ServeArgs;
+use crate::config::{Config, ConfigError};
+use crate::http::authorize::{Authorizer, PublicOnlyAuthorizer};
+use crate::http::metrics::{metrics_server, Metrics};
+use crate::http::server::{
+    proxy_server, redirect_server, ListenOptions, ProxyState, Snapshot, SnapshotError,
+};
+use crate::http::tls::{server_config, CertResolver};
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("invalid configuration: {0}")]
+    Snapshot(#[from] SnapshotError),
+    #[error("certificates: {0}")]
+    Certificates(String),
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Listen {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Server(std::io::Error),
+}
+
+/// The authorizer for a configuration. Sign-in replaces this with the real one.
+pub fn authorizer_for(_cfg: &Config) -> Arc<dyn Authorizer> {
+    Arc::new(PublicOnlyAuthorizer)
+}
+
+/// Runs the proxy until SIGTERM/SIGINT. Blocks the calling thread.
+pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
+    actix_web::rt::System::new().block_on(serve(args))
+}
+
+async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
+    let metrics = Metrics::new();
+    let state = ProxyState::new(metrics.clone(), true);
+
+    let publish_state = state.clone();
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let on_update = Box::new(move |cfg: Arc<Config>| {
+        let initial = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+        match Snapshot::build(&cfg, authorizer_for(&cfg)) {
+            Ok(snapshot) => {
+                publish_state.publish(snapshot);
+                publish_state.metrics.set_ready(true);
+                if !initial {
+                    publish_state.metrics.config_reload(true);
+                }
+                tracing::info!(routes = cfg.routes.len(), "configuration applied");
+            }
+            Err(e) => {
+                publish_state.metrics.config_reload(false);
+                tracing::error!(error = %e, "configuration rejected; keeping the previous one");
+            }
+        }
+    });
+    let handle = ConfigActor::start(&args.config, on_update)?;
+    let cfg = handle.current.load_full();
+    // The first snapshot must have built: the callback cannot return its error, so check here.
+    Snapshot::build(&cfg, authorizer_for(&cfg))?;
+    let proxy = cfg.proxy.clone();
+    state.set_secure(!proxy.insecure_server);
+
+    let opts = ListenOptions {
+        workers: None,
+        shutdown_grace: args.shutdown_grace_seconds,
+    };
+    let mut servers = Vec::new();
+    let tls = if proxy.insecure_server {
+        None
+    } else {
+        let resolver = CertResolver::new();
+        CertActor::start(resolver.clone(), proxy.certificates.clone())
+            .map_err(|e| ServeError::Certificates(e.join("; ")))?;
+        Some(server_config(resolver))
+    };
+    servers.push(
+        proxy_server(state.clone(), proxy.address, tls, &opts).map_err(|source| {
+            ServeError::Listen {
+                what: "address",
+                addr: proxy.address,
+                source,
+            }
+        })?,
+    );
+    tracing::info!(address = %proxy.address, tls = !proxy.insecure_server, "proxy listening");
+    if let Some(addr) = proxy.http_redirect_addr {
+        servers.push(
+            redirect_server(addr, proxy.address.port(), &opts).map_err(|source| {
+                ServeError::Listen {
+                    what: "http_redirect_addr",
+                    addr,
+                    source,
+                }
+            })?,
+        );
+        tracing::info!(address = %addr, "redirect listener");
+    }
+    if let Some(addr) = proxy.metrics_address {
+        servers.push(metrics_server(metrics.clone(), addr).map_err(|source| {
+            ServeError::Listen {
+                what: "metrics_address",
+                addr,
+                source,
+            }
+        })?);
+        tracing::info!(address = %addr, "metrics listening");
+    }
+
+    let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
+    let mut running = futures::future::join_all(servers);
+    tokio::select! {
+        results = &mut running => {
+            for r in results {
+                r.map_err(ServeError::Server)?;
+            }
+            return Ok(());
+        }
+        _ = shutdown_signal() => {}
+    }
+    tracing::info!(
+        grace_seconds = args.shutdown_grace_seconds,
+        "shutting down: draining requests"
+    );
+    metrics.set_ready(false);
+    futures::future::join_all(handles.iter().map(|h| h.stop(true))).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(args.shutdown_grace_seconds + 2),
+        running,
+    )
+    .await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,262 @@
+//! Embedded session store: one redb file, `<data-dir>/sessions.redb`.
+//!
+//! Layout (schema version 1, see `migrations/0001_initial.md`):
+//! - `meta`: `&str -> u64`, key `schema_version`.
+//! - `sessions`: `&str (session id) -> &[u8] (JSON-encoded Session)`.
+//! - `session_expiry`: `(u64 expires_at, &str session id) -> ()`, an index for sweeping.
+//!
+//! redb calls block, so each operation runs on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Session, SessionStore, StoreError, StoreFuture};
+
+pub const FILE_NAME: &str = "sessions.redb";
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("session_expiry");
+
+pub struct RedbStore {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+fn backend(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Backend(e.into().to_string())
+}
+
+impl RedbStore {
+    /// Opens (creating if needed) `dir/sessions.redb` and applies migrations.
+    pub fn open_dir(dir: &Path) -> Result<RedbStore, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            path: dir.join(FILE_NAME).display().to_string(),
+            message,
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| open_err(format!("cannot create directory: {e}")))?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
+        migrate(&db).map_err(|e| open_err(e.to_string()))?;
+        Ok(RedbStore {
+            db: Arc::new(db),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Backend(format!("blocking task failed: {e}")))?
+    }
+}
+
+/// Creates the tables and records the schema version; refuses a newer schema.
+fn migrate(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    {
+        let mut meta = txn.open_table(META).map_err(backend)?;
+        let current = meta
+            .get("schema_version")
+            .map_err(backend)?
+            .map(|v| v.value());
+        match current {
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION)
+                    .map_err(backend)?;
+            }
+            Some(v) if v == SCHEMA_VERSION => {}
+            Some(v) => {
+                return Err(StoreError::Backend(format!(
+                "schema version {v} is not supported by this rampart (expects {SCHEMA_VERSION}); \
+                     use a matching rampart version or remove the file"
+            )))
+            }
+        }
+        txn.open_table(SESSIONS).map_err(backend)?;
+        txn.open_table(EXPIRY).map_err(backend)?;
+    }
+    txn.commit().map_err(backend)
+}
+
+/// Reads the schema version of an opened database.
+pub fn schema_version(db: &Database) -> Result<Option<u64>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let meta = txn.open_table(META).map_err(backend)?;
+    Ok(meta
+        .get("schema_version")
+        .map_err(backend)?
+        .map(|v| v.value()))
+}
+
+fn decode(id: &str, bytes: &[u8]) -> Result<Session, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        id: id.to_string(),
+        message: e.to_string(),
+    })
+}
+
+impl SessionStore for RedbStore {
+    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Session>> {
+        let id = id.to_string();
+        Box::pin(self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(SESSIONS).map_err(backend)?;
+            let v = table.get(id.as_str()).map_err(backend)?;
+            v.map(|g| decode(&id, g.value())).transpose()
+        }))
+    }
+
+    fn put<'a>(&'a self, session: &'a Session) -> StoreFuture<'a, ()> {
+        let session = session.clone();
+        Box::pin(self.blocking(move |db| {
+            let bytes = serde_json::to_vec(&session)
+                .map_err(|e| StoreError::Backend(format!("encode session: {e}")))?;
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut sessions = txn.open_table(SESSIONS).map_err(backend)?;
+                let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
+                let old = sessions
+                    .insert(session.id.as_str(), bytes.as_slice())
+                    .map_err(backend)?
+                    .map(|g| decode(&session.id, g.value()).map(|s| s.expires_at));
+                if let Some(Ok(old_exp)) = old {
+                    expiry
+                        .remove((old_exp, session.id.as_str()))
+                        .map_err(backend)?;
+                }
+                expiry
+                    .insert((session.expires_at, session.id.as_str()), ())
+                    .map_err(backend)?;
+            }
+            txn.commit().map_err(backend)
+        }))
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        let id = id.to_string();
+        Box::pin(self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            let removed;
+            {
+                let mut sessions = txn.open_table(SESSIONS).map_err(backend)?;
+                let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
+                let old = sessions.remove(id.as_str()).map_err(backend)?;
+                removed = old.is_some();
+                if let Some(g) = old {
+                    if let Ok(s) = decode(&id, g.value()) {
+                        expiry
+                            .remove((s.expires_at, id.as_str()))
+                            .map_err(backend)?;
+                    }
+                }
+            }
+            txn.commit().map_err(backend)?;
+            Ok(removed)
+        }))
+    }
+
+    fn sweep(&self, now: u64) -> StoreFuture<'_, usize> {
+        Box::pin(self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            let mut n = 0;
+            {
+                let mut sessions = txn.open_table(SESSIONS).map_err(backend)?;
+                let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
+                let mut due: Vec<(u64, String)> = Vec::new();
+                for item in expiry
+                    .range((0u64, "")..=(now, "\u{10FFFF}"))
+                    .map_err(backend)?
+                {
+                    let (k, _) = item.map_err(backend)?;
+                    let (exp, id) = k.value();
+                    due.push((exp, id.to_string()));
+                }
+                for (exp, id) in due {
+                    expiry.remove((exp, id.as_str())).map_err(backend)?;
+                    if sessions.remove(id.as_str()).map_err(backend)?.is_some() {
+                        n += 1;
+                    }
+                }
+            }
+            txn.commit().map_err(backend)?;
+            Ok(n)
+        }))
+    }
+
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn redb_store_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_dir(dir.path()).unwrap();
+        super::super::contract::check(&store).await;
+    }
+
+    #[tokio::test]
+    async fn survives_reopen_and_records_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RedbStore::open_dir(dir.path()).unwrap();
+            store
+                .put(&Session::new_for_test("s1", "alice"))
+                .await
+                .unwrap();
+            assert_eq!(schema_version(&store.db).unwrap(), Some(1));
+        }
+        let store = RedbStore::open_dir(dir.path()).unwrap();
+        assert_eq!(store.get("s1").await.unwrap().unwrap().user_id, "alice");
+    }
+
+    #[tokio::test]
+    async fn refuses_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", 99)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let e = RedbStore::open_dir(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("schema version 99"), "{e}");
+        assert!(e.contains("sessions.redb"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn corrupt_record_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_dir(dir.path()).unwrap();
+        {
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(SESSIONS)
+                .unwrap()
+                .insert("bad", b"{not json".as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let e = store.get("bad").await.unwrap_err().to_string();
+        assert!(e.contains("bad") && e.contains("corrupt"), "{e}");
+    }
+}

@@ -1,0 +1,603 @@
+//! Sign-in end to end with real parts: the test OpenID provider (node oidc-provider, tests/oidc),
+//! the real `rampart serve` binary with a config file, and `rampart verify` as the upstream.
+//! HTTP-level flows use reqwest without redirects and a small cookie jar (cookies are `Secure`
+//! and the test runs over plain http on *.localhost, which reqwest's jar would not send), plus
+//! one headless Chromium run (tests/browser/signin.mjs).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rampart");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed (by its own pid) on drop; its stderr is collected for messages.
+struct Proc {
+    child: Child,
+    name: &'static str,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Proc {
+    /// Spawns and waits for a stdout line starting with `ready_prefix`; returns the rest.
+    fn spawn(name: &'static str, mut cmd: Command, ready_prefix: Option<&str>) -> (Proc, String) {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let l2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut g = l2.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let prefix = ready_prefix.map(str::to_string);
+        let l3 = log.clone();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(p) = &prefix {
+                    if !sent && line.starts_with(p.as_str()) {
+                        let _ = tx.send(line[p.len()..].trim().to_string());
+                        sent = true;
+                        continue;
+                    }
+                }
+                let mut g = l3.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+            }
+        });
+        let mut p = Proc { child, name, log };
+        let rest = match ready_prefix {
+            None => String::new(),
+            Some(_) => match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(r) => r,
+                Err(_) => {
+                    let _ = p.child.kill();
+                    panic!("{name} did not become ready; output:\n{}", p.log());
+                }
+            },
+        };
+        (p, rest)
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn stop(&mut self) {
+        // SIGTERM by pid, then reap.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+        let _ = self.name;
+    }
+}
+
+fn oidc_dir() -> PathBuf {
+    let dir = repo().join("tests/oidc");
+    if !dir.join("node_modules/oidc-provider").exists() {
+        let st = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .status()
+            .expect("npm ci for tests/oidc");
+        assert!(st.success(), "npm ci --prefix tests/oidc failed");
+    }
+    dir
+}
+
+/// The test OpenID provider; returns (process, issuer).
+fn start_op(redirect_uris: &str, post_logout: &str, env: &[(&str, &str)]) -> (Proc, String) {
+    let dir = oidc_dir();
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("op.mjs"))
+        .current_dir(&dir)
+        .env("PORT", "0")
+        .env("REDIRECT_URIS", redirect_uris)
+        .env("POST_LOGOUT_REDIRECT_URIS", post_logout);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc::spawn("oidc-provider", cmd, Some("READY "))
+}
+
+fn start_verify(jwks_url: &str) -> (Proc, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["verify", "--address", "127.0.0.1:0", "--jwks-url", jwks_url]);
+    Proc::spawn("rampart verify", cmd, Some("LISTENING "))
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+struct Setup {
+    port: u16,
+    issuer: String,
+    upstream: String,
+    extra: String,
+    data_dir: PathBuf,
+}
+
+impl Setup {
+    fn config(&self) -> String {
+        format!(
+            r#"address: 127.0.0.1:{port}
+insecure_server: true
+authenticate_service_url: http://authenticate.localhost:{port}
+idp_provider: oidc
+idp_provider_url: {issuer}
+idp_client_id: rampart
+idp_client_secret: rampart-secret
+idp_request_params:
+  prompt: consent
+shared_secret: {ss}
+cookie_secret: {cs}
+databroker_storage_type: file
+pass_identity_headers: true
+jwt_claims_headers: [email, groups]
+{extra}
+routes:
+  - from: https://app.localhost
+    to: {upstream}
+    policy:
+      - allow:
+          or:
+            - email: {{is: alice@example.com}}
+  - from: https://public.localhost
+    to: {upstream}
+    allow_public_unauthenticated_access: true
+"#,
+            port = self.port,
+            issuer = self.issuer,
+            ss = b64(&[7; 32]),
+            cs = b64(&[8; 32]),
+            upstream = self.upstream,
+            extra = self.extra,
+        )
+    }
+}
+
+fn start_rampart(setup: &Setup) -> Proc {
+    let cfg = setup.data_dir.join("config.yaml");
+    std::fs::write(&cfg, setup.config()).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&setup.data_dir)
+        .args(["--shutdown-grace-seconds", "1"])
+        .env("RUST_LOG", "info");
+    let (mut p, _) = Proc::spawn("rampart serve", cmd, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", setup.port)).is_ok() {
+            return p;
+        }
+        if let Ok(Some(st)) = p.child.try_wait() {
+            panic!("rampart exited with {st}:\n{}", p.log());
+        }
+        assert!(Instant::now() < deadline, "rampart did not listen:\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Cookies per host (name → value); enough for host-only cookies.
+#[derive(Default, Clone)]
+struct Jar(HashMap<String, HashMap<String, String>>);
+
+impl Jar {
+    fn store(&mut self, url: &reqwest::Url, headers: &HeaderMap) {
+        let host = url.host_str().unwrap_or("").to_string();
+        for v in headers.get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let pair = v.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            let clear = value.is_empty() || v.contains("Max-Age=-1") || v.contains("Max-Age=0");
+            let map = self.0.entry(host.clone()).or_default();
+            if clear {
+                map.remove(name.trim());
+            } else {
+                map.insert(name.trim().to_string(), value.trim().to_string());
+            }
+        }
+    }
+
+    fn header(&self, url: &reqwest::Url) -> Option<String> {
+        let map = self.0.get(url.host_str()?)?;
+        (!map.is_empty()).then(|| map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "))
+    }
+
+    fn get(&self, host: &str, name: &str) -> Option<String> {
+        self.0.get(host)?.get(name).cloned()
+    }
+
+    fn set(&mut self, host: &str, name: &str, value: &str) {
+        self.0.entry(host.into()).or_default().insert(name.into(), value.into());
+    }
+}
+
+struct Resp {
+    status: StatusCode,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Resp {
+    fn location(&self) -> String {
+        let l = self.headers.get("location").expect("location").to_str().unwrap();
+        self.url.join(l).unwrap().to_string()
+    }
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+struct Browser {
+    client: reqwest::Client,
+    jar: Jar,
+    accept: &'static str,
+    extra_headers: Vec<(String, String)>,
+    trace: Vec<String>,
+}
+
+impl Browser {
+    fn new(port: u16) -> Browser {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve("app.localhost", addr)
+            .resolve("public.localhost", addr)
+            .resolve("authenticate.localhost", addr)
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        Browser {
+            client,
+            jar: Jar::default(),
+            accept: "text/html,application/xhtml+xml,*/*;q=0.8",
+            extra_headers: Vec::new(),
+            trace: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, method: Method, url: &str, form: Option<&[(&str, &str)]>) -> Resp {
+        let url = reqwest::Url::parse(url).unwrap();
+        let mut req = self.client.request(method, url.clone()).header("accept", self.accept);
+        if let Some(c) = self.jar.header(&url) {
+            req = req.header("cookie", c);
+        }
+        for (k, v) in &self.extra_headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some(f) = form {
+            req = req.form(f);
+        }
+        let r = req.send().await.unwrap_or_else(|e| panic!("request {url}: {e}"));
+        let status = r.status();
+        let headers = r.headers().clone();
+        self.jar.store(&url, &headers);
+        let body = r.text().await.unwrap_or_default();
+        self.trace.push(format!("{status} {url}"));
+        Resp { status, url, headers, body }
+    }
+
+    /// GET and follow redirects.
+    async fn get(&mut self, url: &str) -> Resp {
+        let mut r = self.send(Method::GET, url, None).await;
+        for _ in 0..20 {
+            if !r.status.is_redirection() {
+                return r;
+            }
+            let next = r.location();
+            r = self.send(Method::GET, &next, None).await;
+        }
+        panic!("redirect loop: {:#?}", self.trace);
+    }
+
+    async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Resp {
+        let r = self.send(Method::POST, url, Some(form)).await;
+        if r.status.is_redirection() {
+            let next = r.location();
+            return self.get(&next).await;
+        }
+        r
+    }
+
+    /// Completes the OP's login (and consent) forms after `get` landed on them.
+    async fn login(&mut self, mut r: Resp, user: &str) -> Resp {
+        assert!(r.url.path().starts_with("/interaction/"), "expected the OP login form, got {} {}\n{}", r.status, r.url, r.body);
+        let url = r.url.to_string();
+        r = self.post(&url, &[("prompt", "login"), ("login", user), ("password", "x")]).await;
+        if r.url.path().starts_with("/interaction/") {
+            let url = r.url.to_string();
+            r = self.post(&url, &[("prompt", "consent")]).await;
+        }
+        r
+    }
+
+    async fn sign_in(&mut self, url: &str, user: &str) -> Resp {
+        let r = self.get(url).await;
+        self.login(r, user).await
+    }
+}
+
+fn app(port: u16, path: &str) -> String {
+    format!("http://app.localhost:{port}{path}")
+}
+
+struct World {
+    _op: Proc,
+    verify: Proc,
+    rampart: Option<Proc>,
+    setup: Setup,
+    _dir: tempfile::TempDir,
+}
+
+fn world(op_env: &[(&str, &str)], extra: &str, issuer_override: Option<&str>) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let authn = format!("http://authenticate.localhost:{port}");
+    let (op, issuer) = start_op(&format!("{authn}/oauth2/callback"), &format!("{authn}/.pomerium/signed_out"), op_env);
+    let (verify, vaddr) = start_verify(&format!("http://127.0.0.1:{port}/.well-known/pomerium/jwks.json"));
+    let setup = Setup {
+        port,
+        issuer: issuer_override.map(str::to_string).unwrap_or(issuer),
+        upstream: vaddr,
+        extra: extra.to_string(),
+        data_dir: dir.path().to_path_buf(),
+    };
+    let rampart = Some(start_rampart(&setup));
+    World {
+        _op: op,
+        verify,
+        rampart,
+        setup,
+        _dir: dir,
+    }
+}
+
+impl World {
+    fn port(&self) -> u16 {
+        self.setup.port
+    }
+    fn rampart_log(&self) -> String {
+        self.rampart.as_ref().map(|p| p.log()).unwrap_or_default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_identity_spoofing_sign_out_and_restart() {
+    let mut w = world(&[], "", None);
+    let port = w.port();
+    let mut b = Browser::new(port);
+
+    // Anonymous: browsers are redirected to a signed sign-in URL, JSON clients get 401.
+    let r = b.send(Method::GET, &app(port, "/hello?x=1"), None).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", w.rampart_log());
+    let sign_in = r.location();
+    assert!(sign_in.starts_with(&format!("http://authenticate.localhost:{port}/.pomerium/sign_in?")), "{sign_in}");
+    assert!(sign_in.contains("pomerium_signature="));
+    b.accept = "application/json";
+    let r = b.send(Method::GET, &app(port, "/hello"), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json()["error"], "Unauthenticated");
+    b.accept = "text/html,*/*;q=0.8";
+
+    // Bad signature on the sign-in redirect: 400.
+    let tampered = sign_in.replace("hello", "admin");
+    let r = b.send(Method::GET, &tampered, None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains("invalid signature"), "{}", r.body);
+
+    // Bad state at the callback: 400.
+    let r = b.send(Method::GET, &format!("http://authenticate.localhost:{port}/oauth2/callback?code=abc&state=Zm9v"), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("state malformed"), "{}", r.body);
+
+    // Sign in as alice, with spoofed identity headers on every request.
+    b.extra_headers = vec![
+        ("x-pomerium-claim-email".into(), "ceo@evil.example".into()),
+        ("x-pomerium-jwt-assertion".into(), "forged.jwt.value".into()),
+    ];
+    b.accept = "application/json";
+    let r = b.sign_in(&app(port, "/hello?x=1"), "alice@example.com").await;
+    assert_eq!(r.status, StatusCode::OK, "trace: {:#?}\n{}\n{}", b.trace, r.body, w.rampart_log());
+    assert_eq!(r.url.as_str(), app(port, "/hello?x=1"));
+    let v = r.json();
+    assert_eq!(v["verified"], true, "{v:#}");
+    assert_eq!(v["claims"]["email"], "alice@example.com");
+    assert_eq!(v["claims"]["sub"], "alice@example.com");
+    assert_eq!(v["claims"]["groups"], serde_json::json!(["admins", "devs"]));
+    assert_eq!(v["claims"]["aud"], "app.localhost");
+    assert_eq!(v["path"], "/hello");
+    let h = &v["headers"];
+    assert_eq!(h["x-pomerium-claim-email"], serde_json::json!(["alice@example.com"]), "spoofed claim header must be overwritten");
+    assert_eq!(h["x-pomerium-claim-groups"], serde_json::json!(["admins,devs"]));
+    assert_eq!(h["x-pomerium-jwt-assertion-for"], serde_json::json!(["forged.jwt.value"]));
+    assert_ne!(h["x-pomerium-jwt-assertion"], serde_json::json!(["forged.jwt.value"]));
+    let cookie_hdr = h.get("cookie").map(|c| c.to_string()).unwrap_or_default();
+    assert!(!cookie_hdr.contains("_pomerium="), "session cookie must not reach the upstream: {cookie_hdr}");
+    let cookie = b.jar.get("app.localhost", "_pomerium").expect("session cookie set");
+    b.extra_headers.clear();
+
+    // /.pomerium/user returns the identity.
+    let r = b.send(Method::GET, &app(port, "/.pomerium/user"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["email"], "alice@example.com");
+
+    // A tampered cookie is no session.
+    let mut tampered = cookie.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let mut eve = Browser::new(port);
+    eve.accept = "application/json";
+    eve.jar.set("app.localhost", "_pomerium", &tampered);
+    let r = eve.send(Method::GET, &app(port, "/hello"), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // bob signs in but the policy allows only alice: 403 with the reason.
+    let mut bob = Browser::new(port);
+    let r = bob.sign_in(&app(port, "/"), "bob@example.com").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "trace: {:#?}\n{}", bob.trace, r.body);
+
+    // Restart rampart: the session in redb survives.
+    w.rampart.as_mut().unwrap().stop();
+    w.rampart = Some(start_rampart(&w.setup));
+    let r = b.send(Method::GET, &app(port, "/after-restart"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}\n{}", r.body, w.rampart_log());
+    assert_eq!(r.json()["claims"]["email"], "alice@example.com");
+
+    // Sign out: cookie cleared, session deleted, then on to the IdP's end-session endpoint.
+    b.accept = "text/html";
+    let r = b.send(Method::GET, &app(port, "/.pomerium/sign_out"), None).await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert!(b.jar.get("app.localhost", "_pomerium").is_none());
+    let r = b.send(Method::GET, &r.location(), None).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    let end = r.location();
+    assert!(end.starts_with(&format!("{}/session/end?", w.setup.issuer)), "{end}");
+    assert!(end.contains("client_id=rampart"));
+    assert!(end.contains("id_token_hint="));
+    // The old cookie no longer works anywhere.
+    let mut replay = Browser::new(port);
+    replay.accept = "application/json";
+    replay.jar.set("app.localhost", "_pomerium", &cookie);
+    let r = replay.send(Method::GET, &app(port, "/hello"), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    drop(w.verify);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_renews_expired_access_tokens() {
+    // Access/ID tokens live 3 s; rampart refreshes within a minute of expiry, so every request
+    // after sign-in refreshes with the refresh token (offline_access + prompt=consent).
+    let w = world(&[("TOKEN_TTL", "3")], "", None);
+    let port = w.port();
+    let mut b = Browser::new(port);
+    b.accept = "application/json";
+    let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
+    assert_eq!(r.status, StatusCode::OK, "{:#?}\n{}", b.trace, w.rampart_log());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let r = b.send(Method::GET, &app(port, "/later"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}\n{}", r.body, w.rampart_log());
+    assert_eq!(r.json()["claims"]["email"], "alice@example.com");
+    assert!(w.rampart_log().contains("session refreshed"), "{}", w.rampart_log());
+    b.accept = "text/html";
+    let r = b.send(Method::GET, &app(port, "/.pomerium/"), None).await;
+    assert!(r.body.contains("Refreshed"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_session_requires_sign_in_again() {
+    let w = world(&[], "cookie_expire: 3s", None);
+    let port = w.port();
+    let mut b = Browser::new(port);
+    b.accept = "application/json";
+    let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
+    assert_eq!(r.status, StatusCode::OK, "{:#?}\n{}", b.trace, w.rampart_log());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let r = b.send(Method::GET, &app(port, "/"), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id_token_for_another_audience_is_rejected() {
+    let w = world(&[("ID_TOKEN_AUDIENCE", "some-other-client")], "", None);
+    let port = w.port();
+    let mut b = Browser::new(port);
+    let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:#?}\n{}", b.trace, r.body);
+    assert!(r.url.path() == "/oauth2/callback", "{}", r.url);
+    assert!(r.body.to_lowercase().contains("audience"), "{}", r.body);
+    assert!(b.jar.get("authenticate.localhost", "_pomerium_authenticate").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_provider_down_gives_a_clear_5xx() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let w = world(&[], "", Some(&dead));
+    let port = w.port();
+    let mut b = Browser::new(port);
+    let r = b.get(&app(port, "/")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:#?}", b.trace);
+    assert!(r.body.contains("could not be reached"), "{}", r.body);
+    assert!(r.body.contains(&dead), "{}", r.body);
+    // Public routes keep working.
+    let r = b.get(&format!("http://public.localhost:{port}/p")).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_signs_in_and_sees_verified_identity() {
+    if !Path::new("/usr/bin/chromium").exists() {
+        eprintln!("SKIPPED chromium_signs_in_and_sees_verified_identity: /usr/bin/chromium is absent (apt-get install chromium)");
+        return;
+    }
+    let w = world(&[], "", None);
+    let port = w.port();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(repo().join("tests/browser/signin.mjs"))
+            .env("START_URL", format!("http://app.localhost:{port}/browser"))
+            .env("LOGIN", "alice@example.com")
+            .output()
+            .expect("run node")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line\nstdout:\n{stdout}\nstderr:\n{stderr}\nrampart:\n{}", w.rampart_log()));
+    let v: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["url"], format!("http://app.localhost:{port}/browser"), "{v:#}");
+    assert_eq!(v["email"], "alice@example.com", "{v:#}");
+    assert!(v["status"].as_str().unwrap().contains("verified identity"), "{v:#}");
+    let cookies = v["cookies"].as_array().unwrap();
+    let session = cookies.iter().find(|c| c["name"] == "_pomerium").expect("_pomerium cookie in the browser");
+    assert_eq!(session["secure"], true);
+    assert_eq!(session["httpOnly"], true);
+}
