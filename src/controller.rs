@@ -4,8 +4,10 @@
 //! and status writes to their actors. Health probes on `--health-probe-bind-address`.
 
 pub mod health;
+pub mod proxy;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use clap::Args;
@@ -16,14 +18,19 @@ use kube::runtime::watcher;
 use kube::Api;
 use thiserror::Error;
 
+use crate::actors::certs::CertActor;
 use crate::actors::k8s_events::EventRecorderActor;
 use crate::actors::k8s_reconciler::{Publisher, ReconcilerActor, ReconcilerOptions};
 use crate::actors::k8s_status::StatusWriterActor;
 use crate::actors::k8s_watch::{Watched, WatcherActor};
+use crate::http::metrics::{metrics_server, Metrics};
+use crate::http::server::{proxy_server, redirect_server, ListenOptions, ProxyState};
+use crate::http::tls::{server_config, CertResolver};
 use crate::k8s::convert::ConvertOptions;
 use crate::k8s::reconcile::Reconciler;
 use crate::k8s::{Kind, KubeObject, Pomerium};
 use health::Health;
+use proxy::ProxyFeed;
 
 /// Flags of `rampart controller` (alias `all-in-one`). Every flag can also come from the env
 /// var of the same name in SCREAMING_SNAKE case; an explicit flag wins.
@@ -76,6 +83,12 @@ pub struct ControllerArgs {
     /// Accepted for compatibility (v0.17); no effect.
     #[arg(long, hide = true, default_value_t = false)]
     pub disable_cert_check: bool,
+    /// Proxy worker threads (default: one per CPU).
+    #[arg(long, env = "PROXY_WORKERS", hide = true)]
+    pub proxy_workers: Option<usize>,
+    /// Seconds to let in-flight requests finish on shutdown.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
+    pub shutdown_grace_seconds: u64,
     /// Debug logging.
     #[arg(long, env = "DEBUG", default_value_t = false)]
     pub debug: bool,
@@ -93,11 +106,14 @@ pub enum ControllerError {
     Address { flag: &'static str, message: String },
     #[error("kubernetes client: {0}")]
     Kube(String),
-    #[error("health probe listener {addr}: {source}")]
-    Health {
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Listen {
+        what: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("certificates: {0}")]
+    Certificates(String),
 }
 
 /// Checked controller options.
@@ -149,14 +165,7 @@ impl ControllerArgs {
     }
 
     pub fn health_addr(&self) -> Result<SocketAddr, ControllerError> {
-        crate::config::parse_listen_addr(
-            "health-probe-bind-address",
-            &self.health_probe_bind_address,
-        )
-        .map_err(|e| ControllerError::Address {
-            flag: "health-probe-bind-address",
-            message: e.to_string(),
-        })
+        listen_addr("health-probe-bind-address", &self.health_probe_bind_address)
     }
 
     /// The Kubernetes client: `--kube-api-url` if set, else in-cluster config or kubeconfig.
@@ -173,6 +182,20 @@ impl ControllerArgs {
                 .await
                 .map_err(|e| ControllerError::Kube(e.to_string())),
         }
+    }
+}
+
+fn listen_addr(flag: &'static str, value: &str) -> Result<SocketAddr, ControllerError> {
+    crate::config::parse_listen_addr(flag, value).map_err(|e| ControllerError::Address {
+        flag,
+        message: e.to_string(),
+    })
+}
+
+fn optional_addr(flag: &'static str, value: &str) -> Result<Option<SocketAddr>, ControllerError> {
+    match value.trim() {
+        "" => Ok(None),
+        v => listen_addr(flag, v).map(Some),
     }
 }
 
@@ -328,21 +351,118 @@ impl Controller {
 /// Serves the health probes; returns the bound address.
 pub fn serve_health(addr: SocketAddr, health: Health) -> Result<SocketAddr, ControllerError> {
     let (bound, server) =
-        health::serve(addr, health).map_err(|source| ControllerError::Health { addr, source })?;
+        health::serve(addr, health).map_err(|source| ControllerError::Listen {
+            what: "health-probe-bind-address",
+            addr,
+            source,
+        })?;
     actix_rt::spawn(server);
     Ok(bound)
 }
 
-/// `rampart controller` without the proxy: runs until SIGINT/SIGTERM, logging what it would
-/// publish. The lead wires the proxy through `Controller::start` with a real `Publisher`.
-pub async fn run(args: ControllerArgs, publisher: Publisher) -> Result<(), ControllerError> {
+/// Everything `rampart controller` runs: probes, proxy listeners, watchers and reconciler.
+pub struct Running {
+    pub controller: Controller,
+    pub health_addr: SocketAddr,
+    pub proxy: Arc<ProxyState>,
+    servers: Vec<actix_web::dev::ServerHandle>,
+    shutdown_grace: u64,
+}
+
+impl Running {
+    /// Stops the listeners, letting in-flight requests finish.
+    pub async fn stop(self) {
+        self.proxy.metrics.set_ready(false);
+        let stops = self.servers.iter().map(|h| h.stop(true));
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(self.shutdown_grace + 2),
+            futures::future::join_all(stops),
+        )
+        .await;
+    }
+}
+
+/// Starts the probes, the proxy (HTTPS on `--server-addr`, redirect on `--http-redirect-addr`,
+/// metrics on `--metrics-bind-address`) and the controller feeding it. Inside an actix system.
+pub async fn start(args: &ControllerArgs) -> Result<Running, ControllerError> {
     let options = args.options()?;
+    let server_addr = listen_addr("server-addr", &args.server_addr)?;
+    let redirect_addr = optional_addr("http-redirect-addr", &args.http_redirect_addr)?;
+    let metrics_addr = optional_addr("metrics-bind-address", &args.metrics_bind_address)?;
+
     let health = Health::default();
-    let addr = serve_health(args.health_addr()?, health.clone())?;
-    tracing::info!(%addr, "health probes listening");
+    let health_addr = serve_health(args.health_addr()?, health.clone())?;
+    tracing::info!(address = %health_addr, "health probes listening");
+
+    let metrics = Metrics::new();
+    let state = ProxyState::new(metrics.clone(), true);
+    let resolver = CertResolver::new();
+    let certs = CertActor::start(resolver.clone(), Vec::new())
+        .map_err(|e| ControllerError::Certificates(e.join("; ")))?;
+    let opts = ListenOptions {
+        workers: args.proxy_workers,
+        shutdown_grace: args.shutdown_grace_seconds,
+    };
+    let listen_err = |what: &'static str, addr: SocketAddr| {
+        move |source| ControllerError::Listen { what, addr, source }
+    };
+    let mut servers = vec![proxy_server(
+        state.clone(),
+        server_addr,
+        Some(server_config(resolver)),
+        &opts,
+    )
+    .map_err(listen_err("server-addr", server_addr))?];
+    tracing::info!(address = %server_addr, "proxy listening");
+    if let Some(addr) = redirect_addr {
+        servers.push(
+            redirect_server(addr, server_addr.port(), &opts)
+                .map_err(listen_err("http-redirect-addr", addr))?,
+        );
+        tracing::info!(address = %addr, "redirect listener");
+    }
+    if let Some(addr) = metrics_addr {
+        servers
+            .push(metrics_server(metrics, addr).map_err(listen_err("metrics-bind-address", addr))?);
+        tracing::info!(address = %addr, "metrics listening");
+    }
+    let handles = servers.iter().map(|s| s.handle()).collect();
+    for s in servers {
+        actix_rt::spawn(s);
+    }
+
     let client = args.client().await?;
-    let _controller = Controller::start(client, options, publisher, health);
-    let _ = tokio::signal::ctrl_c().await;
+    let feed = ProxyFeed::new(state.clone(), certs);
+    let controller = Controller::start(client, options, feed.publisher(), health);
+    Ok(Running {
+        controller,
+        health_addr,
+        proxy: state,
+        servers: handles,
+        shutdown_grace: args.shutdown_grace_seconds,
+    })
+}
+
+/// `rampart controller`: runs until SIGINT/SIGTERM.
+pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
+    let running = start(&args).await?;
+    shutdown_signal().await;
     tracing::info!("shutting down");
+    running.stop().await;
     Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -26,10 +26,7 @@ fn main() -> anyhow::Result<()> {
         Command::Controller(args) => {
             let level = if args.debug { "debug" } else { "info" };
             rampart::telemetry::init(cli.log_format, level);
-            let publisher = rampart::actors::k8s_reconciler::Publisher::default()
-                .on_routes(|r| tracing::info!(routes = r.len(), "routes published"))
-                .on_certificates(|c| tracing::info!(certificates = c.len(), "certificates published"));
-            actix_rt::System::new().block_on(rampart::controller::run(args, publisher))?;
+            actix_rt::System::new().block_on(rampart::controller::run(args))?;
             Ok(())
         }
         Command::Render(args) => {

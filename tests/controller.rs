@@ -775,3 +775,149 @@ fn controller_flags_and_env() {
         .is_err());
     assert!(A::try_parse_from(["t", "--disable-cert-check"]).is_ok());
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET through the proxy with SNI/Host `host`; returns status, body and the served leaf cert.
+async fn via_proxy(port: u16, host: &str, path: &str) -> Option<(u16, String, Vec<u8>)> {
+    let client = reqwest::Client::builder()
+        .resolve(host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .danger_accept_invalid_certs(true)
+        .tls_info(true)
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("https://{host}:{port}{path}"))
+        .send()
+        .await
+        .ok()?;
+    let cert = resp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|t| t.peer_certificate().map(|c| c.to_vec()))
+        .unwrap_or_default();
+    let code = resp.status().as_u16();
+    Some((code, resp.text().await.unwrap_or_default(), cert))
+}
+
+#[actix_rt::test]
+async fn traffic_flows_through_the_proxy_and_follows_the_cluster() {
+    use actix_web::{web, App, HttpServer};
+    let backend =
+        HttpServer::new(|| App::new().default_service(web::to(|| async { "hello from backend" })))
+            .workers(1)
+            .bind(("127.0.0.1", 0))
+            .unwrap();
+    let backend_port = backend.addrs()[0].port();
+    actix_rt::spawn(backend.run());
+
+    let kube = FakeKube::start();
+    kube.apply(ingress_class());
+    kube.apply(bootstrap_secret());
+    kube.apply(pomerium_global());
+    kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "app", "namespace": "default"},
+        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "ports": [{"port": 80, "targetPort": backend_port, "protocol": "TCP"}]}}));
+    kube.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+        "metadata": {"name": "app-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "app"}},
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+        "ports": [{"port": backend_port, "protocol": "TCP"}]}));
+    let ck1 = rcgen::generate_simple_self_signed(vec!["app.example.com".to_string()]).unwrap();
+    let tls = |ck: &rcgen::CertifiedKey| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+               "metadata": {"name": "app-tls", "namespace": "default"},
+               "data": {"tls.crt": b64(ck.cert.pem().as_bytes()), "tls.key": b64(ck.key_pair.serialize_pem().as_bytes())}})
+    };
+    kube.apply(tls(&ck1));
+    let mut ing = ingress("app", "app.example.com", "app");
+    ing["metadata"]["annotations"]["ingress.pomerium.io/allow_public_unauthenticated_access"] =
+        json!("true");
+    ing["spec"]["tls"] = json!([{"hosts": ["app.example.com"], "secretName": "app-tls"}]);
+    kube.apply(ing.clone());
+
+    let port = free_port();
+    let server_addr = format!("127.0.0.1:{port}");
+    let a = args(
+        &kube,
+        &[
+            "--server-addr",
+            &server_addr,
+            "--http-redirect-addr",
+            "",
+            "--proxy-workers",
+            "1",
+        ],
+    );
+    let running = rampart::controller::start(&a).await.unwrap();
+
+    // Routes and the Ingress certificate reach the proxy.
+    let mut last = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        last = via_proxy(port, "app.example.com", "/hello").await;
+        if matches!(&last, Some((200, body, cert)) if body == "hello from backend" && cert == ck1.cert.der().as_ref())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, body, cert) = last.expect("proxy answered");
+    assert_eq!((code, body.as_str()), (200, "hello from backend"));
+    assert_eq!(
+        cert,
+        ck1.cert.der().to_vec(),
+        "the Ingress TLS Secret is served"
+    );
+
+    // Rotating the Secret changes the served certificate on new connections.
+    let ck2 = rcgen::generate_simple_self_signed(vec!["app.example.com".to_string()]).unwrap();
+    kube.apply(tls(&ck2));
+    let mut rotated = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline && !rotated {
+        rotated = matches!(via_proxy(port, "app.example.com", "/").await, Some((200, _, c)) if c == ck2.cert.der().as_ref());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rotated, "rotated certificate served");
+
+    // A broken update keeps serving the last good routes.
+    let mut broken = ing.clone();
+    broken["metadata"]["annotations"]["ingress.pomerium.io/foo"] = json!("x");
+    kube.apply(broken);
+    eventually("UpdateError", || {
+        has_event(
+            &kube,
+            "Ingress",
+            "app",
+            "Warning",
+            "UpdateError",
+            "parsing ingress: annotations: unknown ingress.pomerium.io/foo",
+        )
+    })
+    .await;
+    assert_eq!(
+        via_proxy(port, "app.example.com", "/").await.map(|r| r.0),
+        Some(200)
+    );
+
+    // Deleting the Ingress stops the traffic.
+    kube.delete("networking.k8s.io/v1", "Ingress", Some("default"), "app");
+    let mut stopped = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline && !stopped {
+        stopped = matches!(
+            via_proxy(port, "app.example.com", "/").await,
+            Some((404, _, _))
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stopped, "route removed from the proxy");
+    running.stop().await;
+}
