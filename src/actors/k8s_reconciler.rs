@@ -23,6 +23,9 @@ use crate::k8s::status;
 use crate::k8s::watch::{meta_of, Step, SyncTracker};
 use crate::k8s::{IngressKey, Kind, KubeObject};
 
+/// Changes arriving within this window are published together (one proxy rebuild per burst).
+const PUBLISH_COALESCE: std::time::Duration = std::time::Duration::from_millis(25);
+
 type RoutesHook = Box<dyn Fn(Arc<Vec<RouteConfig>>) + Send + Sync>;
 type CertsHook = Box<dyn Fn(Arc<Vec<TlsCert>>) + Send + Sync>;
 type SettingsHook = Box<dyn Fn(Arc<Settings>) + Send + Sync>;
@@ -106,6 +109,7 @@ pub struct ReconcilerActor {
     healthy: BTreeSet<IngressKey>,
     last_routes: Option<Arc<Vec<RouteConfig>>>,
     last_http01: Option<Arc<Vec<RouteConfig>>>,
+    publish_scheduled: bool,
     last_certs: Option<Arc<Vec<TlsCert>>>,
     /// Last settings outcome reported: (generation, error text or None).
     last_settings: Option<(Option<i64>, Result<Settings, String>)>,
@@ -133,6 +137,7 @@ impl ReconcilerActor {
             healthy: BTreeSet::new(),
             last_routes: None,
             last_http01: None,
+            publish_scheduled: false,
             last_certs: None,
             last_settings: None,
         }
@@ -205,7 +210,7 @@ impl ReconcilerActor {
         self.health.set(CHECK_INGRESS_SYNC, CheckState::Running);
     }
 
-    fn changes(&mut self, changes: Vec<Change>) {
+    fn changes(&mut self, changes: Vec<Change>, ctx: &mut Context<Self>) {
         let mut results: Vec<(IngressKey, IngressResult)> = Vec::new();
         let mut settings_touched = false;
         let mut lb_changed = false;
@@ -223,9 +228,15 @@ impl ReconcilerActor {
             let Outcome { results: r, .. } = self.core.apply(c);
             results.extend(r);
         }
-        // Compared with what was last published: certificates can change without a route
-        // change (a rotated Secret).
-        self.publish(false);
+        // Compared with what was last published when the window closes: certificates can
+        // change without a route change (a rotated Secret).
+        if !self.publish_scheduled {
+            self.publish_scheduled = true;
+            ctx.run_later(PUBLISH_COALESCE, |act, _| {
+                act.publish_scheduled = false;
+                act.publish(false);
+            });
+        }
         self.report(results, false);
         if settings_touched {
             self.settings(false);
@@ -448,12 +459,12 @@ impl Actor for ReconcilerActor {
 impl Handler<Watched> for ReconcilerActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Watched, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Watched, ctx: &mut Context<Self>) {
         match self.tracker.handle(msg.0) {
             Step::Waiting => {}
             Step::Initial(objects) => self.initial(objects),
             Step::Changes(changes) if changes.is_empty() => {}
-            Step::Changes(changes) => self.changes(changes),
+            Step::Changes(changes) => self.changes(changes, ctx),
         }
     }
 }
