@@ -921,3 +921,58 @@ async fn traffic_flows_through_the_proxy_and_follows_the_cluster() {
     assert!(stopped, "route removed from the proxy");
     running.stop().await;
 }
+
+#[actix_rt::test]
+async fn the_binary_runs_with_env_configuration_and_stops_on_sigterm() {
+    let kube = FakeKube::start();
+    kube.apply(ingress_class());
+    kube.apply(bootstrap_secret());
+    let mut p = pomerium_global();
+    p["metadata"]["name"] = json!("from-env");
+    kube.apply(p);
+    let health = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .arg("controller")
+        .env("KUBE_API_URL", kube.url())
+        .env("POMERIUM_CONFIG", "from-env")
+        .env("HEALTH_PROBE_BIND_ADDRESS", format!("127.0.0.1:{health}"))
+        .env("SERVER_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("HTTP_REDIRECT_ADDR", "")
+        .env("PROXY_WORKERS", "1")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], health));
+    let mut started = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline && !started {
+        if let Ok(resp) = reqwest::get(format!("http://{addr}/startupz")).await {
+            started = resp.status().as_u16() == 200;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started,
+        "/startupz turned 200 with the Pomerium object named by $POMERIUM_CONFIG"
+    );
+    assert!(kube
+        .requests()
+        .iter()
+        .any(|q| q.path == "/apis/ingress.pomerium.io/v1/pomerium"
+            && q.query.contains("metadata.name%3Dfrom-env")));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "controller did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+}
