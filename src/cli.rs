@@ -27,7 +27,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the Kubernetes Ingress controller (Pomerium ingress controller compatible).
     #[command(alias = "all-in-one")]
-    Controller(crate::controller::ControllerArgs),
+    Controller(Box<crate::controller::ControllerArgs>),
     /// Check, evaluate and explain Pomerium Policy Language documents.
     #[command(subcommand)]
     Policy(PolicyCommand),

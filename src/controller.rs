@@ -20,6 +20,7 @@ use thiserror::Error;
 
 use crate::actors::certs::CertActor;
 use crate::actors::k8s_events::EventRecorderActor;
+use crate::actors::k8s_leader::{LeaderActor, Release};
 use crate::actors::k8s_reconciler::{Publisher, ReconcilerActor, ReconcilerOptions};
 use crate::actors::k8s_status::StatusWriterActor;
 use crate::actors::k8s_watch::{Watched, WatcherActor};
@@ -27,6 +28,7 @@ use crate::http::metrics::{metrics_server, Metrics};
 use crate::http::server::{proxy_server, redirect_server, ListenOptions, ProxyState};
 use crate::http::tls::{server_config, CertResolver};
 use crate::k8s::convert::ConvertOptions;
+use crate::k8s::leader::Timing;
 use crate::k8s::reconcile::Reconciler;
 use crate::k8s::{Kind, KubeObject, Pomerium};
 use health::Health;
@@ -83,6 +85,40 @@ pub struct ControllerArgs {
     /// Accepted for compatibility (v0.17); no effect.
     #[arg(long, hide = true, default_value_t = false)]
     pub disable_cert_check: bool,
+    /// Elect a leader among replicas through a Lease; only the leader writes status and
+    /// events (every replica serves traffic). Off: every replica writes.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = false)]
+    pub leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "LEADER_ELECTION_ID", default_value = "rampart-controller")]
+    pub leader_election_id: String,
+    /// Namespace of the Lease (default: the pod's namespace from $POD_NAMESPACE, else `default`).
+    #[arg(long, env = "LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Lease duration, seconds.
+    #[arg(
+        long,
+        env = "LEADER_ELECTION_LEASE_DURATION",
+        default_value_t = 15.0,
+        hide = true
+    )]
+    pub leader_election_lease_duration: f64,
+    /// Leader renew period, seconds.
+    #[arg(
+        long,
+        env = "LEADER_ELECTION_RENEW_PERIOD",
+        default_value_t = 5.0,
+        hide = true
+    )]
+    pub leader_election_renew_period: f64,
+    /// Follower retry period, seconds.
+    #[arg(
+        long,
+        env = "LEADER_ELECTION_RETRY_PERIOD",
+        default_value_t = 2.0,
+        hide = true
+    )]
+    pub leader_election_retry_period: f64,
     /// Proxy worker threads (default: one per CPU).
     #[arg(long, env = "PROXY_WORKERS", hide = true)]
     pub proxy_workers: Option<usize>,
@@ -125,6 +161,16 @@ pub struct ControllerOptions {
     pub events_controller_name: String,
     pub pod_name: Option<String>,
     pub use_endpoints: bool,
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// Where and how to elect a leader.
+#[derive(Debug, Clone)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+    pub timing: Timing,
 }
 
 impl ControllerArgs {
@@ -161,7 +207,56 @@ impl ControllerArgs {
             events_controller_name: self.events_controller_name.clone(),
             pod_name: self.pod_name.clone(),
             use_endpoints: self.use_endpoints,
+            leader_election: self.leader_election()?,
         })
+    }
+
+    fn leader_election(&self) -> Result<Option<LeaderElection>, ControllerError> {
+        if !self.leader_elect {
+            return Ok(None);
+        }
+        let secs = |flag: &'static str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(std::time::Duration::from_secs_f64(v))
+            } else {
+                Err(ControllerError::Address {
+                    flag,
+                    message: format!("expected a positive number of seconds, got {v}"),
+                })
+            }
+        };
+        let namespace = self
+            .leader_election_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let base = self
+            .pod_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "rampart".into());
+        let identity = format!("{base}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        Ok(Some(LeaderElection {
+            namespace,
+            name: self.leader_election_id.clone(),
+            identity,
+            timing: Timing {
+                lease_duration: secs(
+                    "leader-election-lease-duration",
+                    self.leader_election_lease_duration,
+                )?,
+                renew_period: secs(
+                    "leader-election-renew-period",
+                    self.leader_election_renew_period,
+                )?,
+                retry_period: secs(
+                    "leader-election-retry-period",
+                    self.leader_election_retry_period,
+                )?,
+            },
+        }))
     }
 
     pub fn health_addr(&self) -> Result<SocketAddr, ControllerError> {
@@ -202,6 +297,8 @@ fn optional_addr(flag: &'static str, value: &str) -> Result<Option<SocketAddr>, 
 /// A running controller (inside an actix system).
 pub struct Controller {
     pub reconciler: Addr<ReconcilerActor>,
+    /// The leader election actor, when enabled (send `Release` to step down).
+    pub leader: Option<Addr<LeaderActor>>,
     pub health: Health,
 }
 
@@ -270,8 +367,23 @@ impl Controller {
             health.clone(),
         )
         .with_events(events.recipient())
-        .with_status(status.recipient())
+        .with_status(status.recipient());
+        let reconciler = match options.leader_election {
+            Some(_) => reconciler.follower(),
+            None => reconciler,
+        }
         .start();
+        let leader = options.leader_election.as_ref().map(|le| {
+            LeaderActor::new(
+                client.clone(),
+                &le.namespace,
+                &le.name,
+                &le.identity,
+                le.timing,
+                reconciler.clone().recipient(),
+            )
+            .start()
+        });
         let target: Recipient<Watched> = reconciler.clone().recipient();
         let cfg = watcher_config;
         WatcherActor::new(
@@ -344,7 +456,11 @@ impl Controller {
             })
             .start();
         }
-        Controller { reconciler, health }
+        Controller {
+            reconciler,
+            leader,
+            health,
+        }
     }
 }
 
@@ -372,6 +488,9 @@ pub struct Running {
 impl Running {
     /// Stops the listeners, letting in-flight requests finish.
     pub async fn stop(self) {
+        if let Some(l) = &self.controller.leader {
+            let _ = l.send(Release).await;
+        }
         self.proxy.metrics.set_ready(false);
         let stops = self.servers.iter().map(|h| h.stop(true));
         let _ = tokio::time::timeout(

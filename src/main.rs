@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
         Command::Controller(args) => {
             let level = if args.debug { "debug" } else { "info" };
             rampart::telemetry::init(cli.log_format, level);
-            actix_rt::System::new().block_on(rampart::controller::run(args))?;
+            actix_rt::System::new().block_on(rampart::controller::run(*args))?;
             Ok(())
         }
         Command::Render(args) => {

@@ -976,3 +976,105 @@ async fn the_binary_runs_with_env_configuration_and_stops_on_sigterm() {
     };
     assert!(status.success(), "{status}");
 }
+
+#[actix_rt::test]
+async fn only_the_leader_writes_events_and_status() {
+    use rampart::actors::k8s_leader::Release;
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    kube.apply(ingress("a", "a.example.com", "web"));
+    let timing = [
+        "--leader-elect",
+        "--leader-election-namespace",
+        "pomerium",
+        "--leader-election-lease-duration",
+        "1",
+        "--leader-election-renew-period",
+        "0.2",
+        "--leader-election-retry-period",
+        "0.1",
+    ];
+    let start_one = |pod: &str| {
+        let mut extra: Vec<&str> = timing.to_vec();
+        extra.extend(["--pod-name", pod]);
+        let a = args(&kube, &extra);
+        let published = Published::default();
+        let health = Health::default();
+        let options = a.options().unwrap();
+        let client = kube.client();
+        let c = Controller::start(client, options, published.publisher(), health);
+        (c, published)
+    };
+    let holder = |k: &FakeKube| {
+        k.get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("pomerium"),
+            "rampart-controller",
+        )
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+        .unwrap_or_default()
+    };
+    let (ca, pa) = start_one("pod-a");
+    eventually("a leads", || holder(&kube).starts_with("pod-a_")).await;
+    let (_cb, pb) = start_one("pod-b");
+    // Every replica serves traffic.
+    eventually("both publish routes", || {
+        pa.has_host("a.example.com") && pb.has_host("a.example.com")
+    })
+    .await;
+    let by = |k: &FakeKube, instance: &str, ingress: &str| {
+        k.events()
+            .iter()
+            .filter(|e| e.reporting_instance == instance && e.regarding_name == ingress)
+            .count()
+    };
+    eventually("leader's event for a", || by(&kube, "pod-a", "a") >= 1).await;
+    kube.apply(ingress("b", "b.example.com", "web"));
+    eventually("b everywhere", || {
+        pa.has_host("b.example.com") && pb.has_host("b.example.com")
+    })
+    .await;
+    eventually("leader's event for b", || by(&kube, "pod-a", "b") >= 1).await;
+    // Give the follower time to (wrongly) write.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        kube.events()
+            .iter()
+            .all(|e| e.reporting_instance != "pod-b"),
+        "the follower wrote events"
+    );
+    assert!(
+        holder(&kube).starts_with("pod-a_"),
+        "the leader keeps renewing"
+    );
+
+    // The leader steps down; the other replica takes over and reports the current state.
+    ca.leader.as_ref().unwrap().send(Release).await.unwrap();
+    eventually("b leads", || holder(&kube).starts_with("pod-b_")).await;
+    eventually("new leader reports a and b", || {
+        by(&kube, "pod-b", "a") >= 1 && by(&kube, "pod-b", "b") >= 1
+    })
+    .await;
+    kube.apply(ingress("c", "c.example.com", "web"));
+    eventually("new leader's event for c", || by(&kube, "pod-b", "c") >= 1).await;
+    eventually("c everywhere", || {
+        pa.has_host("c.example.com") && pb.has_host("c.example.com")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        by(&kube, "pod-a", "c"),
+        0,
+        "the old leader wrote after stepping down"
+    );
+    let lease = kube
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("pomerium"),
+            "rampart-controller",
+        )
+        .unwrap();
+    assert_eq!(lease["spec"]["leaseTransitions"], json!(1));
+}

@@ -12,6 +12,7 @@ use actix::prelude::*;
 use k8s_openapi::api::core::v1::Service;
 
 use crate::actors::k8s_events::PublishEvent;
+use crate::actors::k8s_leader::LeaderChanged;
 use crate::actors::k8s_status::WriteStatus;
 use crate::actors::k8s_watch::Watched;
 use crate::config::{RouteConfig, Settings};
@@ -110,6 +111,8 @@ pub struct ReconcilerActor {
     last_routes: Option<Arc<Vec<RouteConfig>>>,
     last_http01: Option<Arc<Vec<RouteConfig>>>,
     publish_scheduled: bool,
+    /// Only the leader writes events and status (always true without leader election).
+    leader: bool,
     last_certs: Option<Arc<Vec<TlsCert>>>,
     /// Last settings outcome reported: (generation, error text or None).
     last_settings: Option<(Option<i64>, Result<Settings, String>)>,
@@ -138,9 +141,16 @@ impl ReconcilerActor {
             last_routes: None,
             last_http01: None,
             publish_scheduled: false,
+            leader: true,
             last_certs: None,
             last_settings: None,
         }
+    }
+
+    /// With leader election: write nothing until `LeaderChanged(true)`.
+    pub fn follower(mut self) -> Self {
+        self.leader = false;
+        self
     }
 
     /// Publish events through this recipient (only the leader should).
@@ -281,12 +291,18 @@ impl ReconcilerActor {
     }
 
     fn event(&self, e: ev::EventSpec) {
+        if !self.leader {
+            return;
+        }
         if let Some(r) = &self.events {
             r.do_send(PublishEvent(e));
         }
     }
 
     fn write(&self, w: WriteStatus) {
+        if !self.leader {
+            return;
+        }
         if let Some(r) = &self.status {
             r.do_send(w);
         }
@@ -465,6 +481,33 @@ impl Handler<Watched> for ReconcilerActor {
             Step::Initial(objects) => self.initial(objects),
             Step::Changes(changes) if changes.is_empty() => {}
             Step::Changes(changes) => self.changes(changes, ctx),
+        }
+    }
+}
+
+impl Handler<LeaderChanged> for ReconcilerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeaderChanged, _ctx: &mut Context<Self>) {
+        let was = self.leader;
+        self.leader = msg.0;
+        if self.leader && !was && self.tracker.synced() {
+            // A new leader reports the current state, as after an initial sync.
+            let results: Vec<(IngressKey, IngressResult)> = self
+                .core
+                .managed()
+                .into_iter()
+                .map(|k| {
+                    let r = match self.core.error(&k) {
+                        Some(e) => IngressResult::Error(e.to_string()),
+                        None => IngressResult::Updated,
+                    };
+                    (k, r)
+                })
+                .collect();
+            self.report(results, true);
+            self.last_settings = None;
+            self.settings(false);
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod policy;
 pub mod session;
 
 pub mod k8s_events;
+pub mod k8s_leader;
 pub mod k8s_reconciler;
 pub mod k8s_status;
 pub mod k8s_watch;

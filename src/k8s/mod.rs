@@ -173,3 +173,4 @@ pub(crate) fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Objec
 pub mod events;
 pub mod status;
 pub mod watch;
+pub mod leader;

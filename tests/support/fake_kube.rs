@@ -204,6 +204,7 @@ pub struct RecordedEvent {
     pub related_kind: Option<String>,
     pub related_name: Option<String>,
     pub reporting_controller: String,
+    pub reporting_instance: String,
     /// `series.count` (events.k8s.io) or `count` (core); 1 for a first occurrence.
     pub count: i64,
 }
@@ -239,6 +240,7 @@ impl RecordedEvent {
             reporting_controller: s(ctl)
                 .or_else(|| s("/source/component"))
                 .unwrap_or_default(),
+            reporting_instance: s("/reportingInstance").unwrap_or_default(),
             count,
         }
     }
