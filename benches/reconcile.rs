@@ -193,6 +193,7 @@ fn main() {
 
     let rounds = if full { 200 } else { 20 };
     let mut ingress_updates = Vec::with_capacity(rounds);
+    let mut apply_only = Vec::with_capacity(rounds);
     let mut endpoint_updates = Vec::with_capacity(rounds);
     for k in 0..rounds {
         let i = (k * 7919) % n;
@@ -201,6 +202,7 @@ fn main() {
             i,
             &format!("{}s", 31 + k),
         )))));
+        apply_only.push(t.elapsed());
         let routes = rec.routes();
         ingress_updates.push(t.elapsed());
         assert!(out.routes_changed);

@@ -44,6 +44,19 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub address: String,
+    /// JWKS of the proxy, e.g. https://app.example.com/.well-known/pomerium/jwks.json.
+    #[arg(long)]
+    pub jwks_url: String,
+    /// Expected `aud`; default: the request's X-Forwarded-Host or Host (without port).
+    #[arg(long)]
+    pub audience: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct RenderArgs {
     /// Manifest file (multi-document YAML or JSON, `List` objects allowed; `-` for stdin).
     #[arg(short = 'f', long = "filename", required = true)]
@@ -63,19 +76,6 @@ pub struct RenderArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct VerifyArgs {
-    /// Listen address.
-    #[arg(long, default_value = "127.0.0.1:8000")]
-    pub address: String,
-    /// JWKS of the proxy, e.g. https://app.example.com/.well-known/pomerium/jwks.json.
-    #[arg(long)]
-    pub jwks_url: String,
-    /// Expected `aud`; default: the request's X-Forwarded-Host or Host (without port).
-    #[arg(long)]
-    pub audience: Option<String>,
-}
-
-#[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Path to the config file (Pomerium config.yaml key names).
     #[arg(long, short = 'c', env = "RAMPART_CONFIG")]
@@ -86,6 +86,9 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+    /// Proxy worker threads (default: one per CPU core).
+    #[arg(long, env = "RAMPART_WORKERS")]
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

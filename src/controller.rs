@@ -521,6 +521,10 @@ pub async fn start(args: &ControllerArgs) -> Result<Running, ControllerError> {
     let opts = ListenOptions {
         workers: args.proxy_workers,
         shutdown_grace: args.shutdown_grace_seconds,
+        // The listeners start before the `Pomerium` object is read: Pomerium's defaults
+        // (`timeout_idle` 5m, `timeout_read` 30s).
+        keep_alive: std::time::Duration::from_secs(300),
+        request_timeout: std::time::Duration::from_secs(30),
     };
     let listen_err = |what: &'static str, addr: SocketAddr| {
         move |source| ControllerError::Listen { what, addr, source }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::actors::certs::CertActor;
+use crate::actors::certs::{CertActor, SetSources};
 use crate::actors::config::ConfigActor;
 use crate::cli::ServeArgs;
 use crate::config::{Config, ConfigError};
@@ -51,15 +51,31 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
     let state = ProxyState::new(metrics.clone(), true);
 
     let publish_state = state.clone();
+    let cert_actor: Arc<std::sync::OnceLock<actix::Addr<CertActor>>> = Arc::default();
+    let cert_actor_for_update = cert_actor.clone();
+    let listen_settings = std::sync::OnceLock::new();
     let first = std::sync::atomic::AtomicBool::new(true);
     let on_update = Box::new(move |cfg: Arc<Config>| {
         let initial = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+        let listeners = (
+            cfg.proxy.address,
+            cfg.proxy.insecure_server,
+            cfg.proxy.http_redirect_addr,
+            cfg.proxy.metrics_address,
+        );
+        let started_with = *listen_settings.get_or_init(|| listeners);
+        if started_with != listeners {
+            tracing::warn!("listener settings (address, insecure_server, http_redirect_addr, metrics_address) changed; they apply after a restart");
+        }
         match Snapshot::build(&cfg, authorizer_for(&cfg)) {
             Ok(snapshot) => {
                 publish_state.publish(snapshot);
                 publish_state.metrics.set_ready(true);
                 if !initial {
                     publish_state.metrics.config_reload(true);
+                }
+                if let Some(addr) = cert_actor_for_update.get() {
+                    addr.do_send(SetSources(cfg.proxy.certificates.clone()));
                 }
                 tracing::info!(routes = cfg.routes.len(), "configuration applied");
             }
@@ -69,24 +85,25 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
             }
         }
     });
-    let handle = ConfigActor::start(&args.config, on_update)?;
+    let reject_metrics = state.metrics.clone();
+    let on_reject = Box::new(move |_: &ConfigError| reject_metrics.config_reload(false));
+    let handle = ConfigActor::start_with_reject(&args.config, on_update, on_reject)?;
     let cfg = handle.current.load_full();
     // The first snapshot must have built: the callback cannot return its error, so check here.
     Snapshot::build(&cfg, authorizer_for(&cfg))?;
     let proxy = cfg.proxy.clone();
     state.set_secure(!proxy.insecure_server);
 
-    let opts = ListenOptions {
-        workers: None,
-        shutdown_grace: args.shutdown_grace_seconds,
-    };
+    let mut opts = ListenOptions::from_config(&cfg, args.shutdown_grace_seconds);
+    opts.workers = args.workers;
     let mut servers = Vec::new();
     let tls = if proxy.insecure_server {
         None
     } else {
         let resolver = CertResolver::new();
-        CertActor::start(resolver.clone(), proxy.certificates.clone())
+        let addr = CertActor::start(resolver.clone(), proxy.certificates.clone())
             .map_err(|e| ServeError::Certificates(e.join("; ")))?;
+        let _ = cert_actor.set(addr);
         Some(server_config(resolver))
     };
     servers.push(
@@ -123,10 +140,12 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
     }
 
     let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
-    let mut running = futures::future::join_all(servers);
+    // Servers run as tasks so that `stop` below is served while we wait on it.
+    let tasks: Vec<_> = servers.into_iter().map(actix_web::rt::spawn).collect();
+    let mut running = futures::future::join_all(tasks);
     tokio::select! {
         results = &mut running => {
-            for r in results {
+            for r in results.into_iter().flatten() {
                 r.map_err(ServeError::Server)?;
             }
             return Ok(());
@@ -138,10 +157,10 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
         "shutting down: draining requests"
     );
     metrics.set_ready(false);
-    futures::future::join_all(handles.iter().map(|h| h.stop(true))).await;
+    let stopping = futures::future::join_all(handles.iter().map(|h| h.stop(true)));
     let _ = tokio::time::timeout(
         Duration::from_secs(args.shutdown_grace_seconds + 2),
-        running,
+        stopping,
     )
     .await;
     tracing::info!("stopped");

@@ -24,7 +24,11 @@ fn repo() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A child process killed (by its own pid) on drop; its stderr is collected for messages.
@@ -216,7 +220,11 @@ fn start_rampart(setup: &Setup) -> Proc {
         if let Ok(Some(st)) = p.child.try_wait() {
             panic!("rampart exited with {st}:\n{}", p.log());
         }
-        assert!(Instant::now() < deadline, "rampart did not listen:\n{}", p.log());
+        assert!(
+            Instant::now() < deadline,
+            "rampart did not listen:\n{}",
+            p.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -244,7 +252,12 @@ impl Jar {
 
     fn header(&self, url: &reqwest::Url) -> Option<String> {
         let map = self.0.get(url.host_str()?)?;
-        (!map.is_empty()).then(|| map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "))
+        (!map.is_empty()).then(|| {
+            map.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 
     fn get(&self, host: &str, name: &str) -> Option<String> {
@@ -252,7 +265,10 @@ impl Jar {
     }
 
     fn set(&mut self, host: &str, name: &str, value: &str) {
-        self.0.entry(host.into()).or_default().insert(name.into(), value.into());
+        self.0
+            .entry(host.into())
+            .or_default()
+            .insert(name.into(), value.into());
     }
 }
 
@@ -265,7 +281,12 @@ struct Resp {
 
 impl Resp {
     fn location(&self) -> String {
-        let l = self.headers.get("location").expect("location").to_str().unwrap();
+        let l = self
+            .headers
+            .get("location")
+            .expect("location")
+            .to_str()
+            .unwrap();
         self.url.join(l).unwrap().to_string()
     }
     fn json(&self) -> Value {
@@ -303,7 +324,10 @@ impl Browser {
 
     async fn send(&mut self, method: Method, url: &str, form: Option<&[(&str, &str)]>) -> Resp {
         let url = reqwest::Url::parse(url).unwrap();
-        let mut req = self.client.request(method, url.clone()).header("accept", self.accept);
+        let mut req = self
+            .client
+            .request(method, url.clone())
+            .header("accept", self.accept);
         if let Some(c) = self.jar.header(&url) {
             req = req.header("cookie", c);
         }
@@ -313,13 +337,21 @@ impl Browser {
         if let Some(f) = form {
             req = req.form(f);
         }
-        let r = req.send().await.unwrap_or_else(|e| panic!("request {url}: {e}"));
+        let r = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {url}: {e}"));
         let status = r.status();
         let headers = r.headers().clone();
         self.jar.store(&url, &headers);
         let body = r.text().await.unwrap_or_default();
         self.trace.push(format!("{status} {url}"));
-        Resp { status, url, headers, body }
+        Resp {
+            status,
+            url,
+            headers,
+            body,
+        }
     }
 
     /// GET and follow redirects.
@@ -346,9 +378,20 @@ impl Browser {
 
     /// Completes the OP's login (and consent) forms after `get` landed on them.
     async fn login(&mut self, mut r: Resp, user: &str) -> Resp {
-        assert!(r.url.path().starts_with("/interaction/"), "expected the OP login form, got {} {}\n{}", r.status, r.url, r.body);
+        assert!(
+            r.url.path().starts_with("/interaction/"),
+            "expected the OP login form, got {} {}\n{}",
+            r.status,
+            r.url,
+            r.body
+        );
         let url = r.url.to_string();
-        r = self.post(&url, &[("prompt", "login"), ("login", user), ("password", "x")]).await;
+        r = self
+            .post(
+                &url,
+                &[("prompt", "login"), ("login", user), ("password", "x")],
+            )
+            .await;
         if r.url.path().starts_with("/interaction/") {
             let url = r.url.to_string();
             r = self.post(&url, &[("prompt", "consent")]).await;
@@ -378,8 +421,14 @@ fn world(op_env: &[(&str, &str)], extra: &str, issuer_override: Option<&str>) ->
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let authn = format!("http://authenticate.localhost:{port}");
-    let (op, issuer) = start_op(&format!("{authn}/oauth2/callback"), &format!("{authn}/.pomerium/signed_out"), op_env);
-    let (verify, vaddr) = start_verify(&format!("http://127.0.0.1:{port}/.well-known/pomerium/jwks.json"));
+    let (op, issuer) = start_op(
+        &format!("{authn}/oauth2/callback"),
+        &format!("{authn}/.pomerium/signed_out"),
+        op_env,
+    );
+    let (verify, vaddr) = start_verify(&format!(
+        "http://127.0.0.1:{port}/.well-known/pomerium/jwks.json"
+    ));
     let setup = Setup {
         port,
         issuer: issuer_override.map(str::to_string).unwrap_or(issuer),
@@ -416,7 +465,12 @@ async fn sign_in_identity_spoofing_sign_out_and_restart() {
     let r = b.send(Method::GET, &app(port, "/hello?x=1"), None).await;
     assert_eq!(r.status, StatusCode::FOUND, "{}", w.rampart_log());
     let sign_in = r.location();
-    assert!(sign_in.starts_with(&format!("http://authenticate.localhost:{port}/.pomerium/sign_in?")), "{sign_in}");
+    assert!(
+        sign_in.starts_with(&format!(
+            "http://authenticate.localhost:{port}/.pomerium/sign_in?"
+        )),
+        "{sign_in}"
+    );
     assert!(sign_in.contains("pomerium_signature="));
     b.accept = "application/json";
     let r = b.send(Method::GET, &app(port, "/hello"), None).await;
@@ -431,7 +485,13 @@ async fn sign_in_identity_spoofing_sign_out_and_restart() {
     assert!(r.body.contains("invalid signature"), "{}", r.body);
 
     // Bad state at the callback: 400.
-    let r = b.send(Method::GET, &format!("http://authenticate.localhost:{port}/oauth2/callback?code=abc&state=Zm9v"), None).await;
+    let r = b
+        .send(
+            Method::GET,
+            &format!("http://authenticate.localhost:{port}/oauth2/callback?code=abc&state=Zm9v"),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body.contains("state malformed"), "{}", r.body);
 
@@ -441,8 +501,17 @@ async fn sign_in_identity_spoofing_sign_out_and_restart() {
         ("x-pomerium-jwt-assertion".into(), "forged.jwt.value".into()),
     ];
     b.accept = "application/json";
-    let r = b.sign_in(&app(port, "/hello?x=1"), "alice@example.com").await;
-    assert_eq!(r.status, StatusCode::OK, "trace: {:#?}\n{}\n{}", b.trace, r.body, w.rampart_log());
+    let r = b
+        .sign_in(&app(port, "/hello?x=1"), "alice@example.com")
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "trace: {:#?}\n{}\n{}",
+        b.trace,
+        r.body,
+        w.rampart_log()
+    );
     assert_eq!(r.url.as_str(), app(port, "/hello?x=1"));
     let v = r.json();
     assert_eq!(v["verified"], true, "{v:#}");
@@ -452,17 +521,38 @@ async fn sign_in_identity_spoofing_sign_out_and_restart() {
     assert_eq!(v["claims"]["aud"], "app.localhost");
     assert_eq!(v["path"], "/hello");
     let h = &v["headers"];
-    assert_eq!(h["x-pomerium-claim-email"], serde_json::json!(["alice@example.com"]), "spoofed claim header must be overwritten");
-    assert_eq!(h["x-pomerium-claim-groups"], serde_json::json!(["admins,devs"]));
-    assert_eq!(h["x-pomerium-jwt-assertion-for"], serde_json::json!(["forged.jwt.value"]));
-    assert_ne!(h["x-pomerium-jwt-assertion"], serde_json::json!(["forged.jwt.value"]));
+    assert_eq!(
+        h["x-pomerium-claim-email"],
+        serde_json::json!(["alice@example.com"]),
+        "spoofed claim header must be overwritten"
+    );
+    assert_eq!(
+        h["x-pomerium-claim-groups"],
+        serde_json::json!(["admins,devs"])
+    );
+    assert_eq!(
+        h["x-pomerium-jwt-assertion-for"],
+        serde_json::json!(["forged.jwt.value"])
+    );
+    assert_ne!(
+        h["x-pomerium-jwt-assertion"],
+        serde_json::json!(["forged.jwt.value"])
+    );
     let cookie_hdr = h.get("cookie").map(|c| c.to_string()).unwrap_or_default();
-    assert!(!cookie_hdr.contains("_pomerium="), "session cookie must not reach the upstream: {cookie_hdr}");
-    let cookie = b.jar.get("app.localhost", "_pomerium").expect("session cookie set");
+    assert!(
+        !cookie_hdr.contains("_pomerium="),
+        "session cookie must not reach the upstream: {cookie_hdr}"
+    );
+    let cookie = b
+        .jar
+        .get("app.localhost", "_pomerium")
+        .expect("session cookie set");
     b.extra_headers.clear();
 
     // /.pomerium/user returns the identity.
-    let r = b.send(Method::GET, &app(port, "/.pomerium/user"), None).await;
+    let r = b
+        .send(Method::GET, &app(port, "/.pomerium/user"), None)
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["email"], "alice@example.com");
 
@@ -479,24 +569,37 @@ async fn sign_in_identity_spoofing_sign_out_and_restart() {
     // bob signs in but the policy allows only alice: 403 with the reason.
     let mut bob = Browser::new(port);
     let r = bob.sign_in(&app(port, "/"), "bob@example.com").await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "trace: {:#?}\n{}", bob.trace, r.body);
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "trace: {:#?}\n{}",
+        bob.trace,
+        r.body
+    );
 
     // Restart rampart: the session in redb survives.
     w.rampart.as_mut().unwrap().stop();
     w.rampart = Some(start_rampart(&w.setup));
-    let r = b.send(Method::GET, &app(port, "/after-restart"), None).await;
+    let r = b
+        .send(Method::GET, &app(port, "/after-restart"), None)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}\n{}", r.body, w.rampart_log());
     assert_eq!(r.json()["claims"]["email"], "alice@example.com");
 
     // Sign out: cookie cleared, session deleted, then on to the IdP's end-session endpoint.
     b.accept = "text/html";
-    let r = b.send(Method::GET, &app(port, "/.pomerium/sign_out"), None).await;
+    let r = b
+        .send(Method::GET, &app(port, "/.pomerium/sign_out"), None)
+        .await;
     assert_eq!(r.status, StatusCode::FOUND);
     assert!(b.jar.get("app.localhost", "_pomerium").is_none());
     let r = b.send(Method::GET, &r.location(), None).await;
     assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
     let end = r.location();
-    assert!(end.starts_with(&format!("{}/session/end?", w.setup.issuer)), "{end}");
+    assert!(
+        end.starts_with(&format!("{}/session/end?", w.setup.issuer)),
+        "{end}"
+    );
     assert!(end.contains("client_id=rampart"));
     assert!(end.contains("id_token_hint="));
     // The old cookie no longer works anywhere.
@@ -517,12 +620,22 @@ async fn refresh_renews_expired_access_tokens() {
     let mut b = Browser::new(port);
     b.accept = "application/json";
     let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
-    assert_eq!(r.status, StatusCode::OK, "{:#?}\n{}", b.trace, w.rampart_log());
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{:#?}\n{}",
+        b.trace,
+        w.rampart_log()
+    );
     tokio::time::sleep(Duration::from_secs(4)).await;
     let r = b.send(Method::GET, &app(port, "/later"), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}\n{}", r.body, w.rampart_log());
     assert_eq!(r.json()["claims"]["email"], "alice@example.com");
-    assert!(w.rampart_log().contains("session refreshed"), "{}", w.rampart_log());
+    assert!(
+        w.rampart_log().contains("session refreshed"),
+        "{}",
+        w.rampart_log()
+    );
     b.accept = "text/html";
     let r = b.send(Method::GET, &app(port, "/.pomerium/"), None).await;
     assert!(r.body.contains("Refreshed"), "{}", r.body);
@@ -535,7 +648,13 @@ async fn expired_session_requires_sign_in_again() {
     let mut b = Browser::new(port);
     b.accept = "application/json";
     let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
-    assert_eq!(r.status, StatusCode::OK, "{:#?}\n{}", b.trace, w.rampart_log());
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{:#?}\n{}",
+        b.trace,
+        w.rampart_log()
+    );
     tokio::time::sleep(Duration::from_secs(4)).await;
     let r = b.send(Method::GET, &app(port, "/"), None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -547,10 +666,19 @@ async fn id_token_for_another_audience_is_rejected() {
     let port = w.port();
     let mut b = Browser::new(port);
     let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:#?}\n{}", b.trace, r.body);
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "{:#?}\n{}",
+        b.trace,
+        r.body
+    );
     assert!(r.url.path() == "/oauth2/callback", "{}", r.url);
     assert!(r.body.to_lowercase().contains("audience"), "{}", r.body);
-    assert!(b.jar.get("authenticate.localhost", "_pomerium_authenticate").is_none());
+    assert!(b
+        .jar
+        .get("authenticate.localhost", "_pomerium_authenticate")
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -591,13 +719,28 @@ async fn chromium_signs_in_and_sees_verified_identity() {
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT line\nstdout:\n{stdout}\nstderr:\n{stderr}\nrampart:\n{}", w.rampart_log()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no RESULT line\nstdout:\n{stdout}\nstderr:\n{stderr}\nrampart:\n{}",
+                w.rampart_log()
+            )
+        });
     let v: Value = serde_json::from_str(line).unwrap();
-    assert_eq!(v["url"], format!("http://app.localhost:{port}/browser"), "{v:#}");
+    assert_eq!(
+        v["url"],
+        format!("http://app.localhost:{port}/browser"),
+        "{v:#}"
+    );
     assert_eq!(v["email"], "alice@example.com", "{v:#}");
-    assert!(v["status"].as_str().unwrap().contains("verified identity"), "{v:#}");
+    assert!(
+        v["status"].as_str().unwrap().contains("verified identity"),
+        "{v:#}"
+    );
     let cookies = v["cookies"].as_array().unwrap();
-    let session = cookies.iter().find(|c| c["name"] == "_pomerium").expect("_pomerium cookie in the browser");
+    let session = cookies
+        .iter()
+        .find(|c| c["name"] == "_pomerium")
+        .expect("_pomerium cookie in the browser");
     assert_eq!(session["secure"], true);
     assert_eq!(session["httpOnly"], true);
 }

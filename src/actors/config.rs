@@ -15,6 +15,10 @@ use crate::config::{self, Config, ConfigError};
 /// Callback run with every newly accepted configuration (including the first).
 pub type OnConfig = Box<dyn Fn(Arc<Config>) + Send>;
 
+/// Callback run with the error of every rejected reload (the first load's error is returned
+/// from `start` instead).
+pub type OnReject = Box<dyn Fn(&ConfigError) + Send>;
+
 /// Reload outcomes, for metrics.
 #[derive(Debug, Default)]
 pub struct ReloadCounters {
@@ -82,6 +86,7 @@ impl ConfigReloader {
 pub struct ConfigActor {
     reloader: ConfigReloader,
     on_update: OnConfig,
+    on_reject: OnReject,
     current: Arc<ArcSwap<Config>>,
     counters: Arc<ReloadCounters>,
     watch: Option<FileWatch>,
@@ -92,6 +97,15 @@ impl ConfigActor {
     /// Loads `path` (returning its error if invalid), publishes it through `on_update`, then
     /// watches the file for changes. Must run inside an actix system.
     pub fn start(path: &Path, on_update: OnConfig) -> Result<ConfigHandle, ConfigError> {
+        Self::start_with_reject(path, on_update, Box::new(|_| {}))
+    }
+
+    /// Like `start`, and `on_reject` hears about every rejected edit (for metrics).
+    pub fn start_with_reject(
+        path: &Path,
+        on_update: OnConfig,
+        on_reject: OnReject,
+    ) -> Result<ConfigHandle, ConfigError> {
         let mut reloader = ConfigReloader::new(path);
         let first = match reloader.reload() {
             Reload::Accepted(cfg) => Arc::new(*cfg),
@@ -104,6 +118,7 @@ impl ConfigActor {
         let actor = ConfigActor {
             reloader,
             on_update,
+            on_reject,
             current: current.clone(),
             counters: counters.clone(),
             watch: None,
@@ -130,6 +145,7 @@ impl ConfigActor {
             Reload::Rejected(e) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(path = %self.reloader.path.display(), error = %e, "config reload rejected; keeping the previous configuration");
+                (self.on_reject)(&e);
             }
         }
     }

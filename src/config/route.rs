@@ -254,6 +254,8 @@ pub fn validate_route(
                 source,
             })
         })?),
+        // Websocket/SPDY routes get no request deadline unless one is set (spec 4).
+        None if cfg.allow_websockets == Some(true) || cfg.allow_spdy == Some(true) => None,
         None => nonzero(defaults.timeout),
     };
     let idle_timeout = match &cfg.idle_timeout {

@@ -148,3 +148,13 @@ fn global_settings_checked() {
     assert_eq!(cfg.proxy.set_response_headers.len(), 3);
     assert_eq!(cfg.proxy.address.port(), 443);
 }
+
+#[test]
+fn websocket_routes_have_no_default_timeout() {
+    let cfg = build_yaml(
+        "routes:\n  - {from: https://a.example.com, to: http://x, allow_websockets: true}\n  - {from: https://b.example.com, to: http://x, allow_websockets: true, timeout: 5s}\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.routes[0].timeout, None);
+    assert_eq!(cfg.routes[1].timeout, Some(Duration::from_secs(5)));
+}

@@ -75,7 +75,14 @@ impl Authorizer for PublicOnlyAuthorizer {
         route: &'a RouteEntry,
     ) -> LocalBoxFuture<'a, AuthOutcome> {
         let outcome = if route.route.public {
-            AuthOutcome::Allow(UpstreamIdentity::default())
+            // No identity to pass: client-supplied assertions must not reach the upstream.
+            AuthOutcome::Allow(UpstreamIdentity {
+                remove_headers: vec![
+                    HeaderName::from_static("x-pomerium-jwt-assertion"),
+                    HeaderName::from_static("x-pomerium-jwt-assertion-for"),
+                ],
+                ..UpstreamIdentity::default()
+            })
         } else {
             let id = request_id(req);
             let kind = super::errors::ClientKind::detect(req.headers());

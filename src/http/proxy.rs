@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use actix_web::body::SizedStream;
+use actix_web::body::{BodyStream, SizedStream};
 use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode, Version};
@@ -288,6 +288,13 @@ fn has_request_body(req: &HttpRequest) -> (bool, Option<u64>) {
     (req.version() == Version::HTTP_2 && !bodiless, None)
 }
 
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
 fn routing_hash(req: &HttpRequest) -> u64 {
     let mut h = DefaultHasher::new();
     match req.headers().get("x-pomerium-routing-key") {
@@ -359,7 +366,10 @@ impl Forward<'_> {
         )
         .then(|| routing_hash(self.req));
         let mut last_upstream = None;
-        for index in self.entry.balancer.order(hash) {
+        let mut order = self.entry.balancer.order(hash).into_iter();
+        let mut retry_same: Option<usize> = None;
+        let mut retried = false;
+        while let Some(index) = retry_same.take().or_else(|| order.next()) {
             let up = &route.upstreams[index];
             last_upstream = Some(up.url.to_string());
             let target = match target(self.entry, up).await {
@@ -405,6 +415,14 @@ impl Forward<'_> {
                     if exchange.started() {
                         break;
                     }
+                }
+                Either::Left((Err(SendRequestError::Send(e)), _))
+                    if !retried && !exchange.started() && idempotent(self.req.method()) =>
+                {
+                    // A pooled connection the upstream had just closed: try once more.
+                    tracing::debug!(route = %route.id, upstream = %up.url, error = %e, "retrying on a fresh connection");
+                    retried = true;
+                    retry_same = Some(index);
                 }
                 Either::Left((Err(e), _)) => {
                     let (status, kind, detail) = match &e {
@@ -496,7 +514,7 @@ impl Forward<'_> {
         );
         match length {
             Some(n) => builder.body(SizedStream::new(n, body)),
-            None => builder.streaming(body),
+            None => builder.body(BodyStream::new(body)),
         }
     }
 

@@ -22,7 +22,7 @@ pub struct RouteEntry {
 }
 
 /// Routes by host: exact hosts first (no fallthrough to wildcards when the host has routes),
-/// then wildcard/any-host routes in order.
+/// then wildcard routes (most specific suffix first, `*` last), each group in route order.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     entries: Vec<Arc<RouteEntry>>,
@@ -70,6 +70,15 @@ impl RouteTable {
                 tls,
             }));
         }
+        // Like Envoy's virtual hosts: the longest wildcard suffix first, `*` last; the route
+        // order is kept among routes of the same host pattern.
+        let entries = &table.entries;
+        table
+            .wildcard
+            .sort_by_key(|&i| match &entries[i].route.host {
+                HostMatch::Wildcard(suffix) => std::cmp::Reverse(suffix.len() + 1),
+                _ => std::cmp::Reverse(0),
+            });
         Ok(table)
     }
 
@@ -120,8 +129,24 @@ mod tests {
         );
         assert_eq!(t.find("a.test", "/api/1").unwrap().route.id, "exact-api");
         assert!(t.find("a.test", "/other").is_none());
-        assert_eq!(t.find("b.test", "/").unwrap().route.id, "any");
+        assert_eq!(t.find("b.test", "/").unwrap().route.id, "wild");
         assert_eq!(t.find("b.other", "/").unwrap().route.id, "any");
+    }
+
+    #[test]
+    fn longer_wildcards_win_and_keep_route_order() {
+        let t = table(
+            "routes:
+  - {id: any, from: 'https://*', to: http://z}
+  - {id: short, from: 'https://*.test', to: http://y}
+  - {id: long-api, from: 'https://*.a.test', prefix: /api, to: http://x}
+  - {id: long, from: 'https://*.a.test', to: http://x}
+",
+        );
+        assert_eq!(t.find("x.a.test", "/api").unwrap().route.id, "long-api");
+        assert_eq!(t.find("x.a.test", "/").unwrap().route.id, "long");
+        assert_eq!(t.find("x.b.test", "/").unwrap().route.id, "short");
+        assert_eq!(t.find("x.c.org", "/").unwrap().route.id, "any");
     }
 
     #[test]

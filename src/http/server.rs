@@ -80,10 +80,20 @@ impl Snapshot {
         Ok(Snapshot {
             routes: RouteTable::new(cfg.routes.clone(), &extra_roots)?,
             authorizer,
-            response_headers: cfg.proxy.set_response_headers.clone(),
+            response_headers: global_response_headers(cfg),
             cookie_name: s.cookie_name.clone().unwrap_or_else(|| "_pomerium".into()),
         })
     }
+}
+
+/// The global response headers; Pomerium drops the default HSTS header when no certificate is
+/// configured (an explicit `set_response_headers` is used as written).
+fn global_response_headers(cfg: &Config) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = cfg.proxy.set_response_headers.clone();
+    if cfg.settings.set_response_headers.is_none() && cfg.proxy.certificates.is_empty() {
+        headers.retain(|(name, _)| name != header::STRICT_TRANSPORT_SECURITY);
+    }
+    headers
 }
 
 /// Shared by all proxy workers.
@@ -123,6 +133,28 @@ pub struct ListenOptions {
     pub workers: Option<usize>,
     /// Seconds to drain in-flight requests on stop.
     pub shutdown_grace: u64,
+    /// Idle keep-alive connections are closed after this (`timeout_idle`, default 5m).
+    pub keep_alive: Duration,
+    /// Time allowed to receive request headers (`timeout_read`, default 30s).
+    pub request_timeout: Duration,
+}
+
+impl ListenOptions {
+    /// Options from the config's global timeouts (already validated by `config::build`).
+    pub fn from_config(cfg: &Config, shutdown_grace: u64) -> ListenOptions {
+        let parse = |v: &Option<String>, default: u64| {
+            v.as_deref()
+                .and_then(|v| crate::config::duration::parse_go_duration(v).ok())
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(default))
+        };
+        ListenOptions {
+            workers: None,
+            shutdown_grace,
+            keep_alive: parse(&cfg.settings.timeout_idle, 300),
+            request_timeout: parse(&cfg.settings.timeout_read, 30),
+        }
+    }
 }
 
 /// The proxy listener. `tls` is `None` for `insecure_server`. Signals are handled by the caller
@@ -141,8 +173,8 @@ pub fn proxy_server(
     })
     .disable_signals()
     .shutdown_timeout(opts.shutdown_grace)
-    .keep_alive(Duration::from_secs(300))
-    .client_request_timeout(Duration::from_secs(30));
+    .keep_alive(opts.keep_alive)
+    .client_request_timeout(opts.request_timeout);
     if let Some(w) = opts.workers {
         server = server.workers(w);
     }

@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::body::SizedStream;
+use actix_web::body::{BodyStream, SizedStream};
 use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
@@ -172,12 +172,12 @@ pub async fn open(
             .and_then(|v| v.trim().parse::<u64>().ok());
         return Ok(match length {
             Some(n) => builder.body(SizedStream::new(n, body)),
-            None => builder.streaming(body),
+            None => builder.body(BodyStream::new(body)),
         });
     }
 
     if let Some(v) = parsed.headers.get(header::UPGRADE) {
-        builder.insert_header((header::UPGRADE, v.clone()));
+        builder.upgrade(v.clone());
     }
     let copier = exchange.clone();
     let mut payload = payload;
@@ -192,7 +192,7 @@ pub async fn open(
         let _ = write.shutdown().await;
     });
     let body = ResponseBody::new(upstream_bytes, exchange, None, idle, None, None);
-    Ok(builder.streaming(body))
+    Ok(builder.body(BodyStream::new(body)))
 }
 
 #[cfg(test)]

@@ -117,7 +117,10 @@ pub struct Reconciler {
     deps: HashMap<ObjectKey, HashSet<IngressKey>>,
     ingress_deps: HashMap<IngressKey, Vec<ObjectKey>>,
     entries: HashMap<IngressKey, Entry>,
-    index: BTreeMap<RouteKey, RouteConfig>,
+    /// Every route in evaluation order → (its Ingress's conversion, index in its routes).
+    index: BTreeMap<RouteKey, (Arc<ConvertedIngress>, usize)>,
+    /// Hosts of all routes (for certificate matching).
+    hosts: HostSet,
     caches: Mutex<Caches>,
 }
 
@@ -139,6 +142,7 @@ impl Reconciler {
             ingress_deps: HashMap::new(),
             entries: HashMap::new(),
             index: BTreeMap::new(),
+            hosts: HostSet::default(),
             caches: Mutex::new(Caches::default()),
         }
     }
@@ -205,7 +209,7 @@ impl Reconciler {
                         .insert(p.metadata.name.clone().unwrap_or_default(), *p);
                 }
                 other => {
-                    self.state.upsert(&other);
+                    self.state.upsert_owned(other);
                 }
             }
         }
@@ -240,7 +244,7 @@ impl Reconciler {
                 self.pomerium.remove(&name);
             }
             Change::Upsert(obj) => {
-                let keys = self.state.upsert(&obj);
+                let keys = self.state.upsert_owned(obj);
                 self.dependencies_changed(&keys, &mut out);
             }
             Change::Delete(kind, ns, name) => {
@@ -380,7 +384,7 @@ impl Reconciler {
         out: &mut Outcome,
     ) {
         let same_routes = match (old, new) {
-            (Some(o), Some(n)) => o.routes == n.routes,
+            (Some(o), Some(n)) => o.routes == n.routes && o.http01_solver == n.http01_solver,
             (None, None) => true,
             (None, Some(n)) => n.routes.is_empty(),
             (Some(o), None) => o.routes.is_empty(),
@@ -389,18 +393,29 @@ impl Reconciler {
             (Some(o), Some(n)) => o.certificates == n.certificates,
             _ => false,
         };
-        if same_routes && same_certs {
-            return;
-        }
-        if !same_routes {
+        if same_routes {
+            // Point the index at the new conversion so the old one is freed.
+            if let Some(n) = new {
+                for (i, r) in n.routes.iter().enumerate() {
+                    if let Some(v) = self.index.get_mut(&RouteKey::of(r)) {
+                        *v = (n.clone(), i);
+                    }
+                }
+            }
+            if same_certs {
+                return;
+            }
+        } else {
             if let Some(o) = old {
                 for r in &o.routes {
                     self.index.remove(&RouteKey::of(r));
+                    self.hosts.remove(from_host(&r.from));
                 }
             }
             if let Some(n) = new {
-                for r in &n.routes {
-                    self.index.insert(RouteKey::of(r), r.clone());
+                for (i, r) in n.routes.iter().enumerate() {
+                    self.index.insert(RouteKey::of(r), (n.clone(), i));
+                    self.hosts.insert(from_host(&r.from));
                 }
             }
             out.routes_changed = true;
@@ -418,7 +433,14 @@ impl Reconciler {
         let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
         caches
             .routes
-            .get_or_insert_with(|| Arc::new(self.index.values().cloned().collect()))
+            .get_or_insert_with(|| {
+                Arc::new(
+                    self.index
+                        .values()
+                        .map(|(c, i)| c.routes[*i].clone())
+                        .collect(),
+                )
+            })
             .clone()
     }
 
@@ -449,10 +471,7 @@ impl Reconciler {
         caches
             .certificates
             .get_or_insert_with(|| {
-                let mut hosts = HostSet::default();
-                for k in self.index.keys() {
-                    hosts.insert(from_host(&k.from));
-                }
+                let hosts = &self.hosts;
                 let mut by_name: BTreeMap<(&str, &str), &TlsCert> = BTreeMap::new();
                 for c in self
                     .entries

@@ -13,6 +13,7 @@
 pub mod cache;
 pub mod memory;
 pub mod redb;
+pub mod redis;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,10 +33,6 @@ pub enum StoreError {
     Backend(String),
     #[error("session store: stored session {id} is corrupt: {message}")]
     Corrupt { id: String, message: String },
-    #[error(
-        "session store: databroker_storage_type {0} is not supported yet (use file or memory)"
-    )]
-    Unsupported(&'static str),
 }
 
 /// One signed-in session (spec 2.4 "session record").
@@ -132,7 +129,7 @@ pub fn open_store(
             let dir = dir.as_deref().unwrap_or(data_dir);
             Ok(Arc::new(redb::RedbStore::open_dir(dir)?))
         }
-        StorageSettings::Redis(_) => Err(StoreError::Unsupported("redis")),
+        StorageSettings::Redis(url) => Ok(Arc::new(self::redis::RedisStore::open(url)?)),
     }
 }
 

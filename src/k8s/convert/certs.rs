@@ -1,6 +1,6 @@
 //! TLS certificates from Ingress Secrets (ingress-controller spec §4.6).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use x509_parser::extensions::GeneralName;
@@ -48,32 +48,56 @@ pub fn tls_cert(namespace: &str, name: &str, secret: &Secret) -> Result<TlsCert,
     })
 }
 
-/// Route hosts, for matching certificates: exact hosts and their parent domains.
-#[derive(Debug, Default)]
+/// Route hosts, for matching certificates: exact hosts and their parent domains, counted so
+/// routes can be added and removed one by one.
+#[derive(Debug, Default, Clone)]
 pub struct HostSet {
-    hosts: HashSet<String>,
+    hosts: HashMap<String, u32>,
     /// `rest` for every host `label.rest` (so SAN `*.rest` matches).
-    parents: HashSet<String>,
+    parents: HashMap<String, u32>,
+}
+
+fn parent(host: &str) -> Option<&str> {
+    match host.split_once('.') {
+        Some((first, rest)) if !first.is_empty() && !rest.is_empty() => Some(rest),
+        _ => None,
+    }
+}
+
+fn dec(m: &mut HashMap<String, u32>, k: &str) {
+    if let Some(n) = m.get_mut(k) {
+        *n -= 1;
+        if *n == 0 {
+            m.remove(k);
+        }
+    }
 }
 
 impl HostSet {
     pub fn insert(&mut self, host: &str) {
         let host = host.to_ascii_lowercase();
-        if let Some((first, rest)) = host.split_once('.') {
-            if !first.is_empty() && !rest.is_empty() {
-                self.parents.insert(rest.to_string());
-            }
+        if let Some(p) = parent(&host) {
+            *self.parents.entry(p.to_string()).or_default() += 1;
         }
-        self.hosts.insert(host);
+        *self.hosts.entry(host).or_default() += 1;
+    }
+
+    /// Removes one occurrence of `host` (inserted before).
+    pub fn remove(&mut self, host: &str) {
+        let host = host.to_ascii_lowercase();
+        if let Some(p) = parent(&host) {
+            dec(&mut self.parents, p);
+        }
+        dec(&mut self.hosts, &host);
     }
 
     /// A SAN matches an exact host, or `*.rest` matches a one-label host under `rest`.
     pub fn matches_san(&self, san: &str) -> bool {
-        if self.hosts.contains(san) {
+        if self.hosts.contains_key(san) {
             return true;
         }
         match san.strip_prefix("*.") {
-            Some(rest) => self.parents.contains(rest),
+            Some(rest) => self.parents.contains_key(rest),
             None => false,
         }
     }

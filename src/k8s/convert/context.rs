@@ -74,27 +74,33 @@ impl ClusterState {
         Self::default()
     }
 
-    /// Stores an object. Returns the dependency key an Ingress would have recorded for it
-    /// (for an EndpointSlice: the key of its Service's slices; when a slice moves to another
-    /// Service, both keys), or nothing for Ingress/Pomerium objects, which are not kept here.
+    /// Stores a copy of an object. Returns the dependency key an Ingress would have recorded
+    /// for it (for an EndpointSlice: the key of its Service's slices; when a slice moves to
+    /// another Service, both keys), or nothing for Ingress/Pomerium objects, which are not kept
+    /// here.
     pub fn upsert(&mut self, obj: &KubeObject) -> Vec<ObjectKey> {
+        self.upsert_owned(obj.clone())
+    }
+
+    /// `upsert` without the copy.
+    pub fn upsert_owned(&mut self, obj: KubeObject) -> Vec<ObjectKey> {
         let ns = obj.namespace().to_string();
         let name = obj.name().to_string();
         match obj {
             KubeObject::IngressClass(c) => {
-                self.ingress_classes.insert(name.clone(), (**c).clone());
+                self.ingress_classes.insert(name.clone(), *c);
                 vec![ObjectKey::new(Kind::IngressClass, "", name)]
             }
             KubeObject::Service(s) => {
-                put(&mut self.services, &ns, &name, (**s).clone());
+                put(&mut self.services, &ns, &name, *s);
                 vec![ObjectKey::new(Kind::Service, ns, name)]
             }
             KubeObject::Endpoints(e) => {
-                put(&mut self.endpoints, &ns, &name, (**e).clone());
+                put(&mut self.endpoints, &ns, &name, *e);
                 vec![ObjectKey::new(Kind::Endpoints, ns, name)]
             }
             KubeObject::Secret(s) => {
-                put(&mut self.secrets, &ns, &name, (**s).clone());
+                put(&mut self.secrets, &ns, &name, *s);
                 vec![ObjectKey::new(Kind::Secret, ns, name)]
             }
             KubeObject::EndpointSlice(s) => {
@@ -112,7 +118,7 @@ impl ClusterState {
                         .or_default()
                         .entry(svc.clone())
                         .or_default()
-                        .insert(name.clone(), (**s).clone());
+                        .insert(name.clone(), *s);
                     put(&mut self.slice_service, &ns, &name, svc.clone());
                     let key = ObjectKey::new(Kind::EndpointSlice, ns, svc);
                     if !keys.contains(&key) {

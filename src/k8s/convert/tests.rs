@@ -893,6 +893,12 @@ fn host_set_san_matching() {
     assert!(!h.matches_san("b.example.com"));
     assert!(h.matches_san("*.wild.test"));
     assert!(!h.matches_san("*.test"));
+    h.insert("a.example.com");
+    h.remove("a.example.com");
+    assert!(h.matches_san("a.example.com"));
+    h.remove("a.example.com");
+    assert!(!h.matches_san("a.example.com"));
+    assert!(!h.matches_san("*.example.com"));
     assert_eq!(
         certs::from_host("https://a.example.com:8443"),
         "a.example.com"

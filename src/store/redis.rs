@@ -1,0 +1,249 @@
+//! Shared session store on Redis, so several rampart replicas see the same sessions.
+//!
+//! Layout: `rampart:session:<id>` → JSON-encoded [`Session`], with the key expiring at the
+//! session's own `expires_at` (`SET … EXAT`), so Redis drops expired sessions itself and
+//! `sweep` has nothing to do. A sign-out deletes the key; other replicas stop honouring the
+//! session when their short in-process cache entry lapses (see `store::cache`).
+//!
+//! The connection is made on first use with a `ConnectionManager`, which reconnects by itself;
+//! `redis://`, `rediss://` (TLS) and `redis+unix://` URLs are accepted.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands;
+use tokio::sync::OnceCell;
+
+use super::{unix_now, Session, SessionStore, StoreError, StoreFuture};
+
+pub const KEY_PREFIX: &str = "rampart:session:";
+
+pub struct RedisStore {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    /// The URL without credentials, for messages.
+    display: String,
+}
+
+fn backend(display: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("redis {display}: {e}"))
+}
+
+/// The URL with any password replaced by `***`.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl RedisStore {
+    /// Checks the URL; the connection is made on first use.
+    pub fn open(url: &str) -> Result<RedisStore, StoreError> {
+        let display = redact(url);
+        let client = redis::Client::open(url).map_err(|e| StoreError::Open {
+            path: display.clone(),
+            message: format!("invalid databroker_storage_connection_string: {e}"),
+        })?;
+        Ok(RedisStore {
+            client,
+            conn: OnceCell::new(),
+            display,
+        })
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        self.conn
+            .get_or_try_init(|| async {
+                // Fail fast so a request gets a clear error page instead of hanging; the next
+                // request tries again, and once connected the manager reconnects by itself.
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(1)
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_secs(5)));
+                ConnectionManager::new_with_config(self.client.clone(), config)
+                    .await
+                    .map_err(|e| backend(&self.display, e))
+            })
+            .await
+            .cloned()
+    }
+
+    fn key(id: &str) -> String {
+        format!("{KEY_PREFIX}{id}")
+    }
+}
+
+impl SessionStore for RedisStore {
+    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Session>> {
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let raw: Option<Vec<u8>> = c
+                .get(Self::key(id))
+                .await
+                .map_err(|e| backend(&self.display, e))?;
+            raw.map(|bytes| {
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                    id: id.to_string(),
+                    message: e.to_string(),
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn put<'a>(&'a self, session: &'a Session) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let bytes = serde_json::to_vec(session)
+                .map_err(|e| StoreError::Backend(format!("cannot encode session: {e}")))?;
+            let mut c = self.conn().await?;
+            let key = Self::key(&session.id);
+            if session.expires_at <= unix_now() {
+                // Already over: make sure no stale copy stays behind.
+                let _: i64 = c.del(key).await.map_err(|e| backend(&self.display, e))?;
+                return Ok(());
+            }
+            let opts = redis::SetOptions::default()
+                .with_expiration(redis::SetExpiry::EXAT(session.expires_at));
+            let _: () = c
+                .set_options(key, bytes, opts)
+                .await
+                .map_err(|e| backend(&self.display, e))?;
+            Ok(())
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let n: i64 = c
+                .del(Self::key(id))
+                .await
+                .map_err(|e| backend(&self.display, e))?;
+            Ok(n > 0)
+        })
+    }
+
+    fn sweep(&self, _now: u64) -> StoreFuture<'_, usize> {
+        // Keys carry their own expiry.
+        Box::pin(async { Ok(0) })
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A real redis-server on a unix socket in a temp dir, stopped on drop.
+    struct RedisServer {
+        child: Child,
+        _dir: tempfile::TempDir,
+        url: String,
+    }
+
+    impl RedisServer {
+        fn start() -> RedisServer {
+            let dir = tempfile::Builder::new()
+                .prefix("rr")
+                .tempdir_in("/tmp")
+                .unwrap();
+            let sock = dir.path().join("redis.sock");
+            let child = Command::new("redis-server")
+                .args(["--port", "0", "--save", "", "--appendonly", "no"])
+                .arg("--unixsocket")
+                .arg(&sock)
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (scripts/test installs it)");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !sock.exists() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            RedisServer {
+                child,
+                url: format!("redis+unix://{}", sock.display()),
+                _dir: dir,
+            }
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_round_trip_and_expire_in_redis() {
+        let server = RedisServer::start();
+        let store = RedisStore::open(&server.url).unwrap();
+        let other_replica = RedisStore::open(&server.url).unwrap();
+        let now = unix_now();
+        let mut a = Session::new_for_test("a", "alice");
+        a.expires_at = now + 3600;
+        a.claims.insert("groups".into(), serde_json::json!(["x"]));
+        assert!(store.get("a").await.unwrap().is_none());
+        store.put(&a).await.unwrap();
+        // Another replica sees it.
+        assert_eq!(other_replica.get("a").await.unwrap().unwrap(), a);
+        a.version = 2;
+        store.put(&a).await.unwrap();
+        assert_eq!(other_replica.get("a").await.unwrap().unwrap().version, 2);
+
+        // Redis expires the key at the session's own end.
+        let mut conn = store.conn().await.unwrap();
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(RedisStore::key("a"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((3590..=3600).contains(&ttl), "ttl {ttl}");
+
+        // Sign-out on one replica is a delete every replica sees.
+        assert!(other_replica.delete("a").await.unwrap());
+        assert!(!store.delete("a").await.unwrap());
+        assert!(store.get("a").await.unwrap().is_none());
+
+        // A session already past its end is not stored.
+        let mut old = Session::new_for_test("old", "bob");
+        old.expires_at = now - 1;
+        store.put(&old).await.unwrap();
+        assert!(store.get("old").await.unwrap().is_none());
+
+        // Garbage under our key is reported as corrupt, naming the session.
+        let _: () = conn.set(RedisStore::key("bad"), "not json").await.unwrap();
+        let err = store.get("bad").await.unwrap_err().to_string();
+        assert!(err.contains("stored session bad is corrupt"), "{err}");
+        assert_eq!(store.sweep(now).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn bad_urls_and_unreachable_servers_are_clear_errors() {
+        let err = RedisStore::open("http://nope").err().unwrap().to_string();
+        assert!(
+            err.contains("invalid databroker_storage_connection_string"),
+            "{err}"
+        );
+        let store = RedisStore::open("redis://user:hunter2@127.0.0.1:1/0").unwrap();
+        let err = store.get("x").await.unwrap_err().to_string();
+        assert!(
+            err.starts_with("session store: redis redis://user:***@127.0.0.1:1/0"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"));
+    }
+}
