@@ -841,6 +841,14 @@ async fn traffic_flows_through_the_proxy_and_follows_the_cluster() {
         json!("true");
     ing["spec"]["tls"] = json!([{"hosts": ["app.example.com"], "secretName": "app-tls"}]);
     kube.apply(ing.clone());
+    // A global certificate from the `Pomerium` object, for a host no Ingress has.
+    let crd_cert = rcgen::generate_simple_self_signed(vec!["crd.example.com".to_string()]).unwrap();
+    let mut crd_secret = tls(&crd_cert);
+    crd_secret["metadata"] = json!({"name": "global-tls", "namespace": "pomerium"});
+    kube.apply(crd_secret);
+    let mut pom = pomerium_global();
+    pom["spec"]["certificates"] = json!(["pomerium/global-tls"]);
+    kube.apply(pom);
 
     let port = free_port();
     let server_addr = format!("127.0.0.1:{port}");
@@ -874,6 +882,16 @@ async fn traffic_flows_through_the_proxy_and_follows_the_cluster() {
         cert,
         ck1.cert.der().to_vec(),
         "the Ingress TLS Secret is served"
+    );
+    let mut crd_served = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline && !crd_served {
+        crd_served = matches!(via_proxy(port, "crd.example.com", "/").await, Some((404, _, c)) if c == crd_cert.cert.der().as_ref());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        crd_served,
+        "the Pomerium object's certificate is served (no route: 404)"
     );
 
     // Rotating the Secret changes the served certificate on new connections.
@@ -1077,4 +1095,56 @@ async fn only_the_leader_writes_events_and_status() {
         )
         .unwrap();
     assert_eq!(lease["spec"]["leaseTransitions"], json!(1));
+}
+
+#[actix_rt::test]
+async fn settings_the_proxy_cannot_use_are_reported_and_the_last_good_kept() {
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    let r = start(kube, &[]).await;
+    let (kube, published) = (&r.kube, &r.published);
+    eventually("settings ok", || {
+        crd_status(kube)["settingsStatus"]["reconciled"] == json!(true)
+    })
+    .await;
+    let applied = *published.settings.lock().unwrap();
+    let mut bad = pomerium_global();
+    bad["spec"]["setResponseHeaders"] = json!({"bad header": "x"});
+    kube.apply(bad);
+    eventually("settings error in status", || {
+        crd_status(kube)["settingsStatus"]["reconciled"] == json!(false)
+    })
+    .await;
+    let err = crd_status(kube)["settingsStatus"]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("set_response_headers") && err.contains("bad header"),
+        "{err}"
+    );
+    assert_eq!(
+        crd_status(kube)["settingsStatus"]["observedGeneration"],
+        json!(2)
+    );
+    eventually("UpdateError event (type Normal, as upstream)", || {
+        has_event(kube, "Pomerium", "global", "Normal", "UpdateError", &err)
+    })
+    .await;
+    assert_eq!(
+        *published.settings.lock().unwrap(),
+        applied,
+        "rejected settings are not published"
+    );
+    assert!(matches!(
+        r.health.get("controller.settings.reconciler.bootstrap"),
+        rampart::controller::health::CheckState::Error(_)
+    ));
+    // Fixed again.
+    kube.apply(pomerium_global());
+    eventually("settings ok again", || {
+        crd_status(kube)["settingsStatus"]["reconciled"] == json!(true)
+    })
+    .await;
+    assert!(r.health.ready());
 }
