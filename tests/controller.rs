@@ -1148,3 +1148,71 @@ async fn settings_the_proxy_cannot_use_are_reported_and_the_last_good_kept() {
     .await;
     assert!(r.health.ready());
 }
+
+/// Timing of a full start with many Ingresses (not a pass/fail test):
+/// `RAMPART_PERF_INGRESSES=5000 cargo test --release --test controller perf -- --ignored --nocapture`
+#[actix_rt::test]
+#[ignore]
+async fn perf_initial_sync_and_one_update() {
+    let n: usize = std::env::var("RAMPART_PERF_INGRESSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    for i in 0..n {
+        kube.apply(ingress(
+            &format!("ing-{i}"),
+            &format!("h{i}.example.com"),
+            "web",
+        ));
+    }
+    let port = free_port();
+    let server_addr = format!("127.0.0.1:{port}");
+    let a = args(
+        &kube,
+        &[
+            "--server-addr",
+            &server_addr,
+            "--http-redirect-addr",
+            "",
+            "--proxy-workers",
+            "1",
+        ],
+    );
+    let t0 = std::time::Instant::now();
+    let running = rampart::controller::start(&a).await.unwrap();
+    let routes = |r: &rampart::controller::Running| r.proxy.snapshot.load().routes.len();
+    while routes(&running) < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(t0.elapsed() < Duration::from_secs(600));
+    }
+    let full = t0.elapsed();
+    let t1 = std::time::Instant::now();
+    kube.apply(ingress("extra", "extra.example.com", "web"));
+    while routes(&running) < n + 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let one = t1.elapsed();
+    let t2 = std::time::Instant::now();
+    let want = |k: &FakeKube| {
+        k.events()
+            .iter()
+            .filter(|e| e.regarding_kind == "Ingress")
+            .count()
+            > n
+            && crd_status(k)["ingress"]
+                .as_object()
+                .is_some_and(|m| m.len() > n)
+    };
+    while !want(&kube) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(t2.elapsed() < Duration::from_secs(600));
+    }
+    println!(
+        "ingresses={n} initial_sync_to_proxy={full:?} one_update_to_proxy={one:?} events_and_status_done_after={:?} api_requests={}",
+        t2.elapsed(),
+        kube.requests().len()
+    );
+    running.stop().await;
+}

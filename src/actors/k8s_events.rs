@@ -1,5 +1,5 @@
-//! Event recorder actor: writes `events.k8s.io/v1` Events, one at a time, in order.
-//! Publishing failures are logged, never fatal.
+//! Event recorder actor: writes `events.k8s.io/v1` Events, at most `IN_FLIGHT` at a time
+//! (an initial sync emits two events per Ingress). Publishing failures are logged, never fatal.
 //!
 //! Why not kube's `Recorder`: its de-duplication key ignores the note, so a second event with
 //! the same object/type/reason but a different message (e.g. a new `UpdateError` text, or
@@ -23,6 +23,9 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::k8s::events::{EventKind, EventSpec};
+
+/// Concurrent event writes.
+const IN_FLIGHT: usize = 4;
 
 /// Repeats within this window update the existing event's `series`.
 const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
@@ -75,6 +78,7 @@ pub struct EventRecorderActor {
     controller: String,
     instance: String,
     sent: HashMap<Key, Sent>,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl EventRecorderActor {
@@ -90,6 +94,7 @@ impl EventRecorderActor {
             controller: controller.to_string(),
             instance,
             sent: HashMap::new(),
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
         }
     }
 }
@@ -106,7 +111,7 @@ fn kind_str(k: EventKind) -> &'static str {
 }
 
 impl Handler<PublishEvent> for EventRecorderActor {
-    type Result = AtomicResponse<Self, ()>;
+    type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: PublishEvent, _ctx: &mut Context<Self>) -> Self::Result {
         let spec = msg.0;
@@ -127,7 +132,9 @@ impl Handler<PublishEvent> for EventRecorderActor {
         let client = self.client.clone();
         let controller = self.controller.clone();
         let instance = self.instance.clone();
+        let permits = self.permits.clone();
         let fut = async move {
+            let _permit = permits.acquire_owned().await.ok()?;
             let ts = Timestamp::now();
             if let Some(mut s) = repeat {
                 s.count += 1;
@@ -196,10 +203,10 @@ impl Handler<PublishEvent> for EventRecorderActor {
                 }
             }
         };
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(move |sent, act, _| {
+        Box::pin(fut.into_actor(self).map(move |sent, act, _| {
             if let Some(s) = sent {
                 act.sent.insert(key, s);
             }
-        })))
+        }))
     }
 }

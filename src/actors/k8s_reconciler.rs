@@ -225,6 +225,17 @@ impl ReconcilerActor {
         let mut settings_touched = false;
         let mut lb_changed = false;
         for c in changes {
+            if let Change::Upsert(o @ KubeObject::Pomerium(_)) = &c {
+                // Our own status writes come back as watch events; only a new generation
+                // (a spec change) matters.
+                let seen = self.pomerium.as_ref().and_then(|m| m.generation);
+                if seen.is_some()
+                    && seen == meta(o).generation
+                    && o.name() == self.options.pomerium_name
+                {
+                    continue;
+                }
+            }
             match &c {
                 Change::Upsert(o) => {
                     lb_changed |= self.observe_upsert(o);

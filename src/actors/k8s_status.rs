@@ -1,13 +1,14 @@
 //! Status writer actor: merge patches on the `Pomerium` object's status subresource
 //! (`status.ingress[..]`, `status.settingsStatus`) and on Ingress `status.loadBalancer`.
-//! Writes happen one at a time, in order; failures are logged.
+//! Writes that arrive while a flush is in flight are merged (`PendingStatus`) and sent
+//! together by the next flush: a burst of N Ingress results costs one `Pomerium` patch.
+//! Failures are logged.
 
 use actix::prelude::*;
 use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerStatus};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use serde_json::Value;
 
-use crate::k8s::status;
+use crate::k8s::status::{self, PendingStatus, StatusBatch};
 
 /// What to write.
 #[derive(Debug, Clone, Message)]
@@ -38,6 +39,8 @@ pub enum WriteStatus {
 pub struct StatusWriterActor {
     client: kube::Client,
     pomerium_name: String,
+    pending: PendingStatus,
+    flushing: bool,
 }
 
 impl StatusWriterActor {
@@ -45,7 +48,27 @@ impl StatusWriterActor {
         StatusWriterActor {
             client,
             pomerium_name: pomerium_name.to_string(),
+            pending: PendingStatus::default(),
+            flushing: false,
         }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing || self.pending.is_empty() {
+            return;
+        }
+        self.flushing = true;
+        let batch = self.pending.take();
+        let client = self.client.clone();
+        let name = self.pomerium_name.clone();
+        ctx.spawn(
+            send(client, name, batch)
+                .into_actor(self)
+                .map(|_, act, ctx| {
+                    act.flushing = false;
+                    act.flush(ctx);
+                }),
+        );
     }
 }
 
@@ -55,66 +78,58 @@ fn pomerium_api(client: kube::Client) -> Api<DynamicObject> {
     Api::all_with(client, &ar)
 }
 
+async fn send(client: kube::Client, pomerium: String, batch: StatusBatch) {
+    if let Some(p) = batch.pomerium {
+        let api = pomerium_api(client.clone());
+        if let Err(e) = api
+            .patch_status(&pomerium, &PatchParams::default(), &Patch::Merge(p))
+            .await
+        {
+            tracing::warn!(pomerium = %pomerium, error = %e, "cannot update Pomerium status");
+        }
+    }
+    for ((namespace, name), p) in batch.ingresses {
+        let api: Api<Ingress> = Api::namespaced(client.clone(), &namespace);
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(p))
+            .await
+        {
+            tracing::warn!(ingress = %format!("{namespace}/{name}"), error = %e, "update ingress status");
+        }
+    }
+}
+
 impl Actor for StatusWriterActor {
     type Context = Context<Self>;
 }
 
-async fn patch_pomerium(client: kube::Client, name: String, patch: Patch<Value>) {
-    let api = pomerium_api(client);
-    if let Err(e) = api
-        .patch_status(&name, &PatchParams::default(), &patch)
-        .await
-    {
-        tracing::warn!(pomerium = %name, error = %e, "cannot update Pomerium status");
-    }
-}
-
 impl Handler<WriteStatus> for StatusWriterActor {
-    type Result = AtomicResponse<Self, ()>;
+    type Result = ();
 
-    fn handle(&mut self, msg: WriteStatus, _ctx: &mut Context<Self>) -> Self::Result {
-        let client = self.client.clone();
-        let name = self.pomerium_name.clone();
+    fn handle(&mut self, msg: WriteStatus, ctx: &mut Context<Self>) {
         let at = status::now_rfc3339();
-        let fut = async move {
-            match msg {
-                WriteStatus::IngressEntry {
-                    key,
-                    generation,
-                    error,
-                } => {
-                    let p = status::ingress_entry_patch(&key, generation, &at, error.as_deref());
-                    patch_pomerium(client, name, Patch::Merge(p)).await;
-                }
-                WriteStatus::RemoveIngressEntry { key } => {
-                    let p = status::ingress_entry_remove(&key);
-                    patch_pomerium(client, name, Patch::Merge(p)).await;
-                }
-                WriteStatus::Settings {
-                    generation,
-                    error,
-                    warnings,
-                } => {
-                    let p =
-                        status::settings_status_patch(generation, &at, error.as_deref(), &warnings);
-                    patch_pomerium(client, name, Patch::Merge(p)).await;
-                }
-                WriteStatus::IngressLoadBalancer {
-                    namespace,
-                    name,
-                    status: lb,
-                } => {
-                    let api: Api<Ingress> = Api::namespaced(client, &namespace);
-                    let p = status::ingress_load_balancer_patch(&lb);
-                    if let Err(e) = api
-                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(p))
-                        .await
-                    {
-                        tracing::warn!(ingress = %format!("{namespace}/{name}"), error = %e, "update ingress status");
-                    }
-                }
-            }
-        };
-        AtomicResponse::new(Box::pin(fut.into_actor(self)))
+        match msg {
+            WriteStatus::IngressEntry {
+                key,
+                generation,
+                error,
+            } => self
+                .pending
+                .ingress_entry(&key, generation, &at, error.as_deref()),
+            WriteStatus::RemoveIngressEntry { key } => self.pending.remove_ingress_entry(&key),
+            WriteStatus::Settings {
+                generation,
+                error,
+                warnings,
+            } => self
+                .pending
+                .settings(generation, &at, error.as_deref(), &warnings),
+            WriteStatus::IngressLoadBalancer {
+                namespace,
+                name,
+                status,
+            } => self.pending.load_balancer(&namespace, &name, &status),
+        }
+        self.flush(ctx);
     }
 }

@@ -123,6 +123,91 @@ pub fn missing_status_service(namespace: &str, name: &str) -> String {
     format!("update ingress status: get pomerium-proxy service {namespace}/{name}: Service \"{name}\" not found")
 }
 
+/// Status writes waiting to be sent, merged so a burst (e.g. an initial sync of thousands of
+/// Ingresses) becomes one patch of the `Pomerium` object instead of one per Ingress.
+#[derive(Debug, Default)]
+pub struct PendingStatus {
+    /// `status.ingress` entries; `Value::Null` removes one.
+    ingress: std::collections::BTreeMap<String, Value>,
+    settings: Option<Value>,
+    /// Ingress `status.loadBalancer` patches by (namespace, name).
+    load_balancers: std::collections::BTreeMap<(String, String), Value>,
+}
+
+/// One flush: at most one `Pomerium` status patch plus Ingress status patches.
+#[derive(Debug, Default, PartialEq)]
+pub struct StatusBatch {
+    pub pomerium: Option<Value>,
+    pub ingresses: Vec<((String, String), Value)>,
+}
+
+impl PendingStatus {
+    pub fn is_empty(&self) -> bool {
+        self.ingress.is_empty() && self.settings.is_none() && self.load_balancers.is_empty()
+    }
+
+    pub fn ingress_entry(
+        &mut self,
+        key: &str,
+        generation: Option<i64>,
+        observed_at: &str,
+        error: Option<&str>,
+    ) {
+        let p = ingress_entry_patch(key, generation, observed_at, error);
+        self.ingress
+            .insert(key.to_string(), p["status"]["ingress"][key].clone());
+    }
+
+    pub fn remove_ingress_entry(&mut self, key: &str) {
+        self.ingress.insert(key.to_string(), Value::Null);
+    }
+
+    pub fn settings(
+        &mut self,
+        generation: Option<i64>,
+        observed_at: &str,
+        error: Option<&str>,
+        warnings: &[String],
+    ) {
+        let p = settings_status_patch(generation, observed_at, error, warnings);
+        self.settings = Some(p["status"]["settingsStatus"].clone());
+    }
+
+    pub fn load_balancer(&mut self, namespace: &str, name: &str, lb: &IngressLoadBalancerStatus) {
+        self.load_balancers.insert(
+            (namespace.to_string(), name.to_string()),
+            ingress_load_balancer_patch(lb),
+        );
+    }
+
+    /// Everything pending, as patches; leaves this empty.
+    pub fn take(&mut self) -> StatusBatch {
+        let ingress = std::mem::take(&mut self.ingress);
+        let settings = self.settings.take();
+        let pomerium = if ingress.is_empty() && settings.is_none() {
+            None
+        } else {
+            let mut st = serde_json::Map::new();
+            if !ingress.is_empty() {
+                st.insert(
+                    "ingress".into(),
+                    Value::Object(ingress.into_iter().collect()),
+                );
+            }
+            if let Some(s) = settings {
+                st.insert("settingsStatus".into(), s);
+            }
+            Some(json!({"status": st}))
+        };
+        StatusBatch {
+            pomerium,
+            ingresses: std::mem::take(&mut self.load_balancers)
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +234,42 @@ mod tests {
         assert_eq!(p["status"]["settingsStatus"]["reconciled"], false);
         assert_eq!(p["status"]["settingsStatus"]["warnings"], json!(["w"]));
         assert!(now_rfc3339().ends_with('Z'));
+    }
+
+    #[test]
+    fn pending_writes_merge_into_one_patch() {
+        let mut p = PendingStatus::default();
+        assert!(p.is_empty());
+        p.ingress_entry("default/a", Some(1), "t1", None);
+        p.ingress_entry("default/b", Some(1), "t1", Some("boom"));
+        p.ingress_entry("default/a", Some(2), "t2", None);
+        p.remove_ingress_entry("default/c");
+        p.settings(Some(3), "t2", None, &[]);
+        let lb = IngressLoadBalancerStatus::default();
+        p.load_balancer("default", "a", &lb);
+        p.load_balancer("default", "a", &lb);
+        let b = p.take();
+        assert!(p.is_empty());
+        let pom = b.pomerium.unwrap();
+        assert_eq!(
+            pom["status"]["ingress"]["default/a"]["observedGeneration"],
+            json!(2)
+        );
+        assert_eq!(
+            pom["status"]["ingress"]["default/b"]["error"],
+            json!("boom")
+        );
+        assert_eq!(pom["status"]["ingress"]["default/c"], Value::Null);
+        assert!(pom["status"]["ingress"]
+            .as_object()
+            .unwrap()
+            .contains_key("default/c"));
+        assert_eq!(
+            pom["status"]["settingsStatus"]["observedGeneration"],
+            json!(3)
+        );
+        assert_eq!(b.ingresses.len(), 1);
+        assert_eq!(p.take(), StatusBatch::default());
     }
 
     #[test]
