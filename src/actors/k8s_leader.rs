@@ -9,7 +9,7 @@ use actix::prelude::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 
-use crate::k8s::leader::{Decision, Elector, Timing};
+use crate::k8s::leader::{released_lease, Decision, Elector, Timing};
 
 /// Leadership changed (sent to the reconciler actor).
 #[derive(Debug, Clone, Copy, Message)]
@@ -96,6 +96,9 @@ impl LeaderActor {
         let name = self.name.clone();
         let get = async move { api.get_opt(&name).await };
         ctx.spawn(get.into_actor(self).map(|res, act, ctx| {
+            if act.released {
+                return;
+            }
             let current = match res {
                 Ok(l) => l,
                 Err(e) => {
@@ -124,6 +127,10 @@ impl LeaderActor {
                 }
             };
             ctx.spawn(write.into_actor(act).map(|res, act, ctx| {
+                if act.released {
+                    // Released while this write was in flight: whatever it did, we do not lead.
+                    return;
+                }
                 match res {
                     Ok(_) => {
                         act.last_renewed = Some(Instant::now());
@@ -164,26 +171,34 @@ impl Handler<Release> for LeaderActor {
         let identity = self.elector.identity.clone();
         let release = async move {
             if !was_leader {
-                return None;
+                return;
             }
-            let current = api.get_opt(&name).await.ok().flatten()?;
-            let holder = current
-                .spec
-                .as_ref()
-                .and_then(|s| s.holder_identity.clone());
-            (holder.as_deref() == Some(identity.as_str())).then_some((api, name, current))
-        };
-        Box::pin(release.into_actor(self).then(|found, act, _| {
-            let released =
-                found.map(|(api, name, current)| (api, name, act.elector.released(&current)));
-            async move {
-                if let Some((api, name, lease)) = released {
-                    if let Err(e) = api.replace(&name, &PostParams::default(), &lease).await {
+            // A renew may still be in flight: retry on conflict while the lease is ours.
+            for _ in 0..3 {
+                let current = match api.get_opt(&name).await {
+                    Ok(Some(l)) => l,
+                    _ => return,
+                };
+                let holder = current
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.holder_identity.as_deref());
+                if holder != Some(identity.as_str()) {
+                    return;
+                }
+                match api
+                    .replace(&name, &PostParams::default(), &released_lease(&current))
+                    .await
+                {
+                    Ok(_) => return,
+                    Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    Err(e) => {
                         tracing::warn!(error = %e, "cannot release the leader election lease");
+                        return;
                     }
                 }
             }
-            .into_actor(act)
-        }))
+        };
+        Box::pin(release.into_actor(self))
     }
 }

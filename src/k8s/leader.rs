@@ -136,16 +136,16 @@ impl Elector {
         lease.spec = Some(spec);
         lease
     }
+}
 
-    /// The Lease to write when giving it up (holder cleared, 1 s duration), like client-go's
-    /// release on cancel.
-    pub fn released(&self, current: &Lease) -> Lease {
-        let mut lease = current.clone();
-        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        spec.holder_identity = Some(String::new());
-        spec.lease_duration_seconds = Some(1);
-        lease
-    }
+/// The Lease to write when giving it up (holder cleared, 1 s duration), like client-go's
+/// release on cancel.
+pub fn released_lease(current: &Lease) -> Lease {
+    let mut lease = current.clone();
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    spec.holder_identity = Some(String::new());
+    spec.lease_duration_seconds = Some(1);
+    lease
 }
 
 #[cfg(test)]
@@ -215,7 +215,7 @@ mod tests {
             Decision::Renew
         );
         // A released lease is free at once.
-        let released = e.released(&mine);
+        let released = released_lease(&mine);
         let mut other = Elector::new("other", Timing::default());
         assert_eq!(other.decide(Some(&released), t0), Decision::Acquire);
     }
