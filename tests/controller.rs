@@ -1216,3 +1216,156 @@ async fn perf_initial_sync_and_one_update() {
     );
     running.stop().await;
 }
+
+#[actix_rt::test]
+async fn ingresses_that_stop_being_managed_lose_their_routes() {
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    kube.apply(ingress("a", "a.example.com", "web"));
+    let mut other_ns = ingress("x", "x.example.com", "web");
+    other_ns["metadata"]["namespace"] = json!("elsewhere");
+    kube.apply(other_ns);
+    let r = start(kube, &["--namespaces", "default"]).await;
+    let (kube, published) = (&r.kube, &r.published);
+    eventually("a routed", || published.has_host("a.example.com")).await;
+    assert!(
+        !published.has_host("x.example.com"),
+        "Ingress outside --namespaces is not managed"
+    );
+    eventually("a reported", || {
+        crd_status(kube)["ingress"]["default/a"]["reconciled"] == json!(true)
+    })
+    .await;
+    assert!(crd_status(kube)["ingress"].get("elsewhere/x").is_none());
+
+    // The class moves to another controller: every route goes, with the §2 reason.
+    let mut class = ingress_class();
+    class["spec"]["controller"] = json!("example.com/other");
+    kube.apply(class);
+    eventually("routes removed", || published.routes.load().is_empty()).await;
+    let reason = "IngressClass pomerium not found or is not assigned to this controller pomerium.io/ingress-controller";
+    eventually("deleted event with reason", || {
+        has_event(
+            kube,
+            "Pomerium",
+            "global",
+            "Normal",
+            "Updated",
+            &format!("default/a: deleted: {reason}"),
+        )
+    })
+    .await;
+    eventually("status entry removed", || {
+        crd_status(kube)["ingress"].get("default/a").is_none()
+    })
+    .await;
+    let e = kube
+        .events()
+        .into_iter()
+        .find(|e| e.message.starts_with("default/a: deleted"))
+        .unwrap();
+    assert_eq!(e.related_name.as_deref(), Some("a"));
+
+    // And back.
+    kube.apply(ingress_class());
+    eventually("a routed again", || published.has_host("a.example.com")).await;
+    assert!(!published.has_host("x.example.com"));
+}
+
+#[tokio::test]
+async fn fake_kube_records_core_events_and_leases() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    let kube = FakeKube::start();
+    let client = kube.client();
+    let events: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let ev: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"generateName": "web."}, "type": "Warning", "reason": "UpdateError", "message": "boom",
+        "involvedObject": {"kind": "Ingress", "namespace": "default", "name": "web"},
+        "source": {"component": "pomerium-ingress"}, "count": 1}))
+    .unwrap();
+    let created = events.create(&PostParams::default(), &ev).await.unwrap();
+    assert!(created.metadata.name.unwrap().starts_with("web."));
+    let rec = kube.events();
+    assert_eq!(rec.len(), 1);
+    assert_eq!(
+        (
+            rec[0].api_version.as_str(),
+            rec[0].type_.as_str(),
+            rec[0].message.as_str(),
+            rec[0].regarding_name.as_str()
+        ),
+        ("v1", "Warning", "boom", "web")
+    );
+    assert_eq!(rec[0].reporting_controller, "pomerium-ingress");
+
+    let leases: Api<Lease> = Api::namespaced(client, "pomerium");
+    let lease: Lease =
+        serde_json::from_value(json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "a"}}))
+            .unwrap();
+    let first = leases.create(&PostParams::default(), &lease).await.unwrap();
+    let err = leases
+        .create(&PostParams::default(), &lease)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists"),
+        "{err}"
+    );
+    let mut next = first.clone();
+    next.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    leases
+        .replace("l", &PostParams::default(), &next)
+        .await
+        .unwrap();
+    let err = leases
+        .replace("l", &PostParams::default(), &first)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict"),
+        "{err}"
+    );
+    assert_eq!(
+        leases
+            .get("l")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .holder_identity
+            .as_deref(),
+        Some("b")
+    );
+    // JSON patch `remove` and a 422 when the path is missing.
+    let raw = reqwest::Client::new()
+        .patch(format!(
+            "{}/apis/coordination.k8s.io/v1/namespaces/pomerium/leases/l",
+            kube.url()
+        ))
+        .header("content-type", "application/json-patch+json")
+        .body(r#"[{"op":"remove","path":"/spec/holderIdentity"}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 200);
+    assert!(leases
+        .get("l")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .is_none());
+    let raw = reqwest::Client::new()
+        .patch(format!(
+            "{}/apis/coordination.k8s.io/v1/namespaces/pomerium/leases/l",
+            kube.url()
+        ))
+        .header("content-type", "application/json-patch+json")
+        .body(r#"[{"op":"remove","path":"/spec/holderIdentity"}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 422);
+}
