@@ -171,6 +171,6 @@ pub(crate) fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Objec
 }
 
 pub mod events;
+pub mod leader;
 pub mod status;
 pub mod watch;
-pub mod leader;
