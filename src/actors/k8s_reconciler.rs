@@ -113,6 +113,8 @@ pub struct ReconcilerActor {
     publish_scheduled: bool,
     /// Only the leader writes events and status (always true without leader election).
     leader: bool,
+    /// Good settings were published at least once.
+    settings_applied: bool,
     last_certs: Option<Arc<Vec<TlsCert>>>,
     /// Last settings outcome reported: (generation, error text or None).
     last_settings: Option<(Option<i64>, Result<Settings, String>)>,
@@ -142,6 +144,7 @@ impl ReconcilerActor {
             last_http01: None,
             publish_scheduled: false,
             leader: true,
+            settings_applied: false,
             last_certs: None,
             last_settings: None,
         }
@@ -416,11 +419,16 @@ impl ReconcilerActor {
     fn settings(&mut self, initial: bool) {
         let name = self.options.pomerium_name.clone();
         let Some(p) = self.core.pomerium(&name) else {
-            if self.last_settings.take().is_some() || initial {
-                self.health.set(CHECK_BOOTSTRAP, CheckState::Unknown);
-            }
-            if initial {
-                tracing::warn!(pomerium = %name, "Pomerium object not found; waiting for it");
+            if self.settings_applied {
+                // Deleted after a good start: the proxy keeps the last good settings.
+                if self.last_settings.take().is_some() {
+                    tracing::warn!(pomerium = %name, "Pomerium object deleted; keeping the last good settings");
+                }
+            } else {
+                self.last_settings = None;
+                if initial {
+                    tracing::warn!(pomerium = %name, "Pomerium object not found; waiting for it");
+                }
             }
             return;
         };
@@ -449,6 +457,7 @@ impl ReconcilerActor {
             Ok(s) => {
                 tracing::info!(pomerium = %name, "global settings applied");
                 self.health.set(CHECK_BOOTSTRAP, CheckState::Running);
+                self.settings_applied = true;
                 if let Some(f) = &self.publisher.settings {
                     f(Arc::new(s));
                 }
@@ -466,8 +475,13 @@ impl ReconcilerActor {
             }
             Err(e) => {
                 tracing::warn!(pomerium = %name, error = %e, "global settings rejected");
-                self.health
-                    .set(CHECK_BOOTSTRAP, CheckState::Error(e.clone()));
+                // Before the first good settings this fails startup/readiness; afterwards the
+                // proxy keeps serving the last good settings, so it stays ready and the error
+                // goes to the status and events only.
+                if !self.settings_applied {
+                    self.health
+                        .set(CHECK_BOOTSTRAP, CheckState::Error(e.clone()));
+                }
                 if let Some(p) = pref {
                     self.event(ev::settings_error(p, &e));
                 }
