@@ -889,6 +889,8 @@ pub fn parse_policy(raw: &str) -> Result<Value, String> {
     }
     let v: Value = serde_yaml::from_str(raw).map_err(|e| format!("parsing policy: yaml: {e}"))?;
     check_policy(&v).map_err(|e| format!("parsing policy: {e}"))?;
+    // Full compile (matchers, values) by the policy engine.
+    crate::policy::compile(&v).map_err(|e| format!("parsing policy: {e}"))?;
     Ok(v)
 }
 

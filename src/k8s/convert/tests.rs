@@ -645,6 +645,25 @@ fn policy_error_texts() {
         err("    ingress.pomerium.io/policy: ''"),
         format!("{prefix}EOF")
     );
+    // Deeper checks come from the policy engine.
+    let e = err(
+        "    ingress.pomerium.io/policy: '{\"allow\":{\"or\":[{\"email\":{\"matches\":\"a\"}}]}}'",
+    );
+    assert!(
+        e.starts_with(&format!(
+            "{prefix}error generating criterion rules: unknown string matcher operator: matches"
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn contradictory_legacy_policy_fields_fail_validation() {
+    let e = err("    ingress.pomerium.io/allow_public_unauthenticated_access: 'true'\n    ingress.pomerium.io/allowed_domains: '[example.com]'");
+    assert_eq!(
+        e,
+        "config validation: default/ing route default-ing-a-example-com: config: policy route marked as public but contains whitelists"
+    );
 }
 
 #[test]
