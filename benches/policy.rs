@@ -1,11 +1,31 @@
 //! Decisions per second for a 1-criterion, a 6-criterion nested and a 50-rule policy.
 //! Run: `cargo bench --bench policy -- --warm-up-time 1 --measurement-time 3`.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rampart::policy::{compile_text, Identity, OwnedRequest};
 use serde_json::json;
+
+/// Counts allocations so the bench can check that evaluation allocates nothing.
+struct CountingAlloc;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 const ONE: &str = "allow: {or: [{email: {is: alice@example.com}}]}";
 
@@ -55,8 +75,16 @@ fn bench(c: &mut Criterion) {
     ] {
         let policy = compile_text(text).unwrap();
         let ev = policy.evaluate(&req, Some(&identity));
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        assert!(before > 0, "the counting allocator is not active");
+        for _ in 0..10_000 {
+            black_box(policy.evaluate(black_box(&req), black_box(Some(&identity))));
+            black_box(policy.evaluate(black_box(&req), black_box(None)));
+        }
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        assert_eq!(allocations, 0, "{name}: evaluation allocated");
         eprintln!(
-            "{name}: {} criteria, decision {:?}",
+            "{name}: {} criteria, decision {:?}, 0 allocations in 20000 evaluations",
             policy.criteria_count(),
             ev.decision
         );

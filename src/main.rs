@@ -1,7 +1,15 @@
 use clap::Parser;
 use rampart::cli::{Cli, Command};
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // Our error texts already carry their causes; print them once, without a backtrace.
+        eprintln!("rampart: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
@@ -15,8 +23,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Policy(cmd) => {
             let out = rampart::policy::cli::run(&cmd);
+            use std::io::Write as _;
             print!("{}", out.stdout);
             eprint!("{}", out.stderr);
+            let _ = std::io::stdout().flush();
             std::process::exit(out.code)
         }
         Command::Verify(args) => {

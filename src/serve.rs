@@ -11,7 +11,7 @@ use crate::actors::certs::{CertActor, SetSources};
 use crate::actors::config::ConfigActor;
 use crate::cli::ServeArgs;
 use crate::config::{Config, ConfigError};
-use crate::http::authorize::{Authorizer, PublicOnlyAuthorizer};
+use crate::http::auth::authorizer::AuthRuntime;
 use crate::http::metrics::{metrics_server, Metrics};
 use crate::http::server::{
     proxy_server, redirect_server, ListenOptions, ProxyState, Snapshot, SnapshotError,
@@ -34,11 +34,8 @@ pub enum ServeError {
     },
     #[error("server error: {0}")]
     Server(std::io::Error),
-}
-
-/// The authorizer for a configuration. Sign-in replaces this with the real one.
-pub fn authorizer_for(_cfg: &Config) -> Arc<dyn Authorizer> {
-    Arc::new(PublicOnlyAuthorizer)
+    #[error("invalid configuration: {0}")]
+    Auth(#[from] crate::http::auth::authorizer::AuthStartError),
 }
 
 /// Runs the proxy until SIGTERM/SIGINT. Blocks the calling thread.
@@ -49,6 +46,14 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
 async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
     let metrics = Metrics::new();
     let state = ProxyState::new(metrics.clone(), true);
+
+    // Sign-in: the session store and policy history live as long as the server.
+    let auth = Arc::new(AuthRuntime::start(
+        &crate::config::load(&args.config)?,
+        &args.data_dir,
+    )?);
+    let auth_for_updates = auth.clone();
+    let authorizer_for = move |cfg: &Config| auth_for_updates.authorizer_for(cfg);
 
     let publish_state = state.clone();
     let cert_actor: Arc<std::sync::OnceLock<actix::Addr<CertActor>>> = Arc::default();
@@ -67,7 +72,15 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
         if started_with != listeners {
             tracing::warn!("listener settings (address, insecure_server, http_redirect_addr, metrics_address) changed; they apply after a restart");
         }
-        match Snapshot::build(&cfg, authorizer_for(&cfg)) {
+        let authorizer = match authorizer_for(&cfg) {
+            Ok(a) => a,
+            Err(e) => {
+                publish_state.metrics.config_reload(false);
+                tracing::error!(error = %e, "configuration rejected; keeping the previous one");
+                return;
+            }
+        };
+        match Snapshot::build(&cfg, authorizer) {
             Ok(snapshot) => {
                 publish_state.publish(snapshot);
                 publish_state.metrics.set_ready(true);
@@ -90,7 +103,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
     let handle = ConfigActor::start_with_reject(&args.config, on_update, on_reject)?;
     let cfg = handle.current.load_full();
     // The first snapshot must have built: the callback cannot return its error, so check here.
-    Snapshot::build(&cfg, authorizer_for(&cfg))?;
+    Snapshot::build(&cfg, auth.authorizer_for(&cfg)?)?;
     let proxy = cfg.proxy.clone();
     state.set_secure(!proxy.insecure_server);
 

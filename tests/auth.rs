@@ -172,6 +172,7 @@ idp_provider: oidc
 idp_provider_url: {issuer}
 idp_client_id: rampart
 idp_client_secret: rampart-secret
+idp_scopes: [openid, profile, email, groups, offline_access]
 idp_request_params:
   prompt: consent
 shared_secret: {ss}
@@ -190,6 +191,7 @@ routes:
   - from: https://public.localhost
     to: {upstream}
     allow_public_unauthenticated_access: true
+    pass_identity_headers: false
 "#,
             port = self.port,
             issuer = self.issuer,
@@ -399,9 +401,16 @@ impl Browser {
         r
     }
 
+    /// Signs in like a browser (HTML Accept for every hop), then restores the Accept header.
     async fn sign_in(&mut self, url: &str, user: &str) -> Resp {
+        let accept = std::mem::replace(
+            &mut self.accept,
+            "text/html,application/xhtml+xml,*/*;q=0.8",
+        );
         let r = self.get(url).await;
-        self.login(r, user).await
+        let r = self.login(r, user).await;
+        self.accept = accept;
+        r
     }
 }
 
@@ -478,6 +487,44 @@ async fn sign_in_identity_spoofing_sign_out_and_restart() {
     assert_eq!(r.json()["error"], "Unauthenticated");
     b.accept = "text/html,*/*;q=0.8";
 
+    // The sign-in hop starts the OIDC flow: CSRF + PKCE cookies, S256 challenge, state, nonce.
+    let r = b.send(Method::GET, &sign_in, None).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    let authorize = r.location();
+    assert!(
+        authorize.starts_with(&format!("{}/auth?", w.setup.issuer)),
+        "{authorize}"
+    );
+    for part in [
+        "response_type=code",
+        "client_id=rampart",
+        "code_challenge_method=S256",
+        "code_challenge=",
+        "nonce=",
+        "state=",
+        "prompt=consent",
+    ] {
+        assert!(authorize.contains(part), "{part} missing in {authorize}");
+    }
+    let set: Vec<String> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        set.iter().any(|c| c.starts_with("_pomerium_csrf=")
+            && c.contains("Max-Age=43200")
+            && c.contains("Secure")
+            && c.contains("HttpOnly")),
+        "{set:?}"
+    );
+    assert!(
+        set.iter()
+            .any(|c| c.starts_with("_pomerium_pkce_") && c.contains("Max-Age=300")),
+        "{set:?}"
+    );
+
     // Bad signature on the sign-in redirect: 400.
     let tampered = sign_in.replace("hello", "admin");
     let r = b.send(Method::GET, &tampered, None).await;
@@ -500,7 +547,6 @@ async fn sign_in_identity_spoofing_sign_out_and_restart() {
         ("x-pomerium-claim-email".into(), "ceo@evil.example".into()),
         ("x-pomerium-jwt-assertion".into(), "forged.jwt.value".into()),
     ];
-    b.accept = "application/json";
     let r = b
         .sign_in(&app(port, "/hello?x=1"), "alice@example.com")
         .await;
@@ -512,7 +558,15 @@ async fn sign_in_identity_spoofing_sign_out_and_restart() {
         r.body,
         w.rampart_log()
     );
-    assert_eq!(r.url.as_str(), app(port, "/hello?x=1"));
+    assert_eq!(
+        r.url.as_str(),
+        app(port, "/hello?x=1"),
+        "back where the user started"
+    );
+    assert!(r.body.contains("verified identity"), "{}", r.body);
+    b.accept = "application/json";
+    let r = b.send(Method::GET, &app(port, "/hello?x=1"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
     let v = r.json();
     assert_eq!(v["verified"], true, "{v:#}");
     assert_eq!(v["claims"]["email"], "alice@example.com");
@@ -555,6 +609,45 @@ async fn sign_in_identity_spoofing_sign_out_and_restart() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["email"], "alice@example.com");
+
+    // Programmatic login (CLIs): a sign-in URL, then the session JWT handed to a localhost
+    // listener, usable as `Authorization: Pomerium <jwt>` (which never reaches the upstream).
+    let r = b
+        .send(
+            Method::GET,
+            &app(
+                port,
+                "/.pomerium/api/v1/login?pomerium_redirect_uri=http%3A%2F%2Flocalhost%3A9%2Fcb",
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let login_url = r.body.trim().to_string();
+    let r = b.send(Method::GET, &login_url, None).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    let r = b.send(Method::GET, &r.location(), None).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    let dest = r.location();
+    assert!(
+        dest.starts_with("http://localhost:9/cb?pomerium_jwt="),
+        "{dest}"
+    );
+    let jwt = reqwest::Url::parse(&dest)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "pomerium_jwt")
+        .unwrap()
+        .1
+        .into_owned();
+    let mut cli = Browser::new(port);
+    cli.accept = "application/json";
+    cli.extra_headers = vec![("authorization".into(), format!("Pomerium {jwt}"))];
+    let r = cli.send(Method::GET, &app(port, "/cli"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["claims"]["email"], "alice@example.com");
+    assert!(v["headers"].get("authorization").is_none(), "{v:#}");
 
     // A tampered cookie is no session.
     let mut tampered = cookie.clone();
@@ -631,6 +724,11 @@ async fn refresh_renews_expired_access_tokens() {
     let r = b.send(Method::GET, &app(port, "/later"), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}\n{}", r.body, w.rampart_log());
     assert_eq!(r.json()["claims"]["email"], "alice@example.com");
+    // The log line is written before the response; give the reader thread a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !w.rampart_log().contains("session refreshed") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         w.rampart_log().contains("session refreshed"),
         "{}",
@@ -643,7 +741,7 @@ async fn refresh_renews_expired_access_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_session_requires_sign_in_again() {
-    let w = world(&[], "cookie_expire: 3s", None);
+    let w = world(&[], "cookie_expire: 5s", None);
     let port = w.port();
     let mut b = Browser::new(port);
     b.accept = "application/json";
@@ -655,7 +753,7 @@ async fn expired_session_requires_sign_in_again() {
         b.trace,
         w.rampart_log()
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let r = b.send(Method::GET, &app(port, "/"), None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }

@@ -82,7 +82,14 @@ impl Handler<PutSession> for SessionActor {
     type Result = ResponseFuture<Result<(), StoreError>>;
     fn handle(&mut self, msg: PutSession, _: &mut Context<Self>) -> Self::Result {
         let w = self.writer.clone();
-        Box::pin(async move { w.put(msg.0).await })
+        Box::pin(async move {
+            let id = msg.0.id.clone();
+            let r = w.put(msg.0).await;
+            if let Err(e) = &r {
+                tracing::warn!(session = %id, error = %e, "storing session failed");
+            }
+            r
+        })
     }
 }
 
@@ -90,7 +97,13 @@ impl Handler<DeleteSession> for SessionActor {
     type Result = ResponseFuture<Result<bool, StoreError>>;
     fn handle(&mut self, msg: DeleteSession, _: &mut Context<Self>) -> Self::Result {
         let w = self.writer.clone();
-        Box::pin(async move { w.delete(&msg.0).await })
+        Box::pin(async move {
+            let r = w.delete(&msg.0).await;
+            if let Err(e) = &r {
+                tracing::warn!(session = %msg.0, error = %e, "deleting session failed");
+            }
+            r
+        })
     }
 }
 
@@ -172,6 +185,19 @@ impl Sessions {
             .map_err(mailbox)?
     }
 
+    /// Request-path write: the cache is updated at once and the store write is queued to the
+    /// actor without waiting for it (the actor logs failures).
+    pub fn put_nowait(&self, session: Session) {
+        self.cache.insert(Arc::new(session.clone()));
+        self.actor.do_send(PutSession(session));
+    }
+
+    /// Request-path delete: cache entry dropped now, store delete queued.
+    pub fn delete_nowait(&self, id: &str) {
+        self.cache.remove(id);
+        self.actor.do_send(DeleteSession(id.to_string()));
+    }
+
     pub async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
         self.actor.send(SweepSessions(now)).await.map_err(mailbox)?
     }
@@ -222,6 +248,24 @@ mod tests {
         assert!(store.get("old").await.unwrap().is_none());
         assert!(store.get("new").await.unwrap().is_some());
         assert!(sessions.get("old").await.unwrap().is_none());
+    }
+
+    #[actix_rt::test]
+    async fn nowait_writes_reach_the_store() {
+        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::default());
+        let sessions = Sessions::start(store.clone());
+        sessions.put_nowait(Session::new_for_test("q", "quinn"));
+        assert!(
+            sessions.cache.get("q").is_some(),
+            "visible at once through the cache"
+        );
+        // A later awaited message is handled after the queued one.
+        sessions.sweep(0).await.unwrap();
+        assert!(store.get("q").await.unwrap().is_some());
+        sessions.delete_nowait("q");
+        assert!(sessions.cache.get("q").is_none());
+        sessions.sweep(0).await.unwrap();
+        assert!(store.get("q").await.unwrap().is_none());
     }
 
     #[actix_rt::test]

@@ -79,27 +79,17 @@ impl<'a> Builder<'a> {
             let Value::Object(ops) = value else {
                 return Err(rules(RulesError::ActionValue(go_type(value)), p));
             };
-            for (op_key, op_value) in ops {
-                if op_key == "action" {
+            // Pomerium's order: the four operators in this order, then unknown keys.
+            for op in [Operator::And, Operator::Or, Operator::Not, Operator::Nor] {
+                let op_key = op.as_str();
+                let Some(op_value) = ops.get(op_key) else {
                     continue;
-                }
-                let op_path = p.key(op_key);
-                let op = match op_key.as_str() {
-                    "and" => Operator::And,
-                    "or" => Operator::Or,
-                    "not" => Operator::Not,
-                    "nor" => Operator::Nor,
-                    other => {
-                        return Err(rules(
-                            RulesError::UnsupportedConditional(other.to_string()),
-                            op_path,
-                        ))
-                    }
                 };
+                let op_path = p.key(op_key);
                 let Value::Array(items) = op_value else {
                     return Err(rules(
                         RulesError::CriteriaType {
-                            op: op_key.clone(),
+                            op: op_key.to_string(),
                             ty: go_type(op_value),
                         },
                         op_path,
@@ -111,7 +101,7 @@ impl<'a> Builder<'a> {
                     let Value::Object(c) = item else {
                         return Err(rules(
                             RulesError::CriteriaArrayType {
-                                op: op_key.clone(),
+                                op: op_key.to_string(),
                                 ty: go_type(item),
                             },
                             c_path,
@@ -120,7 +110,9 @@ impl<'a> Builder<'a> {
                     let mut entries = c.iter();
                     let (Some((name, value)), None) = (entries.next(), entries.next()) else {
                         return Err(rules(
-                            RulesError::CriterionKeys { op: op_key.clone() },
+                            RulesError::CriterionKeys {
+                                op: op_key.to_string(),
+                            },
                             c_path,
                         ));
                     };
@@ -137,6 +129,15 @@ impl<'a> Builder<'a> {
                     criteria,
                 });
             }
+            if let Some(other) = ops
+                .keys()
+                .find(|k| !matches!(k.as_str(), "and" | "or" | "not" | "nor" | "action"))
+            {
+                return Err(rules(
+                    RulesError::UnsupportedConditional(other.clone()),
+                    p.key(other),
+                ));
+            }
         }
         Ok(())
     }
@@ -146,7 +147,12 @@ impl<'a> Builder<'a> {
         let mut warnings = Vec::new();
         let mut allow = Vec::new();
         let mut deny = Vec::new();
-        for raw in self.operators {
+        // Pomerium generates all allow rules, then all deny rules.
+        let (allow_ops, deny_ops): (Vec<_>, Vec<_>) = self
+            .operators
+            .into_iter()
+            .partition(|op| op.action == Action::Allow);
+        for raw in allow_ops.into_iter().chain(deny_ops) {
             let criteria = raw
                 .criteria
                 .iter()

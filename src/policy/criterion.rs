@@ -75,9 +75,13 @@ impl Criterion {
             "user" => v(StringMatcher::compile(value).map(Check::User))?,
             "groups" => v(ListMatcher::compile(value).map(Check::Groups))?,
             "claim" => {
-                let segments = subpath.split('/').count();
-                let alternate = (subpath.contains('/') && segments <= MAX_CLAIM_PATH_SEGMENTS)
-                    .then(|| subpath.replace('/', ".").into_boxed_str());
+                // Pomerium's object_get: the literal key, else the path split at `.` and `/`
+                // (2 to 5 segments). Claims are flattened with `.`, so the split path is the
+                // dotted key.
+                let segments = subpath.split(['/', '.']).count();
+                let alternate = (subpath.contains('/')
+                    && (2..=MAX_CLAIM_PATH_SEGMENTS).contains(&segments))
+                .then(|| subpath.replace('/', ".").into_boxed_str());
                 let matcher = ListMatcher::compile(value).map_err(CriterionError::Value)?;
                 Check::Claim {
                     literal: subpath.into(),
@@ -225,6 +229,12 @@ fn validate_device(value: &Value) -> Result<(), ValueError> {
     for k in obj.keys() {
         if !matches!(k.as_str(), "is" | "approved" | "type") {
             return Err(ValueError::DeviceField(k.clone()));
+        }
+    }
+    for op in ["is", "type"] {
+        match obj.get(op) {
+            None | Some(Value::String(_)) => {}
+            Some(other) => return Err(ValueError::DeviceOperatorType(op, go_type(other))),
         }
     }
     Ok(())

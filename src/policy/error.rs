@@ -161,14 +161,26 @@ pub enum ValueError {
     CertificateMatcherCondition(String),
     #[error("unsupported certificate fingerprint format ({0})")]
     FingerprintFormat(String),
+    #[error("certificate fingerprint condition expects a string or array of strings")]
+    FingerprintCondition,
     #[error("certificate fingerprint must be a string (was {0})")]
     FingerprintType(String),
+    #[error("certificate fingerprint must not be empty")]
+    FingerprintEmpty,
+    #[error("certificate SPKI hash condition expects a string or array of strings")]
+    SpkiHashCondition,
+    #[error("certificate SPKI hash must be a string (was {0})")]
+    SpkiHashType(String),
+    #[error("certificate SPKI hash must not be empty")]
+    SpkiHashEmpty,
     #[error("certificate SPKI hash must be a base64-encoded SHA-256 hash (was {0})")]
     SpkiHash(String),
     #[error("expected object for device criterion, got: {0}")]
     DeviceType(&'static str),
     #[error("unexpected field in device criterion: {0}")]
     DeviceField(String),
+    #[error("expected string for device criterion {0} operator, got {1}")]
+    DeviceOperatorType(&'static str, &'static str),
 }
 
 /// The Go type name Pomerium prints (`%T`) for a parsed value.

@@ -167,28 +167,31 @@ const CERT_REASONS: Reasons = Reasons::one(Reason::ClientCertificateRequired)
 impl Evaluation {
     /// Applies the decision procedure (spec 1.2) to the allow and deny results.
     pub fn decide(allow: (bool, Reasons), deny: (bool, Reasons)) -> Evaluation {
+        let mut ev = Evaluation {
+            decision: Decision::Deny,
+            allow: allow.0,
+            allow_reasons: allow.1,
+            deny: deny.0,
+            deny_reasons: deny.1,
+        };
         let all = allow.1 | deny.1;
-        let decision = if deny.1.intersects(CERT_REASONS) {
-            Decision::ClientCertificateRequired
+        ev.decision = if deny.1.intersects(CERT_REASONS) {
+            // Pomerium: denied with the deny reasons, before any login redirect.
+            denied(deny.1)
         } else if all.contains(Reason::UserUnauthenticated) {
             Decision::Login
         } else if all.contains(Reason::DeviceUnauthenticated) {
             // Pomerium redirects to WebAuthn device enrolment; rampart has none: deny.
             Decision::Deny
         } else if deny.0 {
-            Decision::Deny
+            denied(deny.1)
         } else if allow.0 {
             Decision::Allow
         } else {
-            Decision::Deny
+            // Default deny, judged by the allow reasons.
+            denied(allow.1)
         };
-        Evaluation {
-            decision,
-            allow: allow.0,
-            allow_reasons: allow.1,
-            deny: deny.0,
-            deny_reasons: deny.1,
-        }
+        ev
     }
 
     /// The evaluation for a request whose route the engine does not know (404).
@@ -199,30 +202,49 @@ impl Evaluation {
         )
     }
 
-    /// The reasons that produced the decision: deny reasons for a deny by a deny block or a
-    /// 495, allow reasons for an allow or a default deny, both for a login.
+    /// The reasons that produced the decision (the ones Pomerium logs and picks the status
+    /// from): both sets for a login or a device problem, the deny reasons when a deny block
+    /// (or a deny-side certificate problem) decided, else the allow reasons.
     pub fn decisive_reasons(&self) -> Reasons {
         let all = self.allow_reasons | self.deny_reasons;
         match self.decision {
-            Decision::ClientCertificateRequired => self.deny_reasons,
+            Decision::Allow => self.allow_reasons,
             Decision::Login => all,
-            Decision::Deny if all.contains(Reason::DeviceUnauthenticated) => all,
-            Decision::Deny if self.deny => self.deny_reasons,
-            Decision::Deny | Decision::Allow => self.allow_reasons,
+            _ if self.deny_reasons.intersects(CERT_REASONS) => self.deny_reasons,
+            _ if all.contains(Reason::DeviceUnauthenticated) => all,
+            _ if self.deny => self.deny_reasons,
+            _ => self.allow_reasons,
         }
     }
 
-    /// HTTP status for a non-allow, non-login decision: 495 for certificates, 404 for
-    /// `route-not-found`, 450 for `device-unauthorized`, else 403. `None` for allow and login.
+    /// HTTP status for a denial, as Pomerium picks it from the decisive reasons: 450 for
+    /// `device-unauthorized`, 404 for `route-not-found`, 495 for a missing or invalid client
+    /// certificate, else 403. `None` for allow and login.
     pub fn deny_status(&self) -> Option<u16> {
         let reasons = self.decisive_reasons();
         match self.decision {
             Decision::Allow | Decision::Login => None,
             Decision::ClientCertificateRequired => Some(495),
-            Decision::Deny if reasons.contains(Reason::RouteNotFound) => Some(404),
+            Decision::Deny if reasons.contains(Reason::DeviceUnauthenticated) => Some(403),
             Decision::Deny if reasons.contains(Reason::DeviceUnauthorized) => Some(450),
+            Decision::Deny if reasons.contains(Reason::RouteNotFound) => Some(404),
             Decision::Deny => Some(403),
         }
+    }
+}
+
+/// Pomerium's `handleResultDenied` switch, reduced to the decision: device and route reasons
+/// take precedence over certificate reasons.
+fn denied(reasons: Reasons) -> Decision {
+    if reasons.contains(Reason::DeviceUnauthenticated)
+        || reasons.contains(Reason::DeviceUnauthorized)
+        || reasons.contains(Reason::RouteNotFound)
+    {
+        Decision::Deny
+    } else if reasons.intersects(CERT_REASONS) {
+        Decision::ClientCertificateRequired
+    } else {
+        Decision::Deny
     }
 }
 
@@ -314,7 +336,7 @@ impl CompiledPolicy {
         }
         let why = match eval.decision {
             Decision::ClientCertificateRequired => {
-                "deny reasons contain a client certificate problem (495)"
+                "the decisive reasons name a missing or invalid client certificate (495)"
             }
             Decision::Login => "user-unauthenticated appears in the reasons (no session)",
             Decision::Deny
@@ -380,7 +402,7 @@ mod tests {
             d((true, r(Accept)), (true, r(InvalidClientCertificate))),
             Decision::ClientCertificateRequired
         );
-        // Cert reasons in allow do not give 495.
+        // Cert reasons in a true allow do not give 495 ...
         assert_eq!(
             d(
                 (true, r(ClientCertificateRequired)),
@@ -388,6 +410,23 @@ mod tests {
             ),
             Decision::Allow
         );
+        // ... but in a default deny they do (Pomerium judges it by the allow reasons).
+        assert_eq!(
+            d(
+                (false, r(ClientCertificateRequired)),
+                (false, Reasons::EMPTY)
+            ),
+            Decision::ClientCertificateRequired
+        );
+        assert_eq!(
+            d(
+                (false, r(InvalidClientCertificate) | r(RouteNotFound)),
+                (false, Reasons::EMPTY)
+            ),
+            Decision::Deny
+        );
+        let ev = Evaluation::decide((false, Reasons::EMPTY), (true, r(DeviceUnauthorized)));
+        assert_eq!((ev.decision, ev.deny_status()), (Decision::Deny, Some(450)));
         // Login even though allow is true.
         assert_eq!(
             d((true, r(Accept)), (false, r(UserUnauthenticated))),

@@ -1,9 +1,41 @@
 //! The identity data session criteria read (spec 1.6).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+/// Flattened claims: claim name → values. Hashed with a small fast (non-keyed) hash: keys come
+/// from the IdP's signed tokens, and lookups are on the request hot path.
+pub type ClaimsMap = HashMap<String, Vec<Value>, BuildHasherDefault<ClaimKeyHasher>>;
+
+/// FxHash-style hasher for claim names (short strings).
+#[derive(Default, Clone, Copy)]
+pub struct ClaimKeyHasher(u64);
+
+impl Hasher for ClaimKeyHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let word = u64::from_le_bytes(c.try_into().unwrap_or_default());
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// The signed-in user as the policy engine sees it. `None` in place of an identity means
 /// "no (valid) session": session criteria then fail with `user-unauthenticated`.
@@ -17,7 +49,7 @@ pub struct Identity {
     /// the `groups` claim so `groups: {has: x}` works.
     pub groups: Vec<String>,
     /// Flattened claims: nested objects become dotted keys, scalars one-element lists.
-    pub claims: HashMap<String, Vec<Value>>,
+    pub claims: ClaimsMap,
 }
 
 impl Identity {
@@ -70,17 +102,13 @@ pub fn groups_from_claim(value: Option<&Value>) -> Vec<String> {
 
 /// Flattens a claims object like Pomerium's `identity.FlattenedClaims`: nested objects become
 /// dotted keys (`{"a":{"b":1}}` → `a.b: [1]`), arrays stay lists, scalars become one-element lists.
-pub fn flatten_claims(raw: &Map<String, Value>) -> HashMap<String, Vec<Value>> {
-    let mut out = HashMap::new();
+pub fn flatten_claims(raw: &Map<String, Value>) -> ClaimsMap {
+    let mut out = ClaimsMap::default();
     flatten_into(&mut out, None, raw);
     out
 }
 
-fn flatten_into(
-    out: &mut HashMap<String, Vec<Value>>,
-    prefix: Option<&str>,
-    obj: &Map<String, Value>,
-) {
+fn flatten_into(out: &mut ClaimsMap, prefix: Option<&str>, obj: &Map<String, Value>) {
     for (k, v) in obj {
         let key = match prefix {
             Some(p) => format!("{p}.{k}"),

@@ -80,7 +80,22 @@ impl StringMatcher {
     /// True if `s` satisfies every condition.
     #[inline]
     pub fn matches(&self, s: &str) -> bool {
+        self.conds.iter().all(|c| Self::cond_matches(c, s))
+    }
+
+    /// Matching over a list (certificate SANs), as Pomerium's Rego `list[_]` does: each
+    /// condition is satisfied by *some* element on its own (different elements may satisfy
+    /// different conditions), except `not_in`, which holds when *no* element is in the array.
+    pub fn matches_some(&self, values: &[String]) -> bool {
         self.conds.iter().all(|c| match c {
+            StrCond::NotIn(items) => !values.iter().any(|v| items.iter().any(|i| **i == **v)),
+            other => values.iter().any(|v| Self::cond_matches(other, v)),
+        })
+    }
+
+    #[inline(always)]
+    fn cond_matches(c: &StrCond, s: &str) -> bool {
+        match c {
             StrCond::Is(v) => v.as_deref() == Some(s),
             StrCond::Not(v) => v.as_deref() != Some(s),
             StrCond::StartsWith(p) => s.starts_with(&**p),
@@ -88,12 +103,7 @@ impl StringMatcher {
             StrCond::Contains(p) => s.contains(&**p),
             StrCond::In(items) => items.iter().any(|i| &**i == s),
             StrCond::NotIn(items) => !items.iter().any(|i| &**i == s),
-        })
-    }
-
-    /// True if any of `values` satisfies the matcher.
-    pub fn matches_any<'a>(&self, mut values: impl Iterator<Item = &'a str>) -> bool {
-        values.any(|v| self.matches(v))
+        }
     }
 }
 
@@ -235,8 +245,20 @@ impl CertMatcher {
         let mut m = CertMatcher::default();
         for (k, v) in obj {
             match k.as_str() {
-                "fingerprint" => m.fingerprints = Some(string_or_list(v, parse_fingerprint)?),
-                "spki_hash" => m.spki_hashes = Some(string_or_list(v, parse_spki_hash)?),
+                "fingerprint" => {
+                    m.fingerprints = Some(string_or_list(
+                        v,
+                        parse_fingerprint,
+                        ValueError::FingerprintCondition,
+                    )?)
+                }
+                "spki_hash" => {
+                    m.spki_hashes = Some(string_or_list(
+                        v,
+                        parse_spki_hash,
+                        ValueError::SpkiHashCondition,
+                    )?)
+                }
                 "san_email" => m.san_email = Some(StringMatcher::compile(v)?),
                 "san_dns" => m.san_dns = Some(StringMatcher::compile(v)?),
                 "san_uri" => m.san_uri = Some(StringMatcher::compile(v)?),
@@ -249,8 +271,7 @@ impl CertMatcher {
     /// True if `cert` satisfies every condition.
     pub fn matches(&self, cert: &ClientCertificate) -> bool {
         let san = |m: &Option<StringMatcher>, sans: &[String]| {
-            m.as_ref()
-                .is_none_or(|m| m.matches_any(sans.iter().map(String::as_str)))
+            m.as_ref().is_none_or(|m| m.matches_some(sans))
         };
         self.fingerprints
             .as_ref()
@@ -268,10 +289,12 @@ impl CertMatcher {
 fn string_or_list(
     v: &Value,
     parse: fn(&Value) -> Result<[u8; 32], ValueError>,
+    not_string_or_array: ValueError,
 ) -> Result<Box<[[u8; 32]]>, ValueError> {
     match v {
         Value::Array(items) => items.iter().map(parse).collect(),
-        single => Ok(Box::new([parse(single)?])),
+        Value::String(_) => Ok(Box::new([parse(v)?])),
+        _ => Err(not_string_or_array),
     }
 }
 
@@ -279,6 +302,9 @@ fn parse_fingerprint(v: &Value) -> Result<[u8; 32], ValueError> {
     let Value::String(s) = v else {
         return Err(ValueError::FingerprintType(v.to_string()));
     };
+    if s.is_empty() {
+        return Err(ValueError::FingerprintEmpty);
+    }
     let hex = if s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -306,8 +332,9 @@ fn parse_fingerprint(v: &Value) -> Result<[u8; 32], ValueError> {
 
 fn parse_spki_hash(v: &Value) -> Result<[u8; 32], ValueError> {
     let text = match v {
+        Value::String(s) if s.is_empty() => return Err(ValueError::SpkiHashEmpty),
         Value::String(s) => s.clone(),
-        other => return Err(ValueError::SpkiHash(other.to_string())),
+        other => return Err(ValueError::SpkiHashType(other.to_string())),
     };
     base64::engine::general_purpose::STANDARD
         .decode(&text)
@@ -376,6 +403,22 @@ mod tests {
             err(json!({"contains": 3})),
             "contains matcher requires a string, got: parser.Number"
         );
+    }
+
+    #[test]
+    fn matches_some_is_per_condition() {
+        let sans = vec!["a.example.com".to_string(), "b.other.org".to_string()];
+        let m = sm(json!({"starts_with": "a.", "ends_with": ".org"}));
+        assert!(
+            m.matches_some(&sans),
+            "different SANs may satisfy different conditions"
+        );
+        assert!(!m.matches("a.example.com") && !m.matches("b.other.org"));
+        assert!(sm(json!({"not": "a.example.com"})).matches_some(&sans));
+        assert!(!sm(json!({"not_in": ["x", "b.other.org"]})).matches_some(&sans));
+        assert!(sm(json!({"not_in": ["x"]})).matches_some(&sans));
+        assert!(sm(json!({"not_in": ["x"]})).matches_some(&[]));
+        assert!(!sm(json!("x")).matches_some(&[]));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use compile::Action;
 pub use criterion::Criterion;
 pub use error::{go_type, CriterionError, DocPath, PolicyError, RulesError, ValueError};
 pub use eval::{CompiledPolicy, Decision, Evaluation, Operator};
-pub use identity::{flatten_claims, groups_from_claim, Identity};
+pub use identity::{flatten_claims, groups_from_claim, ClaimKeyHasher, ClaimsMap, Identity};
 pub use legacy::LegacyPolicy;
 pub use matcher::{json_eq, CertMatcher, IpRanges, ListMatcher, StringMatcher};
 pub use reason::{Reason, Reasons};

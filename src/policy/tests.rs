@@ -15,7 +15,8 @@ fn alice() -> Identity {
     Identity::from_claims(&json!({
         "sub": "u-alice", "email": "alice@example.com", "groups": ["admins", "dev"],
         "org": {"team": "core", "site": {"city": "Oslo"}}, "level": 3, "roles": ["a", "b"],
-        "single": ["only"], "a/b": "slash-literal"
+        "single": ["only"], "a/b": "slash-literal",
+        "deep": {"a": {"b": {"c": {"d": {"e": "v"}}}}}
     }))
 }
 
@@ -317,6 +318,20 @@ fn every_criterion_and_matcher() {
             Some(&a),
             Allow,
             &["claim-ok"],
+        ),
+        (
+            "claim/org.site/city: Oslo",
+            get("/"),
+            Some(&a),
+            Allow,
+            &["claim-ok"],
+        ),
+        (
+            "claim/org/site/city/x/y/z: Oslo",
+            get("/"),
+            Some(&a),
+            Deny,
+            &["claim-unauthorized"],
         ),
         (
             "claim/missing: {exclude: x}",
@@ -633,6 +648,32 @@ fn client_certificate_criteria() {
             Allow,
             &["client-certificate-ok"],
         ),
+        // SAN conditions are each satisfied by some SAN (Rego `list[_]`); not_in: no SAN listed.
+        (
+            "client_certificate: {san_dns: {is: client.example.com, not: client.example.com}}"
+                .into(),
+            with(&valid),
+            Deny,
+            &["client-certificate-unauthorized"],
+        ),
+        (
+            "client_certificate: {san_email: {not_in: [carol@example.com]}}".into(),
+            with(&valid),
+            Deny,
+            &["client-certificate-unauthorized"],
+        ),
+        (
+            "client_certificate: {san_email: {not_in: [dave@example.com]}}".into(),
+            with(&valid),
+            Allow,
+            &["client-certificate-ok"],
+        ),
+        (
+            "client_certificate: {san_email: {in: [dave@example.com, carol@example.com]}}".into(),
+            with(&valid),
+            Allow,
+            &["client-certificate-ok"],
+        ),
     ];
     for (criterion, req, decision, reasons) in cases {
         let p = pol(&format!("allow:\n  or:\n    - {criterion}\n"));
@@ -662,6 +703,16 @@ fn client_certificate_criteria() {
     // 495 wins over login.
     let p = pol("allow: {or: [{email: x}]}\ndeny: {or: [{invalid_client_certificate: true}]}");
     assert_eq!(p.evaluate(&get("/"), None).decision, Cert495);
+    // A default deny judged by allow reasons naming the certificate is a 495 too.
+    let p = pol("allow: {not: [{invalid_client_certificate: true}]}");
+    assert_eq!(
+        run(&p, &get("/"), None),
+        (Cert495, vec!["client-certificate-required"])
+    );
+    assert_eq!(
+        run(&p, &with(&valid), None),
+        (Allow, vec!["valid-client-certificate"])
+    );
     // The implicit rule from compile options.
     let opts = CompileOptions {
         enforce_client_certificate: true,
@@ -1016,6 +1067,18 @@ fn malformed_documents() {
         ("allow: {or: [{client_certificate: {spki_hash: abc}}]}", "error generating criterion rules: certificate SPKI hash must be a base64-encoded SHA-256 hash (was abc) (at allow.or[0].client_certificate)"),
         ("allow: {or: [{device: true}]}", "error generating criterion rules: expected object for device criterion, got: parser.Boolean (at allow.or[0].device)"),
         ("allow: {or: [{device: {color: red}}]}", "error generating criterion rules: unexpected field in device criterion: color (at allow.or[0].device)"),
+        ("allow: {or: [{device: {is: 1}}]}", "error generating criterion rules: expected string for device criterion is operator, got parser.Number (at allow.or[0].device)"),
+        ("allow: {or: [{device: {type: [any]}}]}", "error generating criterion rules: expected string for device criterion type operator, got parser.Array (at allow.or[0].device)"),
+        ("allow: {or: [{client_certificate: {fingerprint: 5}}]}", "error generating criterion rules: certificate fingerprint condition expects a string or array of strings (at allow.or[0].client_certificate)"),
+        ("allow: {or: [{client_certificate: {fingerprint: [5]}}]}", "error generating criterion rules: certificate fingerprint must be a string (was 5) (at allow.or[0].client_certificate)"),
+        ("allow: {or: [{client_certificate: {fingerprint: ''}}]}", "error generating criterion rules: certificate fingerprint must not be empty (at allow.or[0].client_certificate)"),
+        ("allow: {or: [{client_certificate: {spki_hash: {}}}]}", "error generating criterion rules: certificate SPKI hash condition expects a string or array of strings (at allow.or[0].client_certificate)"),
+        ("allow: {or: [{client_certificate: {spki_hash: [true]}}]}", "error generating criterion rules: certificate SPKI hash must be a string (was true) (at allow.or[0].client_certificate)"),
+        ("allow: {or: [{client_certificate: {san_dns: {bogus: x}}}]}", "error generating criterion rules: unknown string matcher operator: bogus (at allow.or[0].client_certificate)"),
+        // Operators are parsed before unknown keys are reported; allow is generated before deny.
+        ("allow: {or: 5, maybe: []}", "invalid rules in policy: invalid criteria in \"or\"): unsupported type for criteria: parser.Number (at allow.or)"),
+        ("deny: {or: [{bogus_d: 1}]}\nallow: {or: [{bogus_a: 1}]}", "unknown policy criterion: bogus_a (at allow.or[0].bogus_a)"),
+        ("- deny: {or: [{bogus_d: 1}]}\n- allow: {or: [{bogus_a: 1}]}", "unknown policy criterion: bogus_a (at [1].allow.or[0].bogus_a)"),
         // Structure errors win over criterion errors anywhere in the document (parser before generator).
         ("- allow: {or: [{emial: x}]}\n- deny: {maybe: []}\n", "invalid rules in policy: unsupported conditional \"maybe\", only and, or, not, nor and action are allowed (at [1].deny.maybe)"),
     ];

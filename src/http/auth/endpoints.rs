@@ -26,28 +26,33 @@ use crate::store::{unix_now, Session};
 
 type Reply = LocalBoxFuture<'static, HttpResponse>;
 
+/// `programmatic_redirect_domain_whitelist` default: where programmatic logins may return to.
+pub const PROGRAMMATIC_REDIRECT_DOMAINS: [&str; 1] = ["localhost"];
+
 fn ready(r: HttpResponse) -> Option<Reply> {
     Some(Box::pin(async move { r }))
 }
 
 impl AuthService {
-    /// First look at every request. `Some` = answered here.
-    pub fn intercept(self: &Arc<Self>, req: &HttpRequest) -> Option<Reply> {
+    /// Whether `intercept` may answer this request (a cheap check on path and host).
+    pub fn wants(&self, req: &HttpRequest) -> bool {
         let path = req.path();
-        let info_needed = path.starts_with("/.pomerium")
+        path.starts_with("/.pomerium")
             || path.starts_with("/.well-known/pomerium")
-            || path == "/oauth2/callback"
             || self.is_authenticate_host(&super::service::host_of(
                 req.headers()
                     .get(header::HOST)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or(""),
-            ));
-        if !info_needed {
+            ))
+    }
+
+    /// First look at every request. `Some` = answered here.
+    pub fn intercept(self: &Arc<Self>, req: &HttpRequest) -> Option<Reply> {
+        if !self.wants(req) {
             return None;
         }
-        let info = RequestInfo::from_request(req);
-        self.intercept_info(info)
+        self.intercept_info(RequestInfo::from_request(req))
     }
 
     pub fn intercept_info(self: &Arc<Self>, info: RequestInfo) -> Option<Reply> {
@@ -118,6 +123,7 @@ impl AuthService {
                     None => self.login(&info),
                 }
             }
+            "/.pomerium/api/v1/login" => self.programmatic_login(&info),
             "/.pomerium/jwt" => {
                 if !self.settings.jwt_endpoint {
                     return HttpResponse::NotFound()
@@ -209,6 +215,26 @@ impl AuthService {
                 )
             }
         };
+        // Programmatic login: the session goes to the route host's callback, which hands the
+        // JWT to `pomerium_redirect_uri` (a local CLI listener) instead of setting a cookie.
+        let programmatic = info.query_param("pomerium_is_programmatic").as_deref() == Some("true");
+        let target = match info
+            .query_param("pomerium_callback_uri")
+            .filter(|_| programmatic)
+        {
+            None => target,
+            Some(cb) => match url::Url::parse(&cb) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
+                _ => {
+                    return error_response(
+                        &info.headers,
+                        StatusCode::BAD_REQUEST,
+                        "Bad Request",
+                        Some("invalid pomerium_callback_uri"),
+                    )
+                }
+            },
+        };
         let authn_cookie = self.settings.cookie.authenticate_name();
         if let Some(session) = self.session_for(&info.headers, "", &authn_cookie).await {
             // Step 4: hand the session to the route host.
@@ -226,18 +252,20 @@ impl AuthService {
                 databroker_server_version: 1,
                 databroker_record_version: session.version,
             };
+            let encrypted = handle.encrypt(&self.settings.shared_secret);
+            let mut params = vec![
+                ("pomerium_redirect_uri", redirect.as_str()),
+                ("pomerium_session_encrypted", encrypted.as_str()),
+            ];
+            if programmatic {
+                params.push(("pomerium_is_programmatic", "true"));
+            }
             let callback = build_url(
                 &format!(
                     "{}/.pomerium/callback/",
                     target.origin().ascii_serialization()
                 ),
-                &[
-                    ("pomerium_redirect_uri", redirect.as_str()),
-                    (
-                        "pomerium_session_encrypted",
-                        &handle.encrypt(&self.settings.shared_secret),
-                    ),
-                ],
+                &params,
             );
             let signed = sign_url(&self.settings.shared_secret.0, &callback, unix_now());
             return HttpResponse::Found()
@@ -484,6 +512,18 @@ impl AuthService {
         let redirect = info
             .query_param("pomerium_redirect_uri")
             .unwrap_or_else(|| "/".into());
+        if info.query_param("pomerium_is_programmatic").as_deref() == Some("true") {
+            let mut url = match url::Url::parse(&redirect) {
+                Ok(u) => u,
+                Err(_) => return bad("invalid pomerium_redirect_uri".into()),
+            };
+            url.query_pairs_mut()
+                .append_pair("pomerium_jwt", &handle.sign(&self.settings.shared_secret));
+            return HttpResponse::Found()
+                .insert_header((header::LOCATION, url.to_string()))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish();
+        }
         let opts = &self.settings.cookie;
         HttpResponse::Found()
             .insert_header((header::LOCATION, redirect))
@@ -499,6 +539,59 @@ impl AuthService {
                 ),
             ))
             .finish()
+    }
+
+    /// Route host `/.pomerium/api/v1/login?pomerium_redirect_uri=<uri>` (spec 2.3, programmatic
+    /// login for CLIs): 200 text/plain with the sign-in URL to open; after sign-in the browser
+    /// lands on `<uri>?pomerium_jwt=<session JWT>`, usable as `Authorization: Pomerium <jwt>`.
+    fn programmatic_login(&self, info: &RequestInfo) -> HttpResponse {
+        if info.method != "GET" {
+            return HttpResponse::MethodNotAllowed()
+                .insert_header((header::ALLOW, "GET"))
+                .finish();
+        }
+        let Some(redirect) = info.query_param("pomerium_redirect_uri") else {
+            return error_response(&info.headers, StatusCode::NOT_FOUND, "Not Found", None);
+        };
+        let allowed = url::Url::parse(&redirect)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .and_then(|u| u.host_str().map(|h| h.to_ascii_lowercase()))
+            .is_some_and(|h| {
+                PROGRAMMATIC_REDIRECT_DOMAINS
+                    .iter()
+                    .any(|d| h == *d || h.ends_with(&format!(".{d}")))
+            });
+        if !allowed {
+            return error_response(
+                &info.headers,
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                Some("pomerium_redirect_uri must point at localhost"),
+            );
+        }
+        let Some(authn) = self.authenticate_origin() else {
+            return error_response(
+                &info.headers,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                Some("sign-in is not configured"),
+            );
+        };
+        let callback = format!("{}/.pomerium/callback/", info.origin());
+        let url = build_url(
+            &format!("{authn}/.pomerium/sign_in"),
+            &[
+                ("pomerium_redirect_uri", redirect.as_str()),
+                ("pomerium_callback_uri", callback.as_str()),
+                ("pomerium_is_programmatic", "true"),
+                ("pomerium_idp_id", self.idp_id()),
+            ],
+        );
+        HttpResponse::Ok()
+            .content_type("text/plain")
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .body(sign_url(&self.settings.shared_secret.0, &url, unix_now()))
     }
 
     /// Route host `/.pomerium/sign_out` (spec 2.7).

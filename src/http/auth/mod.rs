@@ -14,6 +14,7 @@ pub mod signed_url;
 pub mod state;
 
 pub use settings::{AuthConfigError, AuthSettings};
+pub mod authorizer;
 pub mod endpoints;
 pub mod headers;
 pub mod oidc;

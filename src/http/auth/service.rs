@@ -220,7 +220,7 @@ impl AuthService {
         }
         let now = unix_now();
         if session.is_expired(now) {
-            let _ = self.sessions.delete(&session.id).await;
+            self.sessions.delete_nowait(&session.id);
             return None;
         }
         if !session.access_token_expired(now, REFRESH_MARGIN_SECS) {
@@ -265,11 +265,8 @@ impl AuthService {
                 s.version += 1;
                 s.refreshed_at = Some(now);
                 tracing::info!(session = %s.id, user = %s.user_id, "session refreshed");
-                let s = Arc::new(s);
-                if let Err(e) = self.sessions.put((*s).clone()).await {
-                    tracing::warn!(error = %e, "storing refreshed session failed");
-                }
-                Ok(s)
+                self.sessions.put_nowait(s.clone());
+                Ok(Arc::new(s))
             }
             Err(IdpError::Unavailable { message, .. }) => {
                 tracing::warn!(session = %session.id, error = %message, "session refresh failed (temporary)");
@@ -277,7 +274,7 @@ impl AuthService {
             }
             Err(e) => {
                 tracing::info!(session = %session.id, error = %e, "session refresh failed; session removed");
-                let _ = self.sessions.delete(&session.id).await;
+                self.sessions.delete_nowait(&session.id);
                 Err(RefreshFailure::Permanent)
             }
         }

@@ -134,17 +134,27 @@ pub const DERIVED_KEY_INFO: &[u8] = b"derived-jwt-signing-key";
 
 impl AuthSettings {
     pub fn from_settings(s: &Settings) -> Result<AuthSettings, AuthConfigError> {
-        let shared_secret = secret32(
+        // Without an identity provider nobody signs in, so the secrets only sign the identity
+        // JWT of public routes: a per-process random secret is enough (as Pomerium does).
+        let sign_in = s.idp_provider_url.is_some()
+            || s.idp_client_id.is_some()
+            || s.idp_client_id_file.is_some()
+            || s.authenticate_service_url.is_some();
+        let shared_secret = secret32_or_random(
+            sign_in,
             "shared_secret",
             "shared_secret_file",
             &s.shared_secret,
             &s.shared_secret_file,
+            &RANDOM_SHARED_SECRET,
         )?;
-        let cookie_secret = secret32(
+        let cookie_secret = secret32_or_random(
+            sign_in,
             "cookie_secret",
             "cookie_secret_file",
             &s.cookie_secret,
             &s.cookie_secret_file,
+            &RANDOM_COOKIE_SECRET,
         )?;
         let signing_key = match value_or_file(
             "signing_key",
@@ -236,6 +246,31 @@ fn value_or_file(
         }
         (None, None) => Ok(None),
     }
+}
+
+static RANDOM_SHARED_SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+static RANDOM_COOKIE_SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+
+/// `secret32`, except that without sign-in a missing secret becomes a random one, generated
+/// once per process (so config reloads keep it).
+fn secret32_or_random(
+    sign_in: bool,
+    key: &'static str,
+    file_key: &'static str,
+    value: &Option<String>,
+    file: &Option<String>,
+    random: &'static std::sync::OnceLock<[u8; 32]>,
+) -> Result<Secret32, AuthConfigError> {
+    if sign_in || value.is_some() || file.is_some() {
+        return secret32(key, file_key, value, file);
+    }
+    Ok(Secret32(*random.get_or_init(|| {
+        tracing::warn!(
+            key,
+            "not set and no identity provider configured: using a random secret for this process"
+        );
+        rand::random()
+    })))
 }
 
 fn secret32(
@@ -569,9 +604,31 @@ mod tests {
     }
 
     #[test]
+    fn secrets_are_optional_without_sign_in_only() {
+        let public_only = Settings::default();
+        let a = AuthSettings::from_settings(&public_only).unwrap();
+        let b = AuthSettings::from_settings(&public_only).unwrap();
+        assert_eq!(
+            a.shared_secret.0, b.shared_secret.0,
+            "stable within the process"
+        );
+        assert_ne!(a.shared_secret.0, a.cookie_secret.0);
+        let mut with_idp = Settings {
+            idp_provider_url: Some("https://idp.example.com".into()),
+            ..Default::default()
+        };
+        let e = AuthSettings::from_settings(&with_idp).unwrap_err();
+        assert_eq!(e.key, "shared_secret");
+        with_idp.shared_secret = Some(b64(&[1; 32]));
+        let e = AuthSettings::from_settings(&with_idp).unwrap_err();
+        assert_eq!(e.key, "cookie_secret");
+    }
+
+    #[test]
     fn missing_and_malformed_secrets_name_the_key() {
         let mut s = base();
         s.shared_secret = None;
+        s.authenticate_service_url = Some("https://authenticate.example.com".into());
         let e = AuthSettings::from_settings(&s).unwrap_err();
         assert_eq!(e.key, "shared_secret");
         assert!(e.to_string().contains("missing"), "{e}");

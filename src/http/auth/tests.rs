@@ -232,6 +232,8 @@ async fn expired_session_is_removed() {
     )
     .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // The delete was queued to the session actor; a later awaited message runs after it.
+    e.svc.sessions.sweep(0).await.unwrap();
     assert!(e.store.get(&s.id).await.unwrap().is_none());
 }
 
@@ -511,4 +513,74 @@ async fn upstream_identity_for_a_session() {
     let plan = e.svc.upstream_headers(&info, Some(&found), false, false);
     assert!(plan.remove.iter().any(|k| k == "x-pomerium-jwt-assertion"));
     assert!(plan.set.is_empty());
+}
+
+#[actix_rt::test]
+async fn programmatic_login_hands_a_jwt_to_localhost() {
+    let e = env();
+    // Checks: method, missing parameter, non-local redirect.
+    let r = call(
+        &e.svc,
+        app("/.pomerium/api/v1/login?pomerium_redirect_uri=http%3A%2F%2Flocalhost%3A9%2Fcb")
+            .method(actix_web::http::Method::POST),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let r = call(&e.svc, app("/.pomerium/api/v1/login")).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = call(
+        &e.svc,
+        app("/.pomerium/api/v1/login?pomerium_redirect_uri=https%3A%2F%2Fevil.example%2Fcb"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    let r = call(
+        &e.svc,
+        app("/.pomerium/api/v1/login?pomerium_redirect_uri=http%3A%2F%2Flocalhost%3A9%2Fcb"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let login_url = body(r);
+    assert!(
+        login_url.starts_with(&format!("{AUTHN}/.pomerium/sign_in?")),
+        "{login_url}"
+    );
+    verify_signed_url(&[1; 32], &login_url, unix_now()).unwrap();
+
+    // The user already has an authenticate session: straight to the route host's callback.
+    let (s, cookie) = signed_in(&e, "alice@example.com").await;
+    let r = call(
+        &e.svc,
+        authn(&login_url[AUTHN.len()..])
+            .insert_header(("cookie", format!("_pomerium_authenticate={cookie}"))),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let cb = location(&r);
+    assert!(
+        cb.starts_with("http://app.localhost:8000/.pomerium/callback/?"),
+        "{cb}"
+    );
+    let r = call(&e.svc, app(&cb["http://app.localhost:8000".len()..])).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert!(
+        set_cookies(&r).is_empty(),
+        "programmatic logins set no cookie"
+    );
+    let dest = location(&r);
+    assert!(
+        dest.starts_with("http://localhost:9/cb?pomerium_jwt="),
+        "{dest}"
+    );
+    let jwt = query_param(&dest, "pomerium_jwt").unwrap();
+    // The JWT works as a header credential.
+    let r = call(
+        &e.svc,
+        app("/.pomerium/user").insert_header(("authorization", format!("Pomerium {jwt}"))),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body(r)).unwrap();
+    assert_eq!(v["sid"], s.id);
 }

@@ -1,0 +1,197 @@
+//! The data plane's `Authorizer` backed by sign-in and the policy engine, and the runtime that
+//! builds one per configuration while keeping the session store and policy history alive.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use futures::future::LocalBoxFuture;
+use serde_json::Value;
+use thiserror::Error;
+
+use super::oidc::IdpError;
+use super::service::{AuthService, RequestInfo};
+use super::settings::{AuthConfigError, AuthSettings, StorageSettings};
+use crate::actors::policy::{PolicyCompiler, PolicySnapshot, RoutePolicyInput};
+use crate::actors::session::Sessions;
+use crate::config::{Config, Route};
+use crate::http::authorize::{request_id, AuthOutcome, Authorizer, RequestId, UpstreamIdentity};
+use crate::http::errors::{ClientKind, ErrorPage};
+use crate::http::request::normalize_path;
+use crate::http::routes::RouteEntry;
+use crate::policy::{ActixRequestView, Decision, Identity, LegacyPolicy};
+use crate::store::{open_store, Session, StoreError};
+
+#[derive(Debug, Error)]
+pub enum AuthStartError {
+    #[error(transparent)]
+    Config(#[from] AuthConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("identity provider: {0}")]
+    Idp(#[from] IdpError),
+}
+
+/// Policy inputs of a route (legacy allow-list fields + `policy`).
+pub fn route_policy_input(route: &Route) -> RoutePolicyInput {
+    let c = &route.config;
+    let legacy = LegacyPolicy {
+        allow_public_unauthenticated_access: c.allow_public_unauthenticated_access.unwrap_or(false),
+        cors_allow_preflight: c.cors_allow_preflight.unwrap_or(false),
+        allow_any_authenticated_user: c.allow_any_authenticated_user.unwrap_or(false),
+        allowed_domains: c.allowed_domains.clone().unwrap_or_default(),
+        allowed_idp_claims: c.allowed_idp_claims.clone().unwrap_or_default(),
+        allowed_users: c.allowed_users.clone().unwrap_or_default(),
+    };
+    let policies = match &c.policy {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(text)) => match crate::policy::parse_document(text) {
+            Ok(v) => vec![v],
+            // Keep the text so the compiler reports the parse error for this route.
+            Err(_) => vec![Value::String(text.clone())],
+        },
+        Some(v) => vec![v.clone()],
+    };
+    RoutePolicyInput {
+        route_id: route.id.clone(),
+        legacy,
+        policies,
+        enforce_client_certificate: false,
+    }
+}
+
+/// The policy engine's view of a session.
+pub fn policy_identity(s: &Session) -> Identity {
+    let mut id = Identity::from_claims(&Value::Object(s.claims.clone()));
+    id.user_id = s.user_id.clone();
+    id.email = s.email.clone();
+    id
+}
+
+/// Sign-in + policy authorizer for one configuration.
+pub struct SignInAuthorizer {
+    pub service: Arc<AuthService>,
+    pub policies: Arc<PolicySnapshot>,
+}
+
+fn with_request_id(req: &HttpRequest) -> RequestInfo {
+    let mut info = RequestInfo::from_request(req);
+    if let Some(id) = req.extensions().get::<RequestId>() {
+        if let Ok(v) = id.0.parse() {
+            info.headers.insert(
+                actix_web::http::header::HeaderName::from_static("x-request-id"),
+                v,
+            );
+        }
+    }
+    info
+}
+
+impl Authorizer for SignInAuthorizer {
+    fn intercept(&self, req: &HttpRequest) -> Option<LocalBoxFuture<'static, HttpResponse>> {
+        if !self.service.wants(req) {
+            return None;
+        }
+        self.service.intercept_info(with_request_id(req))
+    }
+
+    fn authorize<'a>(
+        &'a self,
+        req: &'a HttpRequest,
+        entry: &'a RouteEntry,
+    ) -> LocalBoxFuture<'a, AuthOutcome> {
+        Box::pin(async move {
+            let info = with_request_id(req);
+            let rid = request_id(req);
+            let deny = |status: u16, detail: String| {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                AuthOutcome::Respond(
+                    ErrorPage {
+                        status,
+                        request_id: &rid,
+                        detail: Some(&detail),
+                    }
+                    .render(ClientKind::detect(req.headers())),
+                )
+            };
+            let Some(policy) = self.policies.get(&entry.route.id) else {
+                return deny(404, "route-not-found".into());
+            };
+            let cookie = &self.service.settings.cookie.name;
+            let session = self
+                .service
+                .session_for(&info.headers, &info.query, cookie)
+                .await;
+            let identity = session.as_deref().map(policy_identity);
+            let path = normalize_path(req.uri().path()).unwrap_or_else(|_| req.path().to_string());
+            let source_ip = req.peer_addr().map(|a| a.ip());
+            let view = ActixRequestView::new(req, &path, source_ip, None);
+            let eval = policy.evaluate(&view, identity.as_ref());
+            match eval.decision {
+                Decision::Allow => {
+                    let pass = entry
+                        .route
+                        .pass_identity_headers
+                        .unwrap_or(self.service.settings.pass_identity_headers);
+                    let plan =
+                        self.service
+                            .upstream_headers(&info, session.as_deref(), pass, false);
+                    AuthOutcome::Allow(UpstreamIdentity {
+                        set_headers: plan.set,
+                        remove_headers: plan.remove,
+                        strip_cookie: plan.strip_cookie,
+                    })
+                }
+                Decision::Login => AuthOutcome::Respond(self.service.login(&info)),
+                Decision::Deny | Decision::ClientCertificateRequired => {
+                    let reasons = eval.decisive_reasons().to_string();
+                    tracing::info!(route = %entry.route.id, user = session.as_deref().map(|s| s.user_id.as_str()).unwrap_or(""), reasons = %reasons, "access denied");
+                    deny(eval.deny_status().unwrap_or(403), reasons)
+                }
+            }
+        })
+    }
+}
+
+/// Lives for the whole `serve`: the session store/actor and the policy compiler's history.
+pub struct AuthRuntime {
+    sessions: Sessions,
+    storage: StorageSettings,
+    compiler: Mutex<PolicyCompiler>,
+}
+
+impl AuthRuntime {
+    /// Opens the session store named by the first configuration and starts the session actor.
+    /// Call inside the actix `System`.
+    pub fn start(cfg: &Config, data_dir: &Path) -> Result<AuthRuntime, AuthStartError> {
+        let settings = AuthSettings::from_settings(&cfg.settings)?;
+        let store = open_store(&settings.storage, data_dir)?;
+        tracing::info!(store = store.kind(), "session store opened");
+        Ok(AuthRuntime {
+            sessions: Sessions::start(store),
+            storage: settings.storage,
+            compiler: Mutex::new(PolicyCompiler::new()),
+        })
+    }
+
+    /// A new authorizer for `cfg` (sessions carry over; a bad auth setting rejects the config).
+    pub fn authorizer_for(&self, cfg: &Config) -> Result<Arc<dyn Authorizer>, AuthStartError> {
+        let settings = AuthSettings::from_settings(&cfg.settings)?;
+        if settings.storage != self.storage {
+            tracing::warn!(
+                "databroker_storage_* changed; the new session store takes effect after a restart"
+            );
+        }
+        let service = AuthService::new(settings, self.sessions.clone())?;
+        let inputs: Vec<RoutePolicyInput> = cfg.routes.iter().map(route_policy_input).collect();
+        let snapshot = self.compiler.lock().expect("poisoned").compile_all(&inputs);
+        for (route, err) in &snapshot.errors {
+            tracing::warn!(route = %route, error = %err, "route policy rejected; keeping the last good policy (or deny-all)");
+        }
+        Ok(Arc::new(SignInAuthorizer {
+            service,
+            policies: Arc::new(snapshot),
+        }))
+    }
+}
