@@ -119,6 +119,9 @@ pub struct ControllerArgs {
         hide = true
     )]
     pub leader_election_retry_period: f64,
+    /// Directory of a file session store configured without a path.
+    #[arg(long, env = "RAMPART_DATA_DIR", default_value = "./data")]
+    pub data_dir: std::path::PathBuf,
     /// Proxy worker threads (default: one per CPU).
     #[arg(long, env = "PROXY_WORKERS", hide = true)]
     pub proxy_workers: Option<usize>,
@@ -555,7 +558,7 @@ pub async fn start(args: &ControllerArgs) -> Result<Running, ControllerError> {
     }
 
     let client = args.client().await?;
-    let feed = ProxyFeed::new(state.clone(), certs);
+    let feed = ProxyFeed::new(state.clone(), certs, args.data_dir.clone());
     let controller = Controller::start(client, options, feed.publisher(), health);
     Ok(Running {
         controller,

@@ -435,11 +435,8 @@ impl ReconcilerActor {
         let generation = p.metadata.generation;
         // Settings the proxy cannot use (e.g. a bad header name) are rejected here, with the
         // same reporting as a conversion error, instead of failing later in the proxy.
-        let result = pomerium_to_settings(p, self.core.state()).and_then(|(s, w)| {
-            crate::config::build(s.clone())
-                .map(|_| (s, w))
-                .map_err(|e| format!("settings: {e}"))
-        });
+        let result = pomerium_to_settings(p, self.core.state())
+            .and_then(|(s, w)| crate::controller::proxy::check_settings(&s).map(|_| (s, w)));
         let (settings, warnings) = match &result {
             Ok((s, w)) => (Ok(s.clone()), w.clone()),
             Err(e) => (Err(e.clone()), Vec::new()),
