@@ -894,6 +894,23 @@ async fn traffic_flows_through_the_proxy_and_follows_the_cluster() {
         "the Pomerium object's certificate is served (no route: 404)"
     );
 
+    // Without the public annotation the sign-in authorizer answers, not the upstream.
+    kube.apply(ingress("private", "private.example.com", "app"));
+    let mut private = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        private = via_proxy(port, "private.example.com", "/").await;
+        if matches!(&private, Some((c, _, _)) if *c != 404) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, body, _) = private.unwrap();
+    assert!(
+        code != 200 && code != 404 && body != "hello from backend",
+        "{code} {body}"
+    );
+
     // Rotating the Secret changes the served certificate on new connections.
     let ck2 = rcgen::generate_simple_self_signed(vec!["app.example.com".to_string()]).unwrap();
     kube.apply(tls(&ck2));
