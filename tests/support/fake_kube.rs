@@ -281,6 +281,8 @@ struct State {
     open_watches: BTreeMap<CollKey, usize>,
     watch_starts: BTreeMap<CollKey, usize>,
     lists: BTreeMap<CollKey, usize>,
+    /// resourceVersion at which each event was created: (api prefix, namespace, name).
+    created: BTreeMap<(String, String, String), u64>,
     /// Collections answered with 404 (API not served).
     unserved: std::collections::BTreeSet<CollKey>,
 }
@@ -496,8 +498,12 @@ impl FakeKube {
         let mut all: Vec<(u64, RecordedEvent)> = Vec::new();
         for prefix in ["apis/events.k8s.io/v1", "api/v1"] {
             if let Some(c) = st.store.get(&(prefix.to_string(), "events".to_string())) {
-                for v in c.values() {
-                    let created = v["metadata"]["x-fake-created-rv"].as_u64().unwrap_or(0);
+                for ((ns, name), v) in c {
+                    let created = st
+                        .created
+                        .get(&(prefix.to_string(), ns.clone(), name.clone()))
+                        .copied()
+                        .unwrap_or(0);
                     all.push((created, RecordedEvent::from_value(v)));
                 }
             }
@@ -636,9 +642,9 @@ impl FakeKube {
             obj["kind"] = json!(kind_of(&coll.0, &coll.1));
         }
         if coll.1 == "events" && typ == "ADDED" {
-            // Creation order for `events()`; not part of the object the client sees... but
-            // harmless if it is (unknown metadata fields are ignored by clients).
-            obj["metadata"]["x-fake-created-rv"] = json!(rv);
+            // Creation order for `events()`.
+            st.created
+                .insert((coll.0.clone(), ns.to_string(), name.to_string()), rv);
         }
         let c = st.store.entry(coll.clone()).or_default();
         let key = (ns.to_string(), name.to_string());
