@@ -50,6 +50,11 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // When startup fails, the system is dropped with this actor never polled, and
+        // `started` runs during that drop with no timer available: nothing to schedule then.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
         ctx.run_interval(self.sweep_interval, |act, ctx| {
             let writer = act.writer.clone();
             ctx.spawn(
