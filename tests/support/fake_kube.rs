@@ -512,6 +512,17 @@ impl FakeKube {
         all.into_iter().map(|(_, e)| e).collect()
     }
 
+    /// Number of stored objects of a kind (cheap, for polling).
+    pub fn count(&self, api_version: &str, kind: &str) -> usize {
+        let coll = coll_of(api_version, kind);
+        self.shared.lock().store.get(&coll).map_or(0, |c| c.len())
+    }
+
+    /// Number of requests seen so far (cheap, for polling).
+    pub fn request_count(&self) -> usize {
+        self.shared.lock().requests.len()
+    }
+
     /// Every request seen so far.
     pub fn requests(&self) -> Vec<Request> {
         self.shared.lock().requests.clone()
