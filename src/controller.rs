@@ -327,10 +327,6 @@ fn wrap_pomerium(o: Pomerium) -> KubeObject {
     KubeObject::Pomerium(Box::new(o))
 }
 
-fn watcher_config() -> watcher::Config {
-    watcher::Config::default()
-}
-
 impl Controller {
     /// Starts the watchers, the reconciler, the event recorder and the status writer. Must be
     /// called inside an actix system. Output goes to `publisher`; probe state to `health`.
@@ -388,7 +384,7 @@ impl Controller {
             .start()
         });
         let target: Recipient<Watched> = reconciler.clone().recipient();
-        let cfg = watcher_config;
+        let cfg = watcher::Config::default;
         WatcherActor::new(
             Kind::Ingress,
             Api::<Ingress>::all(client.clone()),
