@@ -371,6 +371,24 @@ async fn ingress_create_update_delete_publishes_routes_events_and_status() {
     })
     .await;
     assert!(*published.settings.lock().unwrap() >= 1);
+    // No storage in the Pomerium object: the upstream warning, as event and in the status.
+    let warning = "storage: please specify a persistent storage backend, please see https://www.pomerium.com/docs/internals/data-storage";
+    eventually("Validation warning event", || {
+        has_event(kube, "Pomerium", "global", "Warning", "Validation", warning)
+    })
+    .await;
+    assert_eq!(
+        crd_status(kube)["settingsStatus"]["warnings"],
+        json!([warning])
+    );
+    assert!(has_event(
+        kube,
+        "Pomerium",
+        "global",
+        "Normal",
+        "Updated",
+        "config updated"
+    ));
 
     // Create.
     kube.apply(ingress("b", "b.example.com", "web"));
