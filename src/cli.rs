@@ -28,6 +28,9 @@ pub enum Command {
     /// Run the Kubernetes Ingress controller (Pomerium ingress controller compatible).
     #[command(alias = "all-in-one")]
     Controller(Box<crate::controller::ControllerArgs>),
+    /// Create the bootstrap Secret (`shared_secret`, `cookie_secret`, `signing_key`) for the
+    /// `Pomerium` object unless it exists.
+    GenSecrets(crate::controller::gen_secrets::GenSecretsArgs),
     /// Check, evaluate and explain Pomerium Policy Language documents.
     #[command(subcommand)]
     Policy(PolicyCommand),

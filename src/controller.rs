@@ -3,6 +3,7 @@
 //! actor, which publishes routes/certificates/settings through a `Publisher` and hands events
 //! and status writes to their actors. Health probes on `--health-probe-bind-address`.
 
+pub mod gen_secrets;
 pub mod health;
 pub mod proxy;
 

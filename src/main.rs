@@ -39,6 +39,11 @@ fn run() -> anyhow::Result<()> {
             actix_rt::System::new().block_on(rampart::controller::run(*args))?;
             Ok(())
         }
+        Command::GenSecrets(args) => {
+            rampart::telemetry::init(cli.log_format, "info");
+            actix_rt::System::new().block_on(rampart::controller::gen_secrets::run(args))?;
+            Ok(())
+        }
         Command::Render(args) => {
             rampart::telemetry::init(cli.log_format, "warn");
             std::process::exit(rampart::k8s::render::run(&args.into()))

@@ -1404,3 +1404,35 @@ async fn fake_kube_records_core_events_and_leases() {
         .unwrap();
     assert_eq!(raw.status().as_u16(), 422);
 }
+
+#[actix_rt::test]
+async fn gen_secrets_creates_a_valid_bootstrap_secret_once() {
+    use rampart::controller::gen_secrets::{gen_secrets, Generated};
+    let kube = FakeKube::start();
+    assert_eq!(
+        gen_secrets(kube.client(), "pomerium/bootstrap")
+            .await
+            .unwrap(),
+        Generated::Created
+    );
+    let first = kube
+        .get("v1", "Secret", Some("pomerium"), "bootstrap")
+        .unwrap();
+    assert_eq!(first["type"], "Opaque");
+    assert_eq!(
+        gen_secrets(kube.client(), "pomerium/bootstrap")
+            .await
+            .unwrap(),
+        Generated::AlreadyExists
+    );
+    let second = kube
+        .get("v1", "Secret", Some("pomerium"), "bootstrap")
+        .unwrap();
+    assert_eq!(first, second, "an existing Secret is left alone");
+    // The generated Secret boots the controller.
+    kube.apply(ingress_class());
+    kube.apply(pomerium_global());
+    let r = start(kube, &[]).await;
+    eventually("bootstrap ok", || r.health.ready()).await;
+    assert!(gen_secrets(r.kube.client(), "bootstrap").await.is_err());
+}
