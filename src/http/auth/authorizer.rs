@@ -20,7 +20,7 @@ use crate::http::authorize::{request_id, AuthOutcome, Authorizer, RequestId, Ups
 use crate::http::errors::{ClientKind, ErrorPage};
 use crate::http::request::normalize_path;
 use crate::http::routes::RouteEntry;
-use crate::policy::{ActixRequestView, Decision, Identity, LegacyPolicy};
+use crate::policy::{ActixRequestView, Decision, Identity};
 use crate::store::{open_store, Session, StoreError};
 
 #[derive(Debug, Error)]
@@ -35,24 +35,7 @@ pub enum AuthStartError {
 
 /// Policy inputs of a route (legacy allow-list fields + `policy`).
 pub fn route_policy_input(route: &Route) -> RoutePolicyInput {
-    let c = &route.config;
-    let legacy = LegacyPolicy {
-        allow_public_unauthenticated_access: c.allow_public_unauthenticated_access.unwrap_or(false),
-        cors_allow_preflight: c.cors_allow_preflight.unwrap_or(false),
-        allow_any_authenticated_user: c.allow_any_authenticated_user.unwrap_or(false),
-        allowed_domains: c.allowed_domains.clone().unwrap_or_default(),
-        allowed_idp_claims: c.allowed_idp_claims.clone().unwrap_or_default(),
-        allowed_users: c.allowed_users.clone().unwrap_or_default(),
-    };
-    let policies = match &c.policy {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(text)) => match crate::policy::parse_document(text) {
-            Ok(v) => vec![v],
-            // Keep the text so the compiler reports the parse error for this route.
-            Err(_) => vec![Value::String(text.clone())],
-        },
-        Some(v) => vec![v.clone()],
-    };
+    let (legacy, policies) = crate::policy::route_documents(&route.config);
     RoutePolicyInput {
         route_id: route.id.clone(),
         legacy,
@@ -154,6 +137,16 @@ impl Authorizer for SignInAuthorizer {
     }
 }
 
+/// Without an identity provider nobody signs in: keep no session files (and take no lock on
+/// the data directory).
+fn effective_storage(settings: &AuthSettings) -> StorageSettings {
+    if settings.idp.is_none() {
+        StorageSettings::Memory
+    } else {
+        settings.storage.clone()
+    }
+}
+
 /// Lives for the whole `serve`: the session store/actor and the policy compiler's history.
 pub struct AuthRuntime {
     sessions: Sessions,
@@ -166,11 +159,12 @@ impl AuthRuntime {
     /// Call inside the actix `System`.
     pub fn start(cfg: &Config, data_dir: &Path) -> Result<AuthRuntime, AuthStartError> {
         let settings = AuthSettings::from_settings(&cfg.settings)?;
-        let store = open_store(&settings.storage, data_dir)?;
+        let storage = effective_storage(&settings);
+        let store = open_store(&storage, data_dir)?;
         tracing::info!(store = store.kind(), "session store opened");
         Ok(AuthRuntime {
             sessions: Sessions::start(store),
-            storage: settings.storage,
+            storage,
             compiler: Mutex::new(PolicyCompiler::new()),
         })
     }
@@ -178,7 +172,7 @@ impl AuthRuntime {
     /// A new authorizer for `cfg` (sessions carry over; a bad auth setting rejects the config).
     pub fn authorizer_for(&self, cfg: &Config) -> Result<Arc<dyn Authorizer>, AuthStartError> {
         let settings = AuthSettings::from_settings(&cfg.settings)?;
-        if settings.storage != self.storage {
+        if effective_storage(&settings) != self.storage {
             tracing::warn!(
                 "databroker_storage_* changed; the new session store takes effect after a restart"
             );

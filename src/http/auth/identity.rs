@@ -1,9 +1,9 @@
 //! The identity passed upstream (spec 3.1/3.2): the ES256 `X-Pomerium-Jwt-Assertion`, its JWKS
 //! document, and the claim headers derived from its payload.
 
-use p256::ecdsa::signature::Signer;
-use p256::ecdsa::{Signature, SigningKey};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -20,7 +20,10 @@ pub const STANDARD_CLAIMS: [&str; 11] = [
 
 /// Signs identity JWTs and serves the matching JWKS.
 pub struct IdentitySigner {
-    key: SigningKey,
+    /// ring's P-256 signer: several times faster than the pure-Rust one, and this runs for
+    /// every request that carries identity headers.
+    key: EcdsaKeyPair,
+    rng: SystemRandom,
     kid: String,
     jwk: Value,
 }
@@ -42,11 +45,15 @@ impl IdentitySigner {
         let thumb_input = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
         let kid = hex(&Sha256::digest(thumb_input.as_bytes()));
         let jwk = json!({"use": "sig", "kty": "EC", "kid": kid, "crv": "P-256", "alg": "ES256", "x": x, "y": y});
-        IdentitySigner {
-            key: SigningKey::from(secret.clone()),
-            kid,
-            jwk,
-        }
+        let rng = SystemRandom::new();
+        let key = EcdsaKeyPair::from_private_key_and_public_key(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            secret.to_bytes().as_slice(),
+            point.as_bytes(),
+            &rng,
+        )
+        .expect("a valid P-256 secret key and its own public point");
+        IdentitySigner { key, rng, kid, jwk }
     }
 
     pub fn kid(&self) -> &str {
@@ -66,8 +73,11 @@ impl IdentitySigner {
             b64url(header.to_string().as_bytes()),
             b64url(Value::Object(claims.clone()).to_string().as_bytes())
         );
-        let sig: Signature = self.key.sign(signing_input.as_bytes());
-        format!("{signing_input}.{}", b64url(&sig.to_bytes()))
+        let sig = self
+            .key
+            .sign(&self.rng, signing_input.as_bytes())
+            .expect("ECDSA signing with the system RNG");
+        format!("{signing_input}.{}", b64url(sig.as_ref()))
     }
 }
 

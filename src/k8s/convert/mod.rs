@@ -340,7 +340,8 @@ pub fn convert_ingress(
         let label = format!("{ns}/{name} route {}", r.name.as_deref().unwrap_or(""));
         validate_route(&label, r.id.clone().unwrap_or_default(), r, &defaults)
             .map_err(|e| ConvertError::Validation(e.to_string()))?;
-        check_route_policy(r).map_err(|e| ConvertError::Validation(format!("{label}: {e}")))?;
+        crate::policy::compile_route_config(r)
+            .map_err(|e| ConvertError::Validation(format!("{label}: {e}")))?;
     }
 
     Ok(ConvertedIngress {
@@ -350,24 +351,6 @@ pub fn convert_ingress(
         extras: parsed.extras,
         http01_solver: solver,
     })
-}
-
-/// Compiles a route's policy (legacy fields plus `policy`) as the proxy will.
-pub fn check_route_policy(r: &RouteConfig) -> Result<(), crate::policy::PolicyError> {
-    let legacy = crate::policy::LegacyPolicy {
-        allow_public_unauthenticated_access: r.allow_public_unauthenticated_access.unwrap_or(false),
-        cors_allow_preflight: r.cors_allow_preflight.unwrap_or(false),
-        allow_any_authenticated_user: r.allow_any_authenticated_user.unwrap_or(false),
-        allowed_domains: r.allowed_domains.clone().unwrap_or_default(),
-        allowed_idp_claims: r.allowed_idp_claims.clone().unwrap_or_default(),
-        allowed_users: r.allowed_users.clone().unwrap_or_default(),
-    };
-    let policies: Vec<Value> = match &r.policy {
-        None => Vec::new(),
-        Some(Value::String(text)) => vec![crate::policy::parse_document(text)?],
-        Some(v) => vec![v.clone()],
-    };
-    crate::policy::compile_route(&legacy, &policies).map(|_| ())
 }
 
 fn default_backend_host(tls: &[IngressTLS]) -> Result<String, String> {

@@ -388,3 +388,145 @@ fn http01_routes_listed_separately() {
         Some("/.well-known/acme-challenge/t")
     );
 }
+
+#[test]
+fn route_snapshot_shares_unchanged_routes() {
+    let mut r = Reconciler::new(ConvertOptions::default());
+    let mut objs = base();
+    objs.push(ing("a", "a.example.com", &[("/", "Prefix")], ""));
+    objs.push(ing("b", "b.example.com", &[("/", "Prefix")], ""));
+    r.apply_all(objs);
+    let s1 = r.route_snapshot();
+    let copied: Vec<RouteConfig> = s1.iter().map(|x| (**x).clone()).collect();
+    assert_eq!(copied, *r.routes());
+    // Re-applying an identical Ingress keeps the very same snapshot.
+    let out = r.apply(Change::Upsert(ing(
+        "a",
+        "a.example.com",
+        &[("/", "Prefix")],
+        "",
+    )));
+    assert!(!out.routes_changed);
+    assert!(Arc::ptr_eq(&s1, &r.route_snapshot()));
+    // Changing `a` replaces only a's route; b's is shared with the old snapshot.
+    r.apply(Change::Upsert(ing(
+        "a",
+        "a.example.com",
+        &[("/x", "Prefix")],
+        "",
+    )));
+    let s2 = r.route_snapshot();
+    assert_eq!(s2.len(), 2);
+    assert!(!Arc::ptr_eq(&s1[0], &s2[0]));
+    assert!(Arc::ptr_eq(&s1[1], &s2[1]));
+    let copied: Vec<RouteConfig> = s2.iter().map(|x| (**x).clone()).collect();
+    assert_eq!(copied, *r.routes());
+    assert_eq!(
+        r.converted(&key("a")).unwrap().routes[0].prefix.as_deref(),
+        Some("/x")
+    );
+}
+
+mod incremental {
+    //! Property: after any sequence of changes, every managed Ingress without an error has
+    //! exactly the routes a fresh conversion gives (no stale dependency), and the merged list
+    //! is the sorted union of every Ingress's last good routes.
+
+    use super::*;
+    use crate::k8s::convert::{convert_ingress, is_managed, ConversionContext};
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Ingress {
+            i: u8,
+            host: u8,
+            svc: u8,
+            path: u8,
+            bad: bool,
+        },
+        DeleteIngress(u8),
+        Service(u8),
+        DeleteService(u8),
+        Endpoints {
+            svc: u8,
+            ip: u8,
+        },
+        DeleteEndpoints(u8),
+        Class(bool),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..6u8, 0..3u8, 0..3u8, 0..3u8, proptest::bool::weighted(0.15))
+                .prop_map(|(i, host, svc, path, bad)| Op::Ingress { i, host, svc, path, bad }),
+            1 => (0..6u8).prop_map(Op::DeleteIngress),
+            2 => (0..3u8).prop_map(Op::Service),
+            1 => (0..3u8).prop_map(Op::DeleteService),
+            3 => (0..3u8, 0..4u8).prop_map(|(svc, ip)| Op::Endpoints { svc, ip }),
+            1 => (0..3u8).prop_map(Op::DeleteEndpoints),
+            1 => any::<bool>().prop_map(Op::Class),
+        ]
+    }
+
+    fn change(op: &Op) -> Change {
+        let one = |yaml: String| Change::Upsert(objects(&yaml).pop().unwrap());
+        match op {
+            Op::Ingress { i, host, svc, path, bad } => {
+                let ann = if *bad { "  annotations: {ingress.pomerium.io/nope: x}\n" } else { "" };
+                one(format!(
+                    "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: ing{i}\n  namespace: default\n{ann}spec:\n  ingressClassName: pomerium\n  rules:\n  - host: h{host}.example.com\n    http: {{paths: [{{path: /p{path}, pathType: Prefix, backend: {{service: {{name: s{svc}, port: {{number: 80}}}}}}}}]}}\n"
+                ))
+            }
+            Op::DeleteIngress(i) => Change::Delete(Kind::Ingress, "default".into(), format!("ing{i}")),
+            Op::Service(s) => one(format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: s{s}, namespace: default}}\nspec: {{ports: [{{port: 80, targetPort: 8080}}]}}\n"
+            )),
+            Op::DeleteService(s) => Change::Delete(Kind::Service, "default".into(), format!("s{s}")),
+            Op::Endpoints { svc, ip } => one(format!(
+                "apiVersion: v1\nkind: Endpoints\nmetadata: {{name: s{svc}, namespace: default}}\nsubsets: [{{addresses: [{{ip: 10.0.0.{ip}}}], ports: [{{port: 8080}}]}}]\n"
+            )),
+            Op::DeleteEndpoints(s) => Change::Delete(Kind::Endpoints, "default".into(), format!("s{s}")),
+            Op::Class(true) => one(CLASS.to_string()),
+            Op::Class(false) => Change::Delete(Kind::IngressClass, String::new(), "pomerium".into()),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        #[test]
+        fn incremental_matches_fresh_conversion(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut r = Reconciler::new(ConvertOptions::default());
+            r.apply_all(objects(CLASS));
+            for op in &ops {
+                r.apply(change(op));
+            }
+            let ctx = ConversionContext::new(r.state(), r.options());
+            let mut union: Vec<RouteConfig> = Vec::new();
+            for i in 0..6 {
+                let k = key(&format!("ing{i}"));
+                let managed = r.ingress(&k).is_some_and(|ing| is_managed(ing, &ctx).is_ok());
+                prop_assert_eq!(managed, r.managed().contains(&k), "managed set for {}", k);
+                if !managed {
+                    continue;
+                }
+                let fresh = convert_ingress(r.ingress(&k).unwrap(), &ctx);
+                match (&fresh, r.error(&k)) {
+                    (Ok(c), None) => {
+                        prop_assert_eq!(&c.routes, &r.converted(&k).unwrap().routes, "stale routes for {}", k);
+                    }
+                    (Err(e), Some(err)) => prop_assert_eq!(e.to_string(), err),
+                    (f, e) => prop_assert!(false, "{}: fresh {:?} vs recorded error {:?}", k, f.as_ref().err(), e),
+                }
+                if let Some(c) = r.converted(&k) {
+                    union.extend(c.routes.iter().cloned());
+                }
+            }
+            union.sort_by(|a, b| route_order(a, b, a.id.as_deref().unwrap(), b.id.as_deref().unwrap()));
+            let routes = r.routes();
+            prop_assert_eq!(&union, routes.as_ref());
+            let shared: Vec<RouteConfig> = r.route_snapshot().iter().map(|x| (**x).clone()).collect();
+            prop_assert_eq!(&union, &shared);
+        }
+    }
+}
