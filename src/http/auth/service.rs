@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::handle::SessionHandle;
 use super::headers::{has_non_cookie_carrier, session_tokens, upstream_plan, HeaderPlan};
-use super::identity::{claim_header_value, identity_claims, IdentitySigner};
+use super::identity::{claim_header_value, identity_claims, IdentityCache, IdentitySigner};
 use super::oidc::{Idp, IdpError, IdpTokens};
 use super::respond::login_response;
 use super::settings::AuthSettings;
@@ -112,6 +112,7 @@ pub struct AuthService {
     pub signer: IdentitySigner,
     pub idp: Option<Idp>,
     pub sessions: Sessions,
+    identity_cache: IdentityCache,
     refresh_locks: Vec<futures::lock::Mutex<()>>,
 }
 
@@ -129,6 +130,7 @@ impl AuthService {
             settings,
             idp,
             sessions,
+            identity_cache: IdentityCache::default(),
             refresh_locks: (0..REFRESH_LOCKS)
                 .map(|_| futures::lock::Mutex::new(()))
                 .collect(),
@@ -290,26 +292,34 @@ impl AuthService {
     ) -> HeaderPlan {
         let claim_headers = &self.settings.jwt_claims_headers;
         let identity = pass_identity.then(|| {
+            let now = unix_now();
+            let key = IdentityCache::key(session, &info.host, issuer_uri_format);
+            if let Some(minted) = self.identity_cache.get(&key, now) {
+                return minted;
+            }
             let extra: Vec<String> = claim_headers.iter().map(|(_, c)| c.clone()).collect();
             let claims = identity_claims(
                 &info.host,
                 issuer_uri_format,
                 session,
                 &extra,
-                unix_now(),
+                now,
                 &uuid::Uuid::new_v4().to_string(),
             );
             let values = claim_headers
                 .iter()
                 .map(|(_, c)| claim_header_value(&claims, c))
                 .collect::<Vec<_>>();
-            (self.signer.sign(&claims), values)
+            self.identity_cache
+                .insert(key, self.signer.sign(&claims), values, now)
         });
         upstream_plan(
             &info.headers,
             &self.settings.cookie.name,
             claim_headers,
-            identity.as_ref().map(|(jwt, v)| (jwt.as_str(), v.clone())),
+            identity
+                .as_ref()
+                .map(|m| (m.jwt.as_str(), m.claim_values.clone())),
         )
     }
 
