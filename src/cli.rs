@@ -25,12 +25,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy from a Pomerium-style config file.
     Serve(ServeArgs),
+    /// Run the Kubernetes Ingress controller (Pomerium ingress controller compatible).
+    #[command(alias = "all-in-one")]
+    Controller(Box<crate::controller::ControllerArgs>),
+    /// Create the bootstrap Secret (`shared_secret`, `cookie_secret`, `signing_key`) for the
+    /// `Pomerium` object unless it exists.
+    GenSecrets(crate::controller::gen_secrets::GenSecretsArgs),
     /// Check, evaluate and explain Pomerium Policy Language documents.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Run a small upstream app that shows request headers and verifies the identity JWT
-    /// (`X-Pomerium-Jwt-Assertion`) against a JWKS URL, like Pomerium's verify service.
-    Verify(VerifyArgs),
     /// Convert Kubernetes manifests (Ingress, IngressClass, Service, Endpoints,
     /// EndpointSlice, Secret, Pomerium) into a Pomerium-style config on stdout.
     ///
@@ -38,6 +41,9 @@ pub enum Command {
     /// unreadable input exits 2. When the input holds no IngressClass, an IngressClass
     /// `pomerium` owned by `--name` is assumed, so a lone Ingress file renders.
     Render(RenderArgs),
+    /// Run a small upstream app that shows request headers and verifies the identity JWT
+    /// (`X-Pomerium-Jwt-Assertion`) against a JWKS URL, like Pomerium's verify service.
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Args)]

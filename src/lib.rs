@@ -8,6 +8,7 @@
 pub mod actors;
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod http;
 pub mod k8s;
 pub mod policy;

@@ -33,6 +33,17 @@ fn run() -> anyhow::Result<()> {
             rampart::telemetry::init(cli.log_format, "info");
             Ok(rampart::verify::run(args)?)
         }
+        Command::Controller(args) => {
+            let level = if args.debug { "debug" } else { "info" };
+            rampart::telemetry::init(cli.log_format, level);
+            actix_rt::System::new().block_on(rampart::controller::run(*args))?;
+            Ok(())
+        }
+        Command::GenSecrets(args) => {
+            rampart::telemetry::init(cli.log_format, "info");
+            actix_rt::System::new().block_on(rampart::controller::gen_secrets::run(args))?;
+            Ok(())
+        }
         Command::Render(args) => {
             rampart::telemetry::init(cli.log_format, "warn");
             std::process::exit(rampart::k8s::render::run(&args.into()))

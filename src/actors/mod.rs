@@ -7,3 +7,9 @@ pub mod config;
 pub mod file_watch;
 pub mod policy;
 pub mod session;
+
+pub mod k8s_events;
+pub mod k8s_leader;
+pub mod k8s_reconciler;
+pub mod k8s_status;
+pub mod k8s_watch;

@@ -169,3 +169,8 @@ pub(crate) fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Objec
         .filter(|s| !s.is_empty())
         .unwrap_or("default")
 }
+
+pub mod events;
+pub mod leader;
+pub mod status;
+pub mod watch;

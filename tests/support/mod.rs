@@ -2,6 +2,8 @@
 //! the real `rampart` binary spawned with a config file, and HTTPS clients trusting the test CA.
 #![allow(dead_code)]
 
+pub mod fake_kube;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
