@@ -515,6 +515,8 @@ pub async fn start(args: &ControllerArgs) -> Result<Running, ControllerError> {
 
     let metrics = Metrics::new();
     let state = ProxyState::new(metrics.clone(), true);
+    // cert-manager HTTP-01 solver routes, answered on the plain HTTP listener.
+    let acme = ProxyState::new(metrics.clone(), false);
     let resolver = CertResolver::new();
     let certs = CertActor::start(resolver.clone(), Vec::new())
         .map_err(|e| ControllerError::Certificates(e.join("; ")))?;
@@ -539,7 +541,7 @@ pub async fn start(args: &ControllerArgs) -> Result<Running, ControllerError> {
     tracing::info!(address = %server_addr, "proxy listening");
     if let Some(addr) = redirect_addr {
         servers.push(
-            redirect_server(addr, server_addr.port(), &opts)
+            redirect_server(addr, server_addr.port(), Some(acme.clone()), &opts)
                 .map_err(listen_err("http-redirect-addr", addr))?,
         );
         tracing::info!(address = %addr, "redirect listener");
@@ -555,7 +557,7 @@ pub async fn start(args: &ControllerArgs) -> Result<Running, ControllerError> {
     }
 
     let client = args.client().await?;
-    let feed = ProxyFeed::new(state.clone(), certs, args.data_dir.clone());
+    let feed = ProxyFeed::new(state.clone(), certs, args.data_dir.clone()).with_acme(acme);
     let controller = Controller::start(client, options, feed.publisher(), health);
     Ok(Running {
         controller,

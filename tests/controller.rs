@@ -1436,3 +1436,118 @@ async fn gen_secrets_creates_a_valid_bootstrap_secret_once() {
     eventually("bootstrap ok", || r.health.ready()).await;
     assert!(gen_secrets(r.kube.client(), "bootstrap").await.is_err());
 }
+
+/// cert-manager HTTP-01: a solver Ingress is answered on the plain HTTP listener (Pomerium can
+/// only redirect there); everything else on that listener still redirects to https.
+#[actix_rt::test]
+async fn http01_solver_is_served_on_the_plain_http_listener() {
+    use actix_web::{web, App, HttpRequest, HttpServer};
+    let backend = HttpServer::new(|| {
+        App::new().default_service(web::to(|req: HttpRequest| async move {
+            format!(
+                "token for {} at {}",
+                req.connection_info().host(),
+                req.path()
+            )
+        }))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let backend_port = backend.addrs()[0].port();
+    actix_rt::spawn(backend.run());
+
+    let kube = FakeKube::start();
+    kube.apply(ingress_class());
+    kube.apply(bootstrap_secret());
+    kube.apply(pomerium_global());
+    kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cm-acme-http-solver", "namespace": "default"},
+        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.30", "ports": [{"port": 8089, "targetPort": backend_port, "protocol": "TCP"}]}}));
+    kube.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+        "metadata": {"name": "solver-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "cm-acme-http-solver"}},
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+        "ports": [{"port": backend_port, "protocol": "TCP"}]}));
+    // What cert-manager creates: legacy class annotation, solver label, an unknown annotation
+    // (solvers skip annotation processing), ImplementationSpecific path.
+    kube.apply(json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "cm-acme-http-solver-abc", "namespace": "default",
+            "labels": {"acme.cert-manager.io/http01-solver": "true"},
+            "annotations": {"kubernetes.io/ingress.class": "pomerium", "ingress.pomerium.io/whatever": "x"}},
+        "spec": {"rules": [{"host": "app.example.com", "http": {"paths": [
+            {"path": "/.well-known/acme-challenge/tok123", "pathType": "ImplementationSpecific",
+             "backend": {"service": {"name": "cm-acme-http-solver", "port": {"number": 8089}}}}]}}]}}));
+
+    let port = free_port();
+    let http_port = free_port();
+    let server_addr = format!("127.0.0.1:{port}");
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let a = args(
+        &kube,
+        &[
+            "--server-addr",
+            &server_addr,
+            "--http-redirect-addr",
+            &http_addr,
+            "--proxy-workers",
+            "1",
+        ],
+    );
+    let running = rampart::controller::start(&a).await.unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let resp = client
+                .get(format!("http://127.0.0.1:{http_port}{path}"))
+                .header("host", "app.example.com")
+                .send()
+                .await
+                .ok()?;
+            let code = resp.status().as_u16();
+            let location = resp
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap_or("").to_string());
+            Some((code, location, resp.text().await.unwrap_or_default()))
+        }
+    };
+
+    let mut last = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        last = get("/.well-known/acme-challenge/tok123").await;
+        if matches!(&last, Some((200, _, _))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, _, body) = last.expect("plain listener answered");
+    assert_eq!(code, 200, "{body}");
+    // The solver sees the original Host (preserve_host_header) and path.
+    assert_eq!(
+        body,
+        "token for app.example.com at /.well-known/acme-challenge/tok123"
+    );
+
+    // Other paths, and challenges for hosts without a solver, still redirect to https.
+    let (code, location, _) = get("/dashboard?x=1").await.unwrap();
+    assert_eq!(code, 301);
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("https://app.example.com:{port}/dashboard?x=1").as_str())
+    );
+    let other = client
+        .get(format!(
+            "http://127.0.0.1:{http_port}/.well-known/acme-challenge/tok123"
+        ))
+        .header("host", "other.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 301);
+    running.stop().await;
+}

@@ -72,6 +72,8 @@ pub struct ProxyFeed {
     /// Sessions and policy compilation; started with the first settings.
     auth: Arc<Mutex<Option<Arc<AuthRuntime>>>>,
     data_dir: PathBuf,
+    /// HTTP-01 solver routes, served on the plain HTTP listener.
+    acme: Option<Arc<ProxyState>>,
 }
 
 impl ProxyFeed {
@@ -83,6 +85,35 @@ impl ProxyFeed {
             certs,
             auth: Arc::default(),
             data_dir,
+            acme: None,
+        }
+    }
+
+    /// Also publish cert-manager HTTP-01 solver routes into `acme` (the plain HTTP listener's
+    /// table), so challenges are answered on port 80 instead of being redirected.
+    pub fn with_acme(mut self, acme: Arc<ProxyState>) -> Self {
+        self.acme = Some(acme);
+        self
+    }
+
+    fn publish_http01(&self, routes: &[RouteConfig]) {
+        let Some(acme) = &self.acme else { return };
+        let settings = Settings {
+            routes: routes.to_vec(),
+            ..Settings::default()
+        };
+        let built = config::build(settings)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| {
+                Snapshot::build(&cfg, Arc::new(crate::http::authorize::PublicOnlyAuthorizer))
+                    .map_err(|e| e.to_string())
+            });
+        match built {
+            Ok(snapshot) => {
+                acme.publish(snapshot);
+                tracing::info!(routes = routes.len(), "HTTP-01 solver routes applied");
+            }
+            Err(e) => tracing::error!(error = %e, "HTTP-01 solver routes rejected"),
         }
     }
 
@@ -130,8 +161,9 @@ impl ProxyFeed {
 
     /// A `Publisher` that drives this proxy.
     pub fn publisher(&self) -> Publisher {
-        let (r, s, c) = (self.clone(), self.clone(), self.clone());
+        let (r, s, c, h) = (self.clone(), self.clone(), self.clone(), self.clone());
         Publisher::default()
+            .on_http01_routes(move |routes| h.publish_http01(&routes))
             .on_routes(move |routes| {
                 let mut a = r.assembler.lock().unwrap_or_else(|e| e.into_inner());
                 a.set_routes(routes);

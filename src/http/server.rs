@@ -201,16 +201,43 @@ pub fn redirect_location(host_header: &str, path_and_query: &str, https_port: u1
     }
 }
 
-/// Hook for ACME HTTP-01: answers `/.well-known/acme-challenge/<token>` once certificates are
-/// obtained automatically. No ACME support yet, so nothing is intercepted.
-pub fn acme_challenge(_req: &HttpRequest) -> Option<HttpResponse> {
-    None
+/// Path prefix of ACME HTTP-01 challenges.
+pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// Whether the plain HTTP listener proxies this request to an HTTP-01 solver (cert-manager)
+/// instead of redirecting it: the path is a challenge path and a solver route matches.
+pub fn is_acme_challenge(req: &HttpRequest, solvers: &ProxyState) -> bool {
+    if !req.path().starts_with(ACME_CHALLENGE_PREFIX) {
+        return false;
+    }
+    let host = proxy::request_host(req);
+    let host = super::request::host_without_port(&host);
+    solvers
+        .snapshot
+        .load()
+        .routes
+        .find(&host, req.path())
+        .is_some()
 }
 
-async fn redirect(req: HttpRequest, port: web::Data<u16>) -> HttpResponse {
-    if let Some(resp) = acme_challenge(&req) {
-        return resp;
+/// What the plain HTTP listener serves besides redirects.
+struct RedirectState {
+    https_port: u16,
+    /// HTTP-01 solver routes (public, served over plain HTTP), if any are published.
+    acme: Option<Arc<ProxyState>>,
+}
+
+async fn redirect(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<RedirectState>,
+) -> HttpResponse {
+    if let Some(acme) = &state.acme {
+        if is_acme_challenge(&req, acme) {
+            return proxy::handle(req, payload, web::Data::new(acme.clone())).await;
+        }
     }
+    let port = state.https_port;
     let host = proxy::request_host(&req);
     let pq = req
         .uri()
@@ -218,7 +245,7 @@ async fn redirect(req: HttpRequest, port: web::Data<u16>) -> HttpResponse {
         .map(|p| p.as_str())
         .unwrap_or("/");
     HttpResponse::MovedPermanently()
-        .insert_header((header::LOCATION, redirect_location(&host, pq, **port)))
+        .insert_header((header::LOCATION, redirect_location(&host, pq, port)))
         .finish()
 }
 
@@ -226,12 +253,13 @@ async fn redirect(req: HttpRequest, port: web::Data<u16>) -> HttpResponse {
 pub fn redirect_server(
     addr: SocketAddr,
     https_port: u16,
+    acme: Option<Arc<ProxyState>>,
     opts: &ListenOptions,
 ) -> std::io::Result<Server> {
-    let port = web::Data::new(https_port);
+    let state = web::Data::new(RedirectState { https_port, acme });
     Ok(HttpServer::new(move || {
         App::new()
-            .app_data(port.clone())
+            .app_data(state.clone())
             .default_service(web::to(redirect))
     })
     .workers(1)
