@@ -5,11 +5,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::file_watch::{watch, FileWatch, FilesChanged};
+use super::file_watch::{debounce, watch, FileWatch, FilesChanged};
 use crate::config::CertificateSource;
 use crate::http::tls::{load_pem, CertResolver, LoadedCert, TlsError};
 
@@ -159,13 +158,10 @@ impl Handler<FilesChanged> for CertActor {
     type Result = ();
 
     fn handle(&mut self, _: FilesChanged, ctx: &mut Self::Context) {
-        if let Some(h) = self.pending.take() {
-            ctx.cancel_future(h);
-        }
-        self.pending = Some(ctx.run_later(Duration::from_millis(150), |act, _| {
+        debounce(&mut self.pending, ctx, |act: &mut CertActor| {
             act.pending = None;
             act.publish();
-        }));
+        });
     }
 }
 

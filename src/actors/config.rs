@@ -4,12 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 
-use super::file_watch::{watch, FileWatch, FilesChanged};
+use super::file_watch::{debounce, watch, FileWatch, FilesChanged};
 use crate::config::{self, Config, ConfigError};
 
 /// Callback run with every newly accepted configuration (including the first).
@@ -176,14 +175,10 @@ impl Handler<FilesChanged> for ConfigActor {
     type Result = ();
 
     fn handle(&mut self, _: FilesChanged, ctx: &mut Self::Context) {
-        // Editors write in several steps: wait for the burst to settle.
-        if let Some(h) = self.pending.take() {
-            ctx.cancel_future(h);
-        }
-        self.pending = Some(ctx.run_later(Duration::from_millis(150), |act, _| {
+        debounce(&mut self.pending, ctx, |act: &mut ConfigActor| {
             act.pending = None;
             act.reload_now();
-        }));
+        });
     }
 }
 

@@ -12,6 +12,21 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 #[rtype(result = "()")]
 pub struct FilesChanged;
 
+/// How long a burst of file events must settle before the files are read (editors and
+/// Kubernetes write in several steps).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(150);
+
+/// Runs `f` once the events stop for `SETTLE`: each call cancels the previous pending run.
+pub fn debounce<A>(pending: &mut Option<SpawnHandle>, ctx: &mut Context<A>, f: fn(&mut A))
+where
+    A: Actor<Context = Context<A>>,
+{
+    if let Some(h) = pending.take() {
+        ctx.cancel_future(h);
+    }
+    *pending = Some(ctx.run_later(SETTLE, move |act, _| f(act)));
+}
+
 /// Keeps the OS watcher alive; dropping it stops watching.
 pub struct FileWatch {
     _watcher: RecommendedWatcher,

@@ -11,32 +11,7 @@ use super::settings::CookieOptions;
 
 pub const CSP: &str = "default-src 'none'; style-src 'self' 'unsafe-inline' data:; img-src * data:; script-src 'self' 'unsafe-inline'; font-src data:; connect-src 'self'";
 
-/// q-value of the most specific Accept range matching `ty/sub`; 0 when none matches.
-fn accept_q(accept: &str, ty: &str, sub: &str) -> f32 {
-    let mut best: Option<(u8, f32)> = None;
-    for range in accept.split(',') {
-        let mut parts = range.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
-        let (mt, ms) = media.split_once('/').unwrap_or((media.as_str(), ""));
-        let spec = if mt == ty && ms == sub {
-            2
-        } else if mt == ty && ms == "*" {
-            1
-        } else if mt == "*" && ms == "*" {
-            0
-        } else {
-            continue;
-        };
-        if best.is_none_or(|(s, _)| spec > s) {
-            best = Some((spec, q));
-        }
-    }
-    best.map(|(_, q)| q).unwrap_or(0.0)
-}
+use crate::http::errors::accept_quality as accept_q;
 
 /// Browser-like: no Accept, or text/html is at least as acceptable as application/json.
 pub fn prefers_html(headers: &HeaderMap) -> bool {
