@@ -1551,3 +1551,130 @@ async fn http01_solver_is_served_on_the_plain_http_listener() {
     assert_eq!(other.status().as_u16(), 301);
     running.stop().await;
 }
+
+/// An endpoint change (a rollout adding a pod, then removing another) updates the upstream set
+/// without cutting an open websocket (Pomerium drops every long-lived connection on the route).
+#[actix_rt::test]
+async fn endpoint_changes_keep_open_websockets() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let echo = support::websocket_echo();
+    let ca = support::Ca::new("ws test CA");
+    let leaf = ca.leaf(&["ws.example.com"]);
+
+    let kube = FakeKube::start();
+    kube.apply(ingress_class());
+    kube.apply(bootstrap_secret());
+    kube.apply(pomerium_global());
+    let slice = |ips: &[&str]| {
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": "ws-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "ws"}},
+            "endpoints": ips.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}})).collect::<Vec<_>>(),
+            "ports": [{"port": echo.port(), "protocol": "TCP"}]})
+    };
+    kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ws", "namespace": "default"},
+        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.40", "ports": [{"port": 80, "targetPort": echo.port(), "protocol": "TCP"}]}}));
+    kube.apply(slice(&["127.0.0.1"]));
+    kube.apply(json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "ws-tls", "namespace": "default"},
+        "data": {"tls.crt": b64(leaf.cert_pem.as_bytes()), "tls.key": b64(leaf.key_pem.as_bytes())}}));
+    let mut ing = ingress("ws", "ws.example.com", "ws");
+    ing["metadata"]["annotations"] = json!({
+        "ingress.pomerium.io/allow_public_unauthenticated_access": "true",
+        "ingress.pomerium.io/allow_websockets": "true"});
+    ing["spec"]["tls"] = json!([{"hosts": ["ws.example.com"], "secretName": "ws-tls"}]);
+    kube.apply(ing);
+
+    let port = free_port();
+    let server_addr = format!("127.0.0.1:{port}");
+    let a = args(
+        &kube,
+        &[
+            "--server-addr",
+            &server_addr,
+            "--http-redirect-addr",
+            "",
+            "--proxy-workers",
+            "1",
+        ],
+    );
+    let running = rampart::controller::start(&a).await.unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls_cfg = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    let connect = || {
+        let tls_cfg = tls_cfg.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()?;
+            let tls = tokio_rustls::TlsConnector::from(tls_cfg)
+                .connect(
+                    rustls::pki_types::ServerName::try_from("ws.example.com").unwrap(),
+                    tcp,
+                )
+                .await
+                .ok()?;
+            tokio_tungstenite::client_async(format!("wss://ws.example.com:{port}/chat"), tls)
+                .await
+                .ok()
+                .map(|(ws, _)| ws)
+        }
+    };
+    let mut ws = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline && ws.is_none() {
+        ws = connect().await;
+        if ws.is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut ws = ws.expect("websocket through the proxy");
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
+
+    // Rollout: a second endpoint appears, then the first one goes away. Nothing listens on
+    // 127.0.0.2, so new requests fail while the websocket opened on 127.0.0.1 must live on.
+    kube.apply(slice(&["127.0.0.1", "127.0.0.2"]));
+    kube.apply(slice(&["127.0.0.2"]));
+    eventually("the new endpoint set to reach the proxy", || {
+        running
+            .proxy
+            .snapshot
+            .load()
+            .routes
+            .find("ws.example.com", "/")
+            .is_some_and(|e| {
+                e.route.upstreams.len() == 1
+                    && e.route.upstreams[0].authority.starts_with("127.0.0.2:")
+            })
+    })
+    .await;
+
+    // The open websocket still carries messages both ways.
+    for i in 0..3 {
+        ws.send(Message::text(format!("after {i}"))).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("after {i}"))
+        );
+    }
+    ws.close(None).await.unwrap();
+    // New requests go to the new endpoint set (where nothing listens: 503).
+    assert_eq!(
+        via_proxy(port, "ws.example.com", "/").await.map(|r| r.0),
+        Some(503)
+    );
+    running.stop().await;
+}
