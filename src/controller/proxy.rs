@@ -59,7 +59,9 @@ impl ConfigAssembler {
     pub fn build(&self) -> Option<Result<Config, ConfigError>> {
         let mut s = self.settings.clone()?;
         s.routes.extend(self.routes.iter().cloned());
-        Some(config::build(s))
+        // Policies were checked per Ingress by the conversion, and the authorizer compiles
+        // them incrementally: don't compile every route again on each publish.
+        Some(config::build_with(s, false))
     }
 }
 
