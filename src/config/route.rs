@@ -650,12 +650,14 @@ fn upstream_tls(cfg: &RouteConfig) -> Result<UpstreamTls, RouteErrorKind> {
 /// Pomerium's route order: `from` asc, `path` desc, `regex` desc, `prefix` desc, `id` asc
 /// (empty strings sort last in the descending keys by plain byte comparison).
 pub fn route_order(a: &RouteConfig, b: &RouteConfig, a_id: &str, b_id: &str) -> Ordering {
-    let s = |v: &Option<String>| v.clone().unwrap_or_default();
+    fn s(v: &Option<String>) -> &str {
+        v.as_deref().unwrap_or_default()
+    }
     a.from
         .cmp(&b.from)
-        .then_with(|| s(&b.path).cmp(&s(&a.path)))
-        .then_with(|| s(&b.regex).cmp(&s(&a.regex)))
-        .then_with(|| s(&b.prefix).cmp(&s(&a.prefix)))
+        .then_with(|| s(&b.path).cmp(s(&a.path)))
+        .then_with(|| s(&b.regex).cmp(s(&a.regex)))
+        .then_with(|| s(&b.prefix).cmp(s(&a.prefix)))
         .then_with(|| match (a_id.is_empty(), b_id.is_empty()) {
             (true, false) => Ordering::Greater,
             (false, true) => Ordering::Less,
