@@ -196,7 +196,7 @@ fn tls_secret(name: &str, host: &str) -> (Value, String) {
 /// What the controller published, for assertions.
 #[derive(Default, Clone)]
 struct Published {
-    routes: Arc<ArcSwap<Vec<RouteConfig>>>,
+    routes: Arc<ArcSwap<Vec<Arc<RouteConfig>>>>,
     route_publishes: Arc<Mutex<usize>>,
     certs: Arc<Mutex<Vec<String>>>,
     settings: Arc<Mutex<usize>>,

@@ -25,9 +25,13 @@ use crate::k8s::watch::{meta_of, Step, SyncTracker};
 use crate::k8s::{IngressKey, Kind, KubeObject};
 
 /// Changes arriving within this window are published together (one proxy rebuild per burst).
-const PUBLISH_COALESCE: std::time::Duration = std::time::Duration::from_millis(25);
+const PUBLISH_COALESCE: std::time::Duration = std::time::Duration::from_millis(10);
 
 type RoutesHook = Box<dyn Fn(Arc<Vec<RouteConfig>>) + Send + Sync>;
+/// The route list as shared pointers: unchanged routes are the same `Arc`s from one publish to
+/// the next, so nothing is deep-copied on the way to the proxy.
+pub type SharedRoutes = Arc<Vec<Arc<RouteConfig>>>;
+type SharedRoutesHook = Box<dyn Fn(SharedRoutes) + Send + Sync>;
 type CertsHook = Box<dyn Fn(Arc<Vec<TlsCert>>) + Send + Sync>;
 type SettingsHook = Box<dyn Fn(Arc<Settings>) + Send + Sync>;
 
@@ -37,7 +41,7 @@ type SettingsHook = Box<dyn Fn(Arc<Settings>) + Send + Sync>;
 #[derive(Default)]
 pub struct Publisher {
     /// All routes, in evaluation order.
-    pub routes: Option<RoutesHook>,
+    pub routes: Option<SharedRoutesHook>,
     /// Routes of cert-manager HTTP-01 solver Ingresses (also in `routes`), for the plain HTTP
     /// listener.
     pub http01_routes: Option<RoutesHook>,
@@ -47,7 +51,7 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn on_routes(mut self, f: impl Fn(Arc<Vec<RouteConfig>>) + Send + Sync + 'static) -> Self {
+    pub fn on_routes(mut self, f: impl Fn(SharedRoutes) + Send + Sync + 'static) -> Self {
         self.routes = Some(Box::new(f));
         self
     }
@@ -108,7 +112,7 @@ pub struct ReconcilerActor {
     status_service: Option<Service>,
     /// Ingresses whose last reconcile succeeded (they get `status.loadBalancer`).
     healthy: BTreeSet<IngressKey>,
-    last_routes: Option<Arc<Vec<RouteConfig>>>,
+    last_routes: Option<SharedRoutes>,
     last_http01: Option<Arc<Vec<RouteConfig>>>,
     publish_scheduled: bool,
     /// Only the leader writes events and status (always true without leader election).
@@ -279,7 +283,7 @@ impl ReconcilerActor {
                 .as_ref()
                 .is_some_and(|l| Arc::ptr_eq(l, now) || **l == **now)
         }
-        let routes = self.core.routes();
+        let routes = self.core.route_snapshot();
         if force || changed(&self.last_routes, &routes) {
             tracing::info!(routes = routes.len(), "publishing routes");
             if let Some(f) = &self.publisher.routes {

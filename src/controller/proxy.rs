@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use actix::Addr;
 
 use crate::actors::certs::{CertActor, PemPair, SetProvided, SetSources};
-use crate::actors::k8s_reconciler::Publisher;
+use crate::actors::k8s_reconciler::{Publisher, SharedRoutes};
 use crate::config::{self, Config, ConfigError, RouteConfig, Settings};
 use crate::http::auth::authorizer::AuthRuntime;
 use crate::http::server::{ProxyState, Snapshot};
@@ -40,7 +40,7 @@ pub fn check_settings(settings: &Settings) -> Result<(), String> {
 #[derive(Debug, Default)]
 pub struct ConfigAssembler {
     settings: Option<Settings>,
-    routes: Arc<Vec<RouteConfig>>,
+    routes: SharedRoutes,
 }
 
 impl ConfigAssembler {
@@ -50,7 +50,7 @@ impl ConfigAssembler {
         self.settings = Some(with_controller_defaults(settings));
     }
 
-    pub fn set_routes(&mut self, routes: Arc<Vec<RouteConfig>>) {
+    pub fn set_routes(&mut self, routes: SharedRoutes) {
         self.routes = routes;
     }
 
@@ -58,7 +58,8 @@ impl ConfigAssembler {
     /// settings have arrived.
     pub fn build(&self) -> Option<Result<Config, ConfigError>> {
         let mut s = self.settings.clone()?;
-        s.routes.extend(self.routes.iter().cloned());
+        s.routes
+            .extend(self.routes.iter().map(|r| RouteConfig::clone(r)));
         // Policies were checked per Ingress by the conversion, and the authorizer compiles
         // them incrementally: don't compile every route again on each publish.
         Some(config::build_with(s, false))
@@ -132,8 +133,10 @@ impl ProxyFeed {
         rt.authorizer_for(cfg).map_err(|e| e.to_string())
     }
 
+    /// Builds and publishes the proxy snapshot; returns the applied config (its routes moved
+    /// into the snapshot, so `routes` is empty) or `None` when it was rejected.
     fn rebuild(&self, assembler: &ConfigAssembler) -> Option<Config> {
-        let cfg = match assembler.build()? {
+        let mut cfg = match assembler.build()? {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "proxy configuration rejected; keeping the previous one");
@@ -147,11 +150,12 @@ impl ProxyFeed {
                 return None;
             }
         };
-        match Snapshot::build(&cfg, authorizer) {
+        let routes = cfg.routes.len();
+        match Snapshot::build_taking_routes(&mut cfg, authorizer) {
             Ok(snapshot) => {
                 self.state.publish(snapshot);
                 self.state.metrics.set_ready(true);
-                tracing::info!(routes = cfg.routes.len(), "proxy configuration applied");
+                tracing::info!(routes, "proxy configuration applied");
                 Some(cfg)
             }
             Err(e) => {
@@ -201,7 +205,7 @@ mod tests {
         let mut a = ConfigAssembler::default();
         let route: RouteConfig =
             serde_yaml::from_str("from: https://a.example.com\nto: http://10.0.0.1:80\n").unwrap();
-        a.set_routes(Arc::new(vec![route]));
+        a.set_routes(Arc::new(vec![Arc::new(route)]));
         assert!(a.build().is_none(), "nothing before the settings");
         let settings: Settings = serde_yaml::from_str("cookie_name: _rampart\n").unwrap();
         a.set_settings(settings);

@@ -51,6 +51,24 @@ impl Snapshot {
     }
 
     pub fn build(cfg: &Config, authorizer: Arc<dyn Authorizer>) -> Result<Snapshot, SnapshotError> {
+        Self::build_with_routes(cfg, cfg.routes.clone(), authorizer)
+    }
+
+    /// Like `build`, taking the routes out of `cfg` instead of copying them (large route sets
+    /// from the Ingress controller). `cfg.routes` is left empty.
+    pub fn build_taking_routes(
+        cfg: &mut Config,
+        authorizer: Arc<dyn Authorizer>,
+    ) -> Result<Snapshot, SnapshotError> {
+        let routes = std::mem::take(&mut cfg.routes);
+        Self::build_with_routes(cfg, routes, authorizer)
+    }
+
+    fn build_with_routes(
+        cfg: &Config,
+        routes: Vec<crate::config::Route>,
+        authorizer: Arc<dyn Authorizer>,
+    ) -> Result<Snapshot, SnapshotError> {
         let s = &cfg.settings;
         let ca = s
             .certificate_authority
@@ -78,7 +96,7 @@ impl Snapshot {
             None => Vec::new(),
         };
         Ok(Snapshot {
-            routes: RouteTable::new(cfg.routes.clone(), &extra_roots)?,
+            routes: RouteTable::new(routes, &extra_roots)?,
             authorizer,
             response_headers: global_response_headers(cfg),
             cookie_name: s.cookie_name.clone().unwrap_or_else(|| "_pomerium".into()),
