@@ -7,6 +7,7 @@
 //! Like upstream, nothing is served before the `Pomerium` object has given valid settings
 //! (every request is a 404 until then).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -14,9 +15,11 @@ use actix::Addr;
 
 use crate::actors::certs::{CertActor, PemPair, SetProvided, SetSources};
 use crate::actors::k8s_reconciler::{Publisher, SharedRoutes};
-use crate::config::{self, Config, ConfigError, RouteConfig, Settings};
+use crate::config::route::{route_label, validate_route, RouteDefaults};
+use crate::config::{self, Config, RouteConfig, Settings};
 use crate::http::auth::authorizer::AuthRuntime;
-use crate::http::server::{ProxyState, Snapshot};
+use crate::http::routes::{RouteEntry, RouteTable, TlsConfigs};
+use crate::http::server::{extra_roots, ProxyState, Snapshot};
 
 /// Settings from the `Pomerium` object as the proxy runs them: without a `storage` section
 /// sessions live in memory (upstream: in-memory databroker plus a warning).
@@ -54,22 +57,32 @@ impl ConfigAssembler {
         self.routes = routes;
     }
 
-    /// The settings with the Ingress routes appended to any routes they carry; `None` until
-    /// settings have arrived.
-    pub fn build(&self) -> Option<Result<Config, ConfigError>> {
-        let mut s = self.settings.clone()?;
-        s.routes
-            .extend(self.routes.iter().map(|r| RouteConfig::clone(r)));
-        // Policies were checked per Ingress by the conversion, and the authorizer compiles
-        // them incrementally: don't compile every route again on each publish.
-        Some(config::build_with(s, false))
+    /// The global settings (routes not included), once they have arrived.
+    pub fn settings(&self) -> Option<&Settings> {
+        self.settings.as_ref()
     }
+
+    /// The Ingress routes, shared with the reconciler.
+    pub fn routes(&self) -> &SharedRoutes {
+        &self.routes
+    }
+}
+
+/// Routes already prepared for the proxy (checked, load balancer, upstream TLS), by the
+/// address of the shared `RouteConfig` they came from: the reconciler hands unchanged routes
+/// over as the same `Arc`, so one Ingress update prepares only its own routes.
+#[derive(Default)]
+struct EntryCache {
+    /// The global settings the entries were prepared with; other settings drop the cache.
+    settings: Option<Settings>,
+    entries: HashMap<usize, (Arc<RouteConfig>, Arc<RouteEntry>)>,
 }
 
 /// Feeds a running proxy. Cheap to clone into the publisher callbacks.
 #[derive(Clone)]
 pub struct ProxyFeed {
     assembler: Arc<Mutex<ConfigAssembler>>,
+    entries: Arc<Mutex<EntryCache>>,
     state: Arc<ProxyState>,
     certs: Addr<CertActor>,
     /// Sessions and policy compilation; started with the first settings.
@@ -84,6 +97,7 @@ impl ProxyFeed {
     pub fn new(state: Arc<ProxyState>, certs: Addr<CertActor>, data_dir: PathBuf) -> Self {
         ProxyFeed {
             assembler: Arc::default(),
+            entries: Arc::default(),
             state,
             certs,
             auth: Arc::default(),
@@ -120,9 +134,10 @@ impl ProxyFeed {
         }
     }
 
-    fn authorizer(
+    fn authorizer<'r>(
         &self,
         cfg: &Config,
+        routes: impl Iterator<Item = &'r crate::config::Route>,
     ) -> Result<Arc<dyn crate::http::authorize::Authorizer>, String> {
         let mut auth = self.auth.lock().unwrap_or_else(|e| e.into_inner());
         if auth.is_none() {
@@ -130,39 +145,88 @@ impl ProxyFeed {
             *auth = Some(Arc::new(rt));
         }
         let rt = auth.as_ref().expect("started");
-        rt.authorizer_for(cfg).map_err(|e| e.to_string())
+        rt.authorizer_for_routes(cfg, routes)
+            .map_err(|e| e.to_string())
     }
 
-    /// Builds and publishes the proxy snapshot; returns the applied config (its routes moved
-    /// into the snapshot, so `routes` is empty) or `None` when it was rejected.
+    /// Prepares the routes that changed, builds and publishes the proxy snapshot; returns the
+    /// global settings' config (without routes), or `None` when the update was rejected (the
+    /// previous snapshot keeps serving).
     fn rebuild(&self, assembler: &ConfigAssembler) -> Option<Config> {
-        let mut cfg = match assembler.build()? {
+        let reject = |e: &dyn std::fmt::Display| -> Option<Config> {
+            tracing::error!(error = %e, "proxy configuration rejected; keeping the previous one");
+            None
+        };
+        let settings = assembler.settings()?.clone();
+        // Global settings checked alone; the Ingress routes are prepared below.
+        let base = match config::build_with(settings.clone(), false) {
             Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "proxy configuration rejected; keeping the previous one");
-                return None;
-            }
+            Err(e) => return reject(&e),
         };
-        let authorizer = match self.authorizer(&cfg) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(error = %e, "proxy configuration rejected; keeping the previous one");
-                return None;
-            }
+        let roots = match extra_roots(&base) {
+            Ok(r) => r,
+            Err(e) => return reject(&e),
         };
-        let routes = cfg.routes.len();
-        match Snapshot::build_taking_routes(&mut cfg, authorizer) {
-            Ok(snapshot) => {
-                self.state.publish(snapshot);
-                self.state.metrics.set_ready(true);
-                tracing::info!(routes, "proxy configuration applied");
-                Some(cfg)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "proxy configuration rejected; keeping the previous one");
-                None
+        let defaults = RouteDefaults {
+            timeout: base.proxy.default_upstream_timeout,
+        };
+        let mut cache = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.settings.as_ref() != Some(&settings) {
+            cache.entries.clear();
+            cache.settings = Some(settings);
+        }
+        let routes = assembler.routes();
+        let mut next = HashMap::with_capacity(routes.len());
+        let mut entries = Vec::with_capacity(base.routes.len() + routes.len());
+        let mut tls_configs = TlsConfigs::default();
+        let mut errors = Vec::new();
+        // Routes from the settings themselves (none from a `Pomerium` object today) first.
+        let mut prepare = |route: crate::config::Route| {
+            RouteEntry::new(route, &roots, &mut tls_configs).map(Arc::new)
+        };
+        for route in base.routes.iter().cloned() {
+            match prepare(route) {
+                Ok(e) => entries.push(e),
+                Err(e) => errors.push(e.to_string()),
             }
         }
+        for (i, rc) in routes.iter().enumerate() {
+            let key = Arc::as_ptr(rc) as usize;
+            let entry = match cache.entries.remove(&key) {
+                Some((_, entry)) => entry,
+                None => {
+                    let label = route_label(i, rc);
+                    let prepared = validate_route(&label, format!("route-{i}"), rc, &defaults)
+                        .map_err(|e| e.to_string())
+                        .and_then(|route| prepare(route).map_err(|e| e.to_string()));
+                    match prepared {
+                        Ok(e) => e,
+                        Err(e) => {
+                            errors.push(e);
+                            continue;
+                        }
+                    }
+                }
+            };
+            next.insert(key, (rc.clone(), entry.clone()));
+            entries.push(entry);
+        }
+        if !errors.is_empty() {
+            cache.entries.extend(next);
+            return reject(&errors.join("; "));
+        }
+        cache.entries = next;
+        drop(cache);
+        let authorizer = match self.authorizer(&base, entries.iter().map(|e| &e.route)) {
+            Ok(a) => a,
+            Err(e) => return reject(&e),
+        };
+        let count = entries.len();
+        let snapshot = Snapshot::from_table(&base, RouteTable::from_entries(entries), authorizer);
+        self.state.publish(snapshot);
+        self.state.metrics.set_ready(true);
+        tracing::info!(routes = count, "proxy configuration applied");
+        Some(base)
     }
 
     /// A `Publisher` that drives this proxy.
@@ -201,20 +265,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn settings_and_routes_make_one_config() {
+    fn assembler_keeps_settings_with_controller_defaults_and_shared_routes() {
         let mut a = ConfigAssembler::default();
         let route: RouteConfig =
             serde_yaml::from_str("from: https://a.example.com\nto: http://10.0.0.1:80\n").unwrap();
-        a.set_routes(Arc::new(vec![Arc::new(route)]));
-        assert!(a.build().is_none(), "nothing before the settings");
+        let routes = Arc::new(vec![Arc::new(route)]);
+        a.set_routes(routes.clone());
+        assert!(a.settings().is_none(), "nothing before the settings");
         let settings: Settings = serde_yaml::from_str("cookie_name: _rampart\n").unwrap();
         a.set_settings(settings);
-        let cfg = a.build().unwrap().unwrap();
-        assert_eq!(cfg.settings.cookie_name.as_deref(), Some("_rampart"));
-        assert_eq!(
-            cfg.settings.databroker_storage_type.as_deref(),
-            Some("memory")
+        let s = a.settings().unwrap();
+        assert_eq!(s.cookie_name.as_deref(), Some("_rampart"));
+        assert_eq!(s.databroker_storage_type.as_deref(), Some("memory"));
+        assert!(
+            Arc::ptr_eq(a.routes(), &routes),
+            "routes are shared, not copied"
         );
-        assert_eq!(cfg.routes.len(), 1);
     }
 }

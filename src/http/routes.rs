@@ -30,6 +30,41 @@ pub struct RouteTable {
     wildcard: Vec<usize>,
 }
 
+/// Upstream TLS client configs by option set, shared by the routes that use the same options.
+#[derive(Default)]
+pub struct TlsConfigs(HashMap<u64, Arc<ClientConfig>>);
+
+impl RouteEntry {
+    /// Prepares one route: its load balancer and upstream TLS config (shared through
+    /// `tls_configs` with routes that have the same TLS options).
+    pub fn new(
+        route: Route,
+        extra_roots: &[Vec<u8>],
+        tls_configs: &mut TlsConfigs,
+    ) -> Result<RouteEntry, RouteTableError> {
+        let key = tls_key(&route.tls, extra_roots);
+        let tls = match tls_configs.0.get(&key) {
+            Some(c) => c.clone(),
+            None => {
+                let c = client_tls_config(&route.tls, extra_roots).map_err(|source| {
+                    RouteTableError {
+                        route: format!("{} ({})", route.id, route.from),
+                        source,
+                    }
+                })?;
+                tls_configs.0.insert(key, c.clone());
+                c
+            }
+        };
+        Ok(RouteEntry {
+            balancer: Balancer::new(&route.upstreams, route.load_balancing),
+            route,
+            tls_key: key,
+            tls,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("route {route}: {source}")]
 pub struct RouteTableError {
@@ -41,34 +76,26 @@ impl RouteTable {
     /// Builds the table from routes in evaluation order. `extra_roots` are the global
     /// `certificate_authority` certificates (DER).
     pub fn new(routes: Vec<Route>, extra_roots: &[Vec<u8>]) -> Result<RouteTable, RouteTableError> {
-        let mut configs: HashMap<u64, Arc<ClientConfig>> = HashMap::new();
-        let mut table = RouteTable::default();
-        for route in routes {
-            let key = tls_key(&route.tls, extra_roots);
-            let tls = match configs.get(&key) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = client_tls_config(&route.tls, extra_roots).map_err(|source| {
-                        RouteTableError {
-                            route: format!("{} ({})", route.id, route.from),
-                            source,
-                        }
-                    })?;
-                    configs.insert(key, c.clone());
-                    c
-                }
-            };
-            let index = table.entries.len();
-            match &route.host {
+        let mut tls_configs = TlsConfigs::default();
+        let entries = routes
+            .into_iter()
+            .map(|route| RouteEntry::new(route, extra_roots, &mut tls_configs).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RouteTable::from_entries(entries))
+    }
+
+    /// Builds the host index over ready entries (in evaluation order). Entries can be shared
+    /// with the previous table, so unchanged routes keep their balancer state.
+    pub fn from_entries(entries: Vec<Arc<RouteEntry>>) -> RouteTable {
+        let mut table = RouteTable {
+            entries,
+            ..RouteTable::default()
+        };
+        for (index, entry) in table.entries.iter().enumerate() {
+            match &entry.route.host {
                 HostMatch::Exact(h) => table.exact.entry(h.clone()).or_default().push(index),
                 HostMatch::Wildcard(_) | HostMatch::Any => table.wildcard.push(index),
             }
-            table.entries.push(Arc::new(RouteEntry {
-                balancer: Balancer::new(&route.upstreams, route.load_balancing),
-                route,
-                tls_key: key,
-                tls,
-            }));
         }
         // Like Envoy's virtual hosts: the longest wildcard suffix first, `*` last; the route
         // order is kept among routes of the same host pattern.
@@ -79,7 +106,7 @@ impl RouteTable {
                 HostMatch::Wildcard(suffix) => std::cmp::Reverse(suffix.len() + 1),
                 _ => std::cmp::Reverse(0),
             });
-        Ok(table)
+        table
     }
 
     /// The route for `host` (lower-case, no port) and normalised `path`.

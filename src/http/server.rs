@@ -69,39 +69,62 @@ impl Snapshot {
         routes: Vec<crate::config::Route>,
         authorizer: Arc<dyn Authorizer>,
     ) -> Result<Snapshot, SnapshotError> {
-        let s = &cfg.settings;
-        let ca = s
-            .certificate_authority
-            .as_deref()
-            .map(PemSource::from_value)
-            .or_else(|| {
-                s.certificate_authority_file
-                    .as_deref()
-                    .map(|f| PemSource::File(f.into()))
-            });
-        let extra_roots = match ca {
-            Some(src) => {
-                let pem = src.read().map_err(|e| {
-                    SnapshotError::CertificateAuthority(format!("{}: {e}", src.describe()))
-                })?;
-                let certs = pem_certificates(&pem);
-                if certs.is_empty() {
-                    return Err(SnapshotError::CertificateAuthority(format!(
-                        "no PEM certificate in {}",
-                        src.describe()
-                    )));
-                }
-                certs
-            }
-            None => Vec::new(),
-        };
-        Ok(Snapshot {
-            routes: RouteTable::new(routes, &extra_roots)?,
+        let extra_roots = extra_roots(cfg)?;
+        Ok(Snapshot::from_table(
+            cfg,
+            RouteTable::new(routes, &extra_roots)?,
+            authorizer,
+        ))
+    }
+
+    /// A snapshot around an already built route table (global settings from `cfg`).
+    pub fn from_table(
+        cfg: &Config,
+        routes: RouteTable,
+        authorizer: Arc<dyn Authorizer>,
+    ) -> Snapshot {
+        Snapshot {
+            routes,
             authorizer,
             response_headers: global_response_headers(cfg),
-            cookie_name: s.cookie_name.clone().unwrap_or_else(|| "_pomerium".into()),
-        })
+            cookie_name: cfg
+                .settings
+                .cookie_name
+                .clone()
+                .unwrap_or_else(|| "_pomerium".into()),
+        }
     }
+}
+
+/// The global `certificate_authority` certificates (DER), added to upstream trust roots.
+pub fn extra_roots(cfg: &Config) -> Result<Vec<Vec<u8>>, SnapshotError> {
+    let s = &cfg.settings;
+    let ca = s
+        .certificate_authority
+        .as_deref()
+        .map(PemSource::from_value)
+        .or_else(|| {
+            s.certificate_authority_file
+                .as_deref()
+                .map(|f| PemSource::File(f.into()))
+        });
+    let extra_roots = match ca {
+        Some(src) => {
+            let pem = src.read().map_err(|e| {
+                SnapshotError::CertificateAuthority(format!("{}: {e}", src.describe()))
+            })?;
+            let certs = pem_certificates(&pem);
+            if certs.is_empty() {
+                return Err(SnapshotError::CertificateAuthority(format!(
+                    "no PEM certificate in {}",
+                    src.describe()
+                )));
+            }
+            certs
+        }
+        None => Vec::new(),
+    };
+    Ok(extra_roots)
 }
 
 /// The global response headers; Pomerium drops the default HSTS header when no certificate is

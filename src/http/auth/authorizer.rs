@@ -171,6 +171,16 @@ impl AuthRuntime {
 
     /// A new authorizer for `cfg` (sessions carry over; a bad auth setting rejects the config).
     pub fn authorizer_for(&self, cfg: &Config) -> Result<Arc<dyn Authorizer>, AuthStartError> {
+        self.authorizer_for_routes(cfg, cfg.routes.iter())
+    }
+
+    /// Like `authorizer_for`, with the routes given separately (the Ingress controller keeps
+    /// prepared routes outside `Config`). Unchanged route policies are reused.
+    pub fn authorizer_for_routes<'r>(
+        &self,
+        cfg: &Config,
+        routes: impl Iterator<Item = &'r Route>,
+    ) -> Result<Arc<dyn Authorizer>, AuthStartError> {
         let settings = AuthSettings::from_settings(&cfg.settings)?;
         if effective_storage(&settings) != self.storage {
             tracing::warn!(
@@ -178,7 +188,7 @@ impl AuthRuntime {
             );
         }
         let service = AuthService::new(settings, self.sessions.clone())?;
-        let inputs: Vec<RoutePolicyInput> = cfg.routes.iter().map(route_policy_input).collect();
+        let inputs: Vec<RoutePolicyInput> = routes.map(route_policy_input).collect();
         let snapshot = self.compiler.lock().expect("poisoned").compile_all(&inputs);
         for (route, err) in &snapshot.errors {
             tracing::warn!(route = %route, error = %err, "route policy rejected; keeping the last good policy (or deny-all)");
