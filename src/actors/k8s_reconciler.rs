@@ -21,7 +21,7 @@ use crate::k8s::convert::{pomerium_to_settings, TlsCert};
 use crate::k8s::events as ev;
 use crate::k8s::reconcile::{Change, IngressResult, Outcome, Reconciler};
 use crate::k8s::status;
-use crate::k8s::watch::{meta_of, Step, SyncTracker};
+use crate::k8s::watch::{Step, SyncTracker};
 use crate::k8s::{IngressKey, Kind, KubeObject};
 
 /// Changes arriving within this window are published together (one proxy rebuild per burst).
@@ -91,7 +91,7 @@ struct Meta {
 }
 
 fn meta(obj: &KubeObject) -> Meta {
-    let m = meta_of(obj);
+    let m = obj.meta();
     Meta {
         uid: m.uid.clone(),
         generation: m.generation,

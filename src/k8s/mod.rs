@@ -131,7 +131,8 @@ impl KubeObject {
         }
     }
 
-    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    /// The object's metadata.
+    pub fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
         match self {
             KubeObject::Ingress(o) => &o.metadata,
             KubeObject::IngressClass(o) => &o.metadata,

@@ -10,8 +10,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
 use super::reconcile::Change;
 use super::{Kind, KubeObject};
 
@@ -58,21 +56,8 @@ fn key(obj: &KubeObject) -> Key {
     (obj.namespace().to_string(), obj.name().to_string())
 }
 
-/// The object's metadata.
-pub fn meta_of(obj: &KubeObject) -> &ObjectMeta {
-    match obj {
-        KubeObject::Ingress(o) => &o.metadata,
-        KubeObject::IngressClass(o) => &o.metadata,
-        KubeObject::Service(o) => &o.metadata,
-        KubeObject::Endpoints(o) => &o.metadata,
-        KubeObject::EndpointSlice(o) => &o.metadata,
-        KubeObject::Secret(o) => &o.metadata,
-        KubeObject::Pomerium(o) => &o.metadata,
-    }
-}
-
 fn rv(obj: &KubeObject) -> Option<String> {
-    meta_of(obj).resource_version.clone()
+    obj.meta().resource_version.clone()
 }
 
 /// Initial apply order: everything an Ingress reads first, the `Pomerium` object and
