@@ -177,8 +177,7 @@ idp_request_params:
   prompt: consent
 shared_secret: {ss}
 cookie_secret: {cs}
-databroker_storage_type: file
-pass_identity_headers: true
+{storage}pass_identity_headers: true
 jwt_claims_headers: [email, groups]
 {extra}
 routes:
@@ -199,6 +198,11 @@ routes:
             cs = b64(&[8; 32]),
             upstream = self.upstream,
             extra = self.extra,
+            storage = if self.extra.contains("databroker_storage_type") {
+                ""
+            } else {
+                "databroker_storage_type: file\n"
+            },
         )
     }
 }
@@ -841,4 +845,118 @@ async fn chromium_signs_in_and_sees_verified_identity() {
         .expect("_pomerium cookie in the browser");
     assert_eq!(session["secure"], true);
     assert_eq!(session["httpOnly"], true);
+}
+
+/// A real redis-server on a unix socket in a short temp dir; stopped on drop.
+struct Redis {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_redis() -> Redis {
+    let dir = tempfile::Builder::new()
+        .prefix("rr")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let sock = dir.path().join("redis.sock");
+    let child = Command::new("redis-server")
+        .args(["--port", "0", "--save", "", "--appendonly", "no"])
+        .arg("--unixsocket")
+        .arg(&sock)
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (scripts/test installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Redis {
+        child,
+        url: format!("redis+unix://{}", sock.display()),
+        _dir: dir,
+    }
+}
+
+/// Several replicas with `databroker_storage_type: redis`: a session created on one is valid
+/// on another, and a sign-out on one ends it for a replica that has not cached it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_sessions_through_redis() {
+    let redis = start_redis();
+    let storage = format!(
+        "databroker_storage_type: redis\ndatabroker_storage_connection_string: {}\n",
+        redis.url
+    );
+    let w = world(&[], &storage, None);
+    let port = w.port();
+    let mut b = Browser::new(port);
+    let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
+    assert_eq!(r.status, StatusCode::OK, "{}\n{}", r.body, w.rampart_log());
+    let cookie = b
+        .jar
+        .get("app.localhost", "_pomerium")
+        .expect("session cookie");
+
+    // Another replica: same secrets and Redis, its own port and data dir, nothing cached.
+    let replica = |dir: &Path| Setup {
+        port: free_port(),
+        issuer: w.setup.issuer.clone(),
+        upstream: w.setup.upstream.clone(),
+        extra: storage.clone(),
+        data_dir: dir.to_path_buf(),
+    };
+    let dir2 = tempfile::tempdir().unwrap();
+    let second = replica(dir2.path());
+    let second_proc = start_rampart(&second);
+    let mut b2 = Browser::new(second.port);
+    b2.accept = "application/json";
+    b2.jar.set("app.localhost", "_pomerium", &cookie);
+    let r = b2
+        .send(Method::GET, &app(second.port, "/hello"), None)
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}\n{}",
+        r.body,
+        second_proc.log()
+    );
+    let v = r.json();
+    assert_eq!(v["verified"], true, "{v:#}");
+    assert_eq!(v["claims"]["email"], "alice@example.com");
+
+    // Sign out on the first replica (route host, then the authenticate host, which deletes
+    // the session record in Redis).
+    b.accept = "text/html";
+    let r = b
+        .send(Method::GET, &app(port, "/.pomerium/sign_out"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    let r = b.send(Method::GET, &r.location(), None).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    assert!(
+        r.location()
+            .starts_with(&format!("{}/session/end?", w.setup.issuer)),
+        "{}",
+        r.location()
+    );
+    let dir3 = tempfile::tempdir().unwrap();
+    let third = replica(dir3.path());
+    let _third_proc = start_rampart(&third);
+    let mut b3 = Browser::new(third.port);
+    b3.accept = "application/json";
+    b3.jar.set("app.localhost", "_pomerium", &cookie);
+    let r = b3.send(Method::GET, &app(third.port, "/hello"), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    drop(second_proc);
 }
