@@ -144,6 +144,8 @@ impl Sessions {
         cache_ttl: Duration,
     ) -> Sessions {
         let cache = Arc::new(SessionCache::new(cache_ttl));
+        let evict = cache.clone();
+        store.watch_deletions(Box::new(move |id| evict.remove(id)));
         let writer = SessionWriter {
             store: store.clone(),
             cache: cache.clone(),

@@ -115,6 +115,12 @@ pub trait SessionStore: Send + Sync + 'static {
     fn sweep(&self, now: u64) -> StoreFuture<'_, usize>;
     /// Short name for logs (`memory`, `file`).
     fn kind(&self) -> &'static str;
+    /// For stores shared between processes: call `on_delete` with the id of every session
+    /// deleted anywhere (other replicas drop their cached copy at once). Local stores have
+    /// nothing to report.
+    fn watch_deletions(&self, on_delete: Box<dyn Fn(&str) + Send + Sync>) {
+        let _ = on_delete;
+    }
 }
 
 /// Opens the configured backend. `data_dir` is used for `file` storage without a connection

@@ -17,6 +17,9 @@ use tokio::sync::OnceCell;
 use super::{unix_now, Session, SessionStore, StoreError, StoreFuture};
 
 pub const KEY_PREFIX: &str = "rampart:session:";
+/// Channel on which a deleted session's id is published, so every replica evicts its cached
+/// copy immediately (the cache TTL is only the fallback when the subscription is down).
+pub const DELETED_CHANNEL: &str = "rampart:session-deleted";
 
 pub struct RedisStore {
     client: redis::Client,
@@ -123,6 +126,10 @@ impl SessionStore for RedisStore {
                 .del(Self::key(id))
                 .await
                 .map_err(|e| backend(&self.display, e))?;
+            let _: i64 = c
+                .publish(DELETED_CHANNEL, id)
+                .await
+                .map_err(|e| backend(&self.display, e))?;
             Ok(n > 0)
         })
     }
@@ -135,6 +142,41 @@ impl SessionStore for RedisStore {
     fn kind(&self) -> &'static str {
         "redis"
     }
+
+    fn watch_deletions(&self, on_delete: Box<dyn Fn(&str) + Send + Sync>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let client = self.client.clone();
+        let shown = self.display.clone();
+        runtime.spawn(async move {
+            // Re-subscribe after a lost connection; deletions missed meanwhile expire from the
+            // cache with its TTL.
+            loop {
+                match subscribe_deletions(&client, &*on_delete).await {
+                    Ok(()) => tracing::warn!(redis = %shown, "session deletion subscription ended; reconnecting"),
+                    Err(e) => tracing::warn!(redis = %shown, error = %e, "session deletion subscription failed; retrying"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
+
+async fn subscribe_deletions(
+    client: &redis::Client,
+    on_delete: &(dyn Fn(&str) + Send + Sync),
+) -> redis::RedisResult<()> {
+    use futures_util::StreamExt;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(DELETED_CHANNEL).await?;
+    let mut messages = pubsub.on_message();
+    while let Some(msg) = messages.next().await {
+        if let Ok(id) = msg.get_payload::<String>() {
+            on_delete(&id);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -213,8 +255,30 @@ mod tests {
             .unwrap();
         assert!((3590..=3600).contains(&ttl), "ttl {ttl}");
 
-        // Sign-out on one replica is a delete every replica sees.
+        // Sign-out on one replica is a delete every replica sees, and is announced so that
+        // replicas drop cached copies.
+        let announced = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = announced.clone();
+        store.watch_deletions(Box::new(move |id| {
+            sink.lock().unwrap().push(id.to_string())
+        }));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The subscription starts asynchronously: repeat the delete of a scratch session until
+        // one announcement arrives.
+        let mut probe = Session::new_for_test("probe", "p");
+        probe.expires_at = now + 60;
+        while announced.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "no deletion announced");
+            other_replica.put(&probe).await.unwrap();
+            other_replica.delete("probe").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert!(other_replica.delete("a").await.unwrap());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !announced.lock().unwrap().iter().any(|id| id == "a") {
+            assert!(Instant::now() < deadline, "deletion of a not announced");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(!store.delete("a").await.unwrap());
         assert!(store.get("a").await.unwrap().is_none());
 
