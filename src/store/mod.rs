@@ -125,9 +125,13 @@ pub trait SessionStore: Send + Sync + 'static {
 
 /// Opens the configured backend. `data_dir` is used for `file` storage without a connection
 /// string.
+///
+/// `sealing_secret` (the `cookie_secret`) keys the encryption of sessions kept outside the
+/// process in a shared service (Redis): a dump of the server alone reveals no tokens.
 pub fn open_store(
     settings: &StorageSettings,
     data_dir: &Path,
+    sealing_secret: &crate::http::auth::crypto::Secret32,
 ) -> Result<Arc<dyn SessionStore>, StoreError> {
     match settings {
         StorageSettings::Memory => Ok(Arc::new(memory::MemoryStore::default())),
@@ -135,7 +139,9 @@ pub fn open_store(
             let dir = dir.as_deref().unwrap_or(data_dir);
             Ok(Arc::new(redb::RedbStore::open_dir(dir)?))
         }
-        StorageSettings::Redis(url) => Ok(Arc::new(self::redis::RedisStore::open(url)?)),
+        StorageSettings::Redis(url) => Ok(Arc::new(
+            self::redis::RedisStore::open(url)?.sealed_with(sealing_secret),
+        )),
     }
 }
 

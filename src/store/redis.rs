@@ -5,6 +5,10 @@
 //! `sweep` has nothing to do. A sign-out deletes the key; other replicas stop honouring the
 //! session when their short in-process cache entry lapses (see `store::cache`).
 //!
+//! Values are sealed (XChaCha20-Poly1305, key derived from `cookie_secret`, the session id as
+//! associated data) so that the Redis data alone reveals no tokens and a value cannot be moved
+//! to another session id.
+//!
 //! The connection is made on first use with a `ConnectionManager`, which reconnects by itself;
 //! `redis://`, `rediss://` (TLS) and `redis+unix://` URLs are accepted.
 
@@ -15,6 +19,10 @@ use redis::AsyncCommands;
 use tokio::sync::OnceCell;
 
 use super::{unix_now, Session, SessionStore, StoreError, StoreFuture};
+use crate::http::auth::crypto::{open, seal, Secret32};
+
+/// HKDF info for the key that seals sessions in Redis.
+const SEAL_INFO: &[u8] = b"rampart redis session";
 
 pub const KEY_PREFIX: &str = "rampart:session:";
 /// Channel on which a deleted session's id is published, so every replica evicts its cached
@@ -23,6 +31,8 @@ pub const DELETED_CHANNEL: &str = "rampart:session-deleted";
 
 pub struct RedisStore {
     client: redis::Client,
+    /// Encryption key for stored values (`None`: plain JSON, for tests of the raw layout).
+    seal: Option<Secret32>,
     conn: OnceCell<ConnectionManager>,
     /// The URL without credentials, for messages.
     display: String,
@@ -53,9 +63,43 @@ impl RedisStore {
         })?;
         Ok(RedisStore {
             client,
+            seal: None,
             conn: OnceCell::new(),
             display,
         })
+    }
+
+    /// Seals stored sessions with a key derived from `secret` (HKDF-SHA256).
+    pub fn sealed_with(mut self, secret: &Secret32) -> RedisStore {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, &secret.0);
+        let mut key = [0u8; 32];
+        hk.expand(SEAL_INFO, &mut key)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        self.seal = Some(Secret32(key));
+        self
+    }
+
+    fn encode(&self, session: &Session) -> Result<Vec<u8>, StoreError> {
+        let json = serde_json::to_vec(session)
+            .map_err(|e| StoreError::Backend(format!("cannot encode session: {e}")))?;
+        Ok(match &self.seal {
+            Some(key) => seal(key, &json, session.id.as_bytes()),
+            None => json,
+        })
+    }
+
+    fn decode(&self, id: &str, bytes: &[u8]) -> Result<Session, StoreError> {
+        let corrupt = |message: String| StoreError::Corrupt {
+            id: id.to_string(),
+            message,
+        };
+        let json = match &self.seal {
+            Some(key) => open(key, bytes, id.as_bytes()).ok_or_else(|| {
+                corrupt("cannot be decrypted (written with another cookie_secret?)".into())
+            })?,
+            None => bytes.to_vec(),
+        };
+        serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
@@ -88,20 +132,13 @@ impl SessionStore for RedisStore {
                 .get(Self::key(id))
                 .await
                 .map_err(|e| backend(&self.display, e))?;
-            raw.map(|bytes| {
-                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                    id: id.to_string(),
-                    message: e.to_string(),
-                })
-            })
-            .transpose()
+            raw.map(|bytes| self.decode(id, &bytes)).transpose()
         })
     }
 
     fn put<'a>(&'a self, session: &'a Session) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let bytes = serde_json::to_vec(session)
-                .map_err(|e| StoreError::Backend(format!("cannot encode session: {e}")))?;
+            let bytes = self.encode(session)?;
             let mut c = self.conn().await?;
             let key = Self::key(&session.id);
             if session.expires_at <= unix_now() {
@@ -293,6 +330,38 @@ mod tests {
         let err = store.get("bad").await.unwrap_err().to_string();
         assert!(err.contains("stored session bad is corrupt"), "{err}");
         assert_eq!(store.sweep(now).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn sealed_sessions_reveal_nothing_and_need_the_same_secret() {
+        let server = RedisServer::start();
+        let store = RedisStore::open(&server.url)
+            .unwrap()
+            .sealed_with(&Secret32([9; 32]));
+        let same_secret = RedisStore::open(&server.url)
+            .unwrap()
+            .sealed_with(&Secret32([9; 32]));
+        let other_secret = RedisStore::open(&server.url)
+            .unwrap()
+            .sealed_with(&Secret32([1; 32]));
+        let mut s = Session::new_for_test("s1", "alice");
+        s.expires_at = unix_now() + 600;
+        s.access_token = "secret-access-token".into();
+        store.put(&s).await.unwrap();
+        assert_eq!(same_secret.get("s1").await.unwrap().unwrap(), s);
+        // The raw value holds no token text.
+        let mut conn = store.conn().await.unwrap();
+        let raw: Vec<u8> = conn.get(RedisStore::key("s1")).await.unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("secret-access-token"));
+        assert!(!String::from_utf8_lossy(&raw).contains("alice"));
+        // Another cookie_secret cannot read it, and a value moved to another id is refused.
+        let err = other_secret.get("s1").await.unwrap_err().to_string();
+        assert!(
+            err.contains("stored session s1 is corrupt: cannot be decrypted"),
+            "{err}"
+        );
+        let _: () = conn.set(RedisStore::key("s2"), raw).await.unwrap();
+        assert!(store.get("s2").await.is_err());
     }
 
     #[tokio::test]

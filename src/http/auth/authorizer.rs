@@ -160,7 +160,7 @@ impl AuthRuntime {
     pub fn start(cfg: &Config, data_dir: &Path) -> Result<AuthRuntime, AuthStartError> {
         let settings = AuthSettings::from_settings(&cfg.settings)?;
         let storage = effective_storage(&settings);
-        let store = open_store(&storage, data_dir)?;
+        let store = open_store(&storage, data_dir, &settings.cookie_secret)?;
         tracing::info!(store = store.kind(), "session store opened");
         Ok(AuthRuntime {
             sessions: Sessions::start(store),
