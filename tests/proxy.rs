@@ -914,3 +914,18 @@ async fn insecure_server_plain_http() {
     assert!(len > 0);
     assert!(resp.bytes().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn rewrite_response_headers_replace_a_leading_prefix() {
+    let a = Upstream::start("internal-a");
+    let routes = format!(
+        "  - {{from: https://headers.example.com, to: {}, allow_public_unauthenticated_access: true, rewrite_response_headers: [{{header: X-Upstream, prefix: 'internal-', value: 'public-'}}, {{header: X-Frame-Options, prefix: 'NOPE', value: 'x'}}]}}\n",
+        a.url()
+    );
+    let env = Env::start(&routes, "");
+    let resp = env.get("headers.example.com", "/").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-upstream"], "public-a");
+    // Unmatched prefix: the header is left as it was (then global headers apply as usual).
+    assert_eq!(resp.headers()["x-frame-options"], "SAMEORIGIN");
+}

@@ -32,6 +32,18 @@ pub struct CertificatePair {
     pub key: String,
 }
 
+/// `rewrite_response_headers` entry: replace a leading `prefix` of response header `header`
+/// with `value` (e.g. fix an upstream's `Location`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteResponseHeader {
+    pub header: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub value: String,
+}
+
 /// Global settings (top level of config.yaml).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,6 +192,8 @@ pub struct RouteConfig {
     pub remove_request_headers: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_response_headers: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite_response_headers: Option<Vec<RewriteResponseHeader>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

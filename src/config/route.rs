@@ -196,6 +196,8 @@ pub struct Route {
     pub set_request_headers: Vec<(HeaderName, String)>,
     pub remove_request_headers: Vec<HeaderName>,
     pub set_response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `rewrite_response_headers`: (header, prefix, replacement).
+    pub rewrite_response_headers: Vec<(HeaderName, String, String)>,
     /// Whole-request deadline; `None` = no limit.
     pub timeout: Option<Duration>,
     /// Stream inactivity limit; `None` = no limit.
@@ -295,6 +297,19 @@ pub fn validate_route(
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(fail)?;
+    let rewrite_response_headers = cfg
+        .rewrite_response_headers
+        .iter()
+        .flatten()
+        .map(|r| {
+            Ok((
+                header_name("rewrite_response_headers", &r.header)?,
+                r.prefix.clone(),
+                r.value.clone(),
+            ))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
     let tls = upstream_tls(cfg).map_err(fail)?;
     let load_balancing = match cfg.load_balancing_policy.as_deref() {
         None => LoadBalancing::RoundRobin,
@@ -319,6 +334,7 @@ pub fn validate_route(
         set_request_headers,
         remove_request_headers,
         set_response_headers,
+        rewrite_response_headers,
         timeout,
         idle_timeout,
         allow_websockets: cfg.allow_websockets.unwrap_or(false),

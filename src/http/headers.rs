@@ -251,6 +251,31 @@ pub fn response_header_set(
     out
 }
 
+/// `rewrite_response_headers`: where a response header starts with `prefix`, that prefix is
+/// replaced by the rule's value (every value of a repeated header).
+pub fn rewrite_response_headers(h: &mut HeaderMap, rules: &[(HeaderName, String, String)]) {
+    for (name, prefix, replacement) in rules {
+        let values: Vec<HeaderValue> = h.get_all(name).cloned().collect();
+        if values.is_empty() {
+            continue;
+        }
+        let rewritten: Vec<HeaderValue> = values
+            .into_iter()
+            .map(|v| match v.to_str() {
+                Ok(text) if text.starts_with(prefix.as_str()) => {
+                    let new = format!("{replacement}{}", &text[prefix.len()..]);
+                    HeaderValue::from_str(&new).unwrap_or(v)
+                }
+                _ => v,
+            })
+            .collect();
+        h.remove(name);
+        for v in rewritten {
+            h.append(name.clone(), v);
+        }
+    }
+}
+
 /// Applies response headers (replacing any the upstream sent).
 pub fn apply_response_headers(h: &mut HeaderMap, set: &[(HeaderName, HeaderValue)]) {
     for (name, value) in set {
@@ -261,6 +286,39 @@ pub fn apply_response_headers(h: &mut HeaderMap, set: &[(HeaderName, HeaderValue
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_header_rewrites_replace_the_prefix_only() {
+        let mut h = HeaderMap::new();
+        let loc = HeaderName::from_static("location");
+        h.insert(
+            loc.clone(),
+            HeaderValue::from_static("http://internal:8080/app/x"),
+        );
+        h.append(
+            HeaderName::from_static("link"),
+            HeaderValue::from_static("<http://other/>"),
+        );
+        let rules = vec![
+            (
+                loc.clone(),
+                "http://internal:8080/".to_string(),
+                "https://app.example.com/".to_string(),
+            ),
+            (
+                HeaderName::from_static("link"),
+                "http://internal".to_string(),
+                "x".to_string(),
+            ),
+        ];
+        rewrite_response_headers(&mut h, &rules);
+        assert_eq!(h.get(&loc).unwrap(), "https://app.example.com/app/x");
+        assert_eq!(
+            h.get("link").unwrap(),
+            "<http://other/>",
+            "no prefix match: kept"
+        );
+    }
 
     #[test]
     fn templates() {

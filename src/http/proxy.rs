@@ -22,8 +22,8 @@ use super::authorize::{AuthOutcome, RequestId, UpstreamIdentity};
 use super::body::{Exchange, Expired, ResponseBody};
 use super::errors::{robots_txt, ClientKind, ErrorPage, REQUEST_ID};
 use super::headers::{
-    apply_response_headers, end_to_end, response_header_set, upstream_request_headers,
-    ForwardContext,
+    apply_response_headers, end_to_end, response_header_set, rewrite_response_headers,
+    upstream_request_headers, ForwardContext,
 };
 use super::metrics::Metrics;
 use super::request::{
@@ -108,6 +108,9 @@ pub async fn handle(
     let route = outcome.route.as_ref().map(|e| &e.route);
     let set = response_header_set(&snapshot.response_headers, route);
     let headers = outcome.response.headers_mut();
+    if let (Some(route), Some(_)) = (route, &outcome.upstream) {
+        rewrite_response_headers(headers, &route.rewrite_response_headers);
+    }
     apply_response_headers(headers, &set);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(HeaderName::from_static(REQUEST_ID), v);

@@ -523,9 +523,19 @@ fn apply_value(out: &mut ParsedAnnotations, key: &str, v: Value) -> Result<(), S
                     for field in obj.values() {
                         want_string(key, field)?;
                     }
-                    list.push(Value::Object(obj));
+                    let text = |f: &str| {
+                        obj.get(f)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    list.push(crate::config::file::RewriteResponseHeader {
+                        header: text("header"),
+                        prefix: text("prefix"),
+                        value: text("value"),
+                    });
                 }
-                out.extras.insert(key.into(), Value::Array(list));
+                r.rewrite_response_headers = Some(list);
             }
             _ => return Err(proto_err(key, "repeated RouteRewriteHeader", &v)),
         },

@@ -554,9 +554,21 @@ fn group_b_options_without_route_fields_go_to_extras() {
     assert_eq!(x["logo_url"], json!("https://example.com/logo.png"));
     assert_eq!(x["depends_on"], json!(["a.example.com", "b.example.com"]));
     assert_eq!(x["idp_access_token_allowed_audiences"], json!(["aud1"]));
+    assert!(
+        !x.contains_key("rewrite_response_headers"),
+        "a route option now"
+    );
+    let c = convert(&simple_ingress(
+        "    ingress.pomerium.io/rewrite_response_headers: '[{\"header\": \"Location\", \"prefix\": \"http://x/\", \"value\": \"https://x/\"}]'",
+    ))
+    .unwrap();
     assert_eq!(
-        x["rewrite_response_headers"],
-        json!([{"header": "Location", "prefix": "http://x/", "value": "https://x/"}])
+        c.routes[0].rewrite_response_headers,
+        Some(vec![crate::config::file::RewriteResponseHeader {
+            header: "Location".into(),
+            prefix: "http://x/".into(),
+            value: "https://x/".into(),
+        }])
     );
     assert_eq!(
         x["circuit_breaker_thresholds"],
