@@ -2,7 +2,6 @@
 //! version, and keeps the previous one when an edit is invalid (logging the error).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -18,20 +17,12 @@ pub type OnConfig = Box<dyn Fn(Arc<Config>) + Send>;
 /// from `start` instead).
 pub type OnReject = Box<dyn Fn(&ConfigError) + Send>;
 
-/// Reload outcomes, for metrics.
-#[derive(Debug, Default)]
-pub struct ReloadCounters {
-    pub ok: AtomicU64,
-    pub failed: AtomicU64,
-}
-
 /// What `ConfigActor::start` hands back.
 #[derive(Clone)]
 pub struct ConfigHandle {
     pub addr: Addr<ConfigActor>,
     /// The configuration currently in force.
     pub current: Arc<ArcSwap<Config>>,
-    pub counters: Arc<ReloadCounters>,
 }
 
 /// Plain logic behind the actor: decide what to do with a freshly read file.
@@ -87,7 +78,6 @@ pub struct ConfigActor {
     on_update: OnConfig,
     on_reject: OnReject,
     current: Arc<ArcSwap<Config>>,
-    counters: Arc<ReloadCounters>,
     watch: Option<FileWatch>,
     pending: Option<SpawnHandle>,
 }
@@ -113,22 +103,16 @@ impl ConfigActor {
         };
         on_update(first.clone());
         let current = Arc::new(ArcSwap::new(first));
-        let counters = Arc::new(ReloadCounters::default());
         let actor = ConfigActor {
             reloader,
             on_update,
             on_reject,
             current: current.clone(),
-            counters: counters.clone(),
             watch: None,
             pending: None,
         };
         let addr = actor.start();
-        Ok(ConfigHandle {
-            addr,
-            current,
-            counters,
-        })
+        Ok(ConfigHandle { addr, current })
     }
 
     fn reload_now(&mut self) {
@@ -137,12 +121,10 @@ impl ConfigActor {
             Reload::Accepted(cfg) => {
                 let cfg = Arc::new(*cfg);
                 self.current.store(cfg.clone());
-                self.counters.ok.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(path = %self.reloader.path.display(), routes = cfg.routes.len(), "config reloaded");
                 (self.on_update)(cfg);
             }
             Reload::Rejected(e) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(path = %self.reloader.path.display(), error = %e, "config reload rejected; keeping the previous configuration");
                 (self.on_reject)(&e);
             }
@@ -225,9 +207,12 @@ mod tests {
         std::fs::write(&path, "routes:\n  - {from: https://a.test, to: http://x}\n").unwrap();
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let s = seen.clone();
-        let handle = ConfigActor::start(
+        let rejected = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let r = rejected.clone();
+        let handle = ConfigActor::start_with_reject(
             &path,
             Box::new(move |c| s.lock().unwrap().push(c.routes.len())),
+            Box::new(move |e| r.lock().unwrap().push(e.to_string())),
         )
         .unwrap();
         std::fs::write(
@@ -244,8 +229,9 @@ mod tests {
         handle.addr.send(ReloadNow).await.unwrap();
         assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
         assert_eq!(handle.current.load().routes.len(), 2);
-        assert_eq!(handle.counters.failed.load(Ordering::Relaxed), 1);
-        assert_eq!(handle.counters.ok.load(Ordering::Relaxed), 1);
+        let rejected = rejected.lock().unwrap();
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert!(rejected[0].contains("`timeout`"), "{rejected:?}");
         let err = ConfigActor::start(Path::new("/nonexistent/c.yaml"), Box::new(|_| {}))
             .err()
             .unwrap();

@@ -51,30 +51,8 @@ impl Snapshot {
     }
 
     pub fn build(cfg: &Config, authorizer: Arc<dyn Authorizer>) -> Result<Snapshot, SnapshotError> {
-        Self::build_with_routes(cfg, cfg.routes.clone(), authorizer)
-    }
-
-    /// Like `build`, taking the routes out of `cfg` instead of copying them (large route sets
-    /// from the Ingress controller). `cfg.routes` is left empty.
-    pub fn build_taking_routes(
-        cfg: &mut Config,
-        authorizer: Arc<dyn Authorizer>,
-    ) -> Result<Snapshot, SnapshotError> {
-        let routes = std::mem::take(&mut cfg.routes);
-        Self::build_with_routes(cfg, routes, authorizer)
-    }
-
-    fn build_with_routes(
-        cfg: &Config,
-        routes: Vec<crate::config::Route>,
-        authorizer: Arc<dyn Authorizer>,
-    ) -> Result<Snapshot, SnapshotError> {
-        let extra_roots = extra_roots(cfg)?;
-        Ok(Snapshot::from_table(
-            cfg,
-            RouteTable::new(routes, &extra_roots)?,
-            authorizer,
-        ))
+        let routes = RouteTable::new(cfg.routes.clone(), &extra_roots(cfg)?)?;
+        Ok(Snapshot::from_table(cfg, routes, authorizer))
     }
 
     /// A snapshot around an already built route table (global settings from `cfg`).
