@@ -126,6 +126,8 @@ pub struct Upstream {
     pub scheme: &'static str,
     /// `host[:port]` as written (port omitted when default), used for the default Host header.
     pub authority: String,
+    /// `scheme://authority`, the prefix of every request URI sent to this upstream.
+    pub base: String,
     pub weight: u32,
 }
 
@@ -482,6 +484,7 @@ fn parse_upstream(target: &str) -> Result<Upstream, RouteErrorKind> {
     Ok(Upstream {
         url,
         scheme,
+        base: format!("{scheme}://{authority}"),
         authority,
         weight,
     })

@@ -3,6 +3,8 @@
 //! then `authorize` once a route matched. `PublicOnlyAuthorizer` is the default until sign-in
 //! lands: public routes pass, everything else gets 401.
 
+use std::sync::Arc;
+
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
@@ -16,10 +18,11 @@ use super::routes::RouteEntry;
 pub struct UpstreamIdentity {
     /// Headers set on the upstream request (overwriting client copies), e.g. the JWT assertion.
     pub set_headers: Vec<(HeaderName, HeaderValue)>,
-    /// Headers removed from the upstream request (client copies of identity headers).
-    pub remove_headers: Vec<HeaderName>,
+    /// Headers removed from the upstream request (client copies of identity headers); shared,
+    /// as the list depends only on the configuration.
+    pub remove_headers: Arc<[HeaderName]>,
     /// A cookie to strip from the upstream `Cookie` header (the session cookie).
-    pub strip_cookie: Option<String>,
+    pub strip_cookie: Option<Arc<str>>,
 }
 
 /// Result of authorizing one request.
@@ -77,10 +80,10 @@ impl Authorizer for PublicOnlyAuthorizer {
         let outcome = if route.route.public {
             // No identity to pass: client-supplied assertions must not reach the upstream.
             AuthOutcome::Allow(UpstreamIdentity {
-                remove_headers: vec![
+                remove_headers: Arc::from([
                     HeaderName::from_static("x-pomerium-jwt-assertion"),
                     HeaderName::from_static("x-pomerium-jwt-assertion-for"),
-                ],
+                ]),
                 ..UpstreamIdentity::default()
             })
         } else {

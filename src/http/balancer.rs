@@ -131,6 +131,7 @@ mod tests {
                 url: url::Url::parse(&format!("http://u{i}.test")).unwrap(),
                 scheme: "http",
                 authority: format!("u{i}.test"),
+                base: format!("http://u{i}.test"),
                 weight: *w,
             })
             .collect()

@@ -157,7 +157,8 @@ pub struct ResponseBody {
     exchange: Rc<Exchange>,
     deadline: Option<Instant>,
     idle: Option<Duration>,
-    timer: Pin<Box<Sleep>>,
+    /// Armed only once the body has to wait (most small bodies never do).
+    timer: Option<Pin<Box<Sleep>>>,
     on_expire: Option<Box<dyn FnOnce(Expired)>>,
     _in_flight: Option<InFlight>,
 }
@@ -176,7 +177,7 @@ impl ResponseBody {
             exchange,
             deadline,
             idle,
-            timer: Box::pin(sleep_until(Instant::now() + Duration::from_secs(3600))),
+            timer: None,
             on_expire,
             _in_flight: in_flight,
         }
@@ -220,8 +221,17 @@ impl Stream for ResponseBody {
             let Some(next) = self.deadline.into_iter().chain(idle_at).min() else {
                 return Poll::Pending;
             };
-            self.timer.as_mut().reset(next);
-            if self.timer.as_mut().poll(cx).is_pending() {
+            // Re-arm only when the wake-up time moved (re-registering costs a timer-wheel update).
+            let timer = match &mut self.timer {
+                Some(t) => {
+                    if t.deadline() != next {
+                        t.as_mut().reset(next);
+                    }
+                    t
+                }
+                slot @ None => slot.insert(Box::pin(sleep_until(next))),
+            };
+            if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
         }

@@ -36,15 +36,20 @@ pub fn connection_listed(headers: &HeaderMap) -> Vec<String> {
 
 /// Copies end-to-end headers (drops hop-by-hop and `Connection`-listed ones).
 pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
-    let listed = connection_listed(headers);
     let mut out = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers.iter() {
-        if is_hop_by_hop(name) || listed.iter().any(|l| l == name.as_str()) {
+    copy_end_to_end(headers, &mut out, &[]);
+    out
+}
+
+/// Appends the end-to-end headers of `from` to `to`, leaving out `skip` as well.
+pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap, skip: &[HeaderName]) {
+    let listed = connection_listed(from);
+    for (name, value) in from.iter() {
+        if is_hop_by_hop(name) || skip.contains(name) || listed.iter().any(|l| l == name.as_str()) {
             continue;
         }
-        out.append(name.clone(), value.clone());
+        to.append(name.clone(), value.clone());
     }
-    out
 }
 
 /// Everything the upstream request headers depend on.
@@ -63,36 +68,81 @@ pub struct ForwardContext<'a> {
     pub cookie_name: &'a str,
 }
 
-/// Builds the upstream request headers from the client's.
+/// Client headers never forwarded as sent (spec 3.4); the proxy sets its own values of some.
+const REPLACED_OR_DROPPED: [&str; 7] = [
+    "host",
+    "x-pomerium-authorization",
+    "x-pomerium-reproxy-policy",
+    "x-pomerium-reproxy-policy-hmac",
+    "x-request-id",
+    "x-forwarded-proto",
+    "via",
+];
+
+/// Builds the upstream request headers from the client's, in one pass over them.
 pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) -> HeaderMap {
-    let mut h = end_to_end(client);
-    // Spoofing protection (spec 3.4).
-    h.remove(header::HOST);
-    h.remove("x-pomerium-authorization");
-    h.remove("x-pomerium-reproxy-policy");
-    h.remove("x-pomerium-reproxy-policy-hmac");
-    h.remove("x-request-id");
-    h.remove("x-forwarded-proto");
-    h.remove("via");
-    let pomerium_auth = h
+    let listed = connection_listed(client);
+    let pomerium_auth = client
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.len() >= 9 && v[..9].eq_ignore_ascii_case("pomerium "));
-    if pomerium_auth {
-        h.remove(header::AUTHORIZATION);
+    let xfh_removed = ctx
+        .route
+        .remove_request_headers
+        .iter()
+        .any(|n| n.as_str() == "x-forwarded-host");
+    let rewrite_xfh = ctx.host_rewritten && !xfh_removed;
+    let strip_cookies = !ctx.cookie_name.is_empty() || ctx.identity.strip_cookie.is_some();
+    let mut h = HeaderMap::with_capacity(client.len() + 4 + ctx.identity.set_headers.len());
+    for (name, value) in client.iter() {
+        let n = name.as_str();
+        let dropped = is_hop_by_hop(name)
+            || REPLACED_OR_DROPPED.contains(&n)
+            || (pomerium_auth && name == header::AUTHORIZATION)
+            || (rewrite_xfh && n == "x-forwarded-host")
+            || (ctx.client_ip.is_some() && n == "x-forwarded-for")
+            || (strip_cookies && name == header::COOKIE)
+            || ctx.identity.remove_headers.contains(name)
+            || ctx.route.remove_request_headers.contains(name)
+            || (!listed.is_empty() && listed.iter().any(|l| l == n));
+        if !dropped {
+            h.append(name.clone(), value.clone());
+        }
     }
-    strip_cookie(&mut h, ctx.cookie_name);
-    if let Some(extra) = &ctx.identity.strip_cookie {
-        strip_cookie(&mut h, extra);
+    if strip_cookies {
+        let mut pairs: Vec<&str> = Vec::new();
+        for v in client
+            .get_all(header::COOKIE)
+            .filter_map(|v| v.to_str().ok())
+        {
+            pairs.extend(
+                v.split(';')
+                    .map(str::trim)
+                    .filter(|pair| !pair.is_empty())
+                    .filter(|pair| {
+                        let k = pair.split_once('=').map(|(k, _)| k.trim()).unwrap_or(pair);
+                        k != ctx.cookie_name && Some(k) != ctx.identity.strip_cookie.as_deref()
+                    }),
+            );
+        }
+        if !pairs.is_empty() && !ctx.route.remove_request_headers.contains(&header::COOKIE) {
+            if let Ok(v) = HeaderValue::from_str(&pairs.join("; ")) {
+                h.insert(header::COOKIE, v);
+            }
+        }
     }
 
     // X-Forwarded-*.
     if let Some(ip) = &ctx.client_ip {
-        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-            _ => ip.clone(),
+        let prev = client
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| !p.trim().is_empty());
+        let xff = match prev {
+            Some(prev) => HeaderValue::from_str(&format!("{prev}, {ip}")).ok(),
+            None => HeaderValue::from_str(ip).ok(),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+        if let Some(v) = xff {
             h.insert(HeaderName::from_static("x-forwarded-for"), v);
         }
     }
@@ -100,13 +150,8 @@ pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) ->
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(ctx.proto),
     );
-    let xfh_removed = ctx
-        .route
-        .remove_request_headers
-        .iter()
-        .any(|n| n.as_str() == "x-forwarded-host");
-    if ctx.host_rewritten && !xfh_removed {
-        let xfh = match h.get("x-forwarded-host").and_then(|v| v.to_str().ok()) {
+    if rewrite_xfh {
+        let xfh = match client.get("x-forwarded-host").and_then(|v| v.to_str().ok()) {
             Some(prev) if !prev.trim().is_empty() => format!("{prev}, {}", ctx.original_host),
             _ => ctx.original_host.to_string(),
         };
@@ -118,15 +163,13 @@ pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) ->
         h.insert(HeaderName::from_static("x-request-id"), v);
     }
 
-    // Identity from the authorizer.
-    for name in &ctx.identity.remove_headers {
-        h.remove(name);
-    }
+    // Identity from the authorizer (its removals were applied above).
     for (name, value) in &ctx.identity.set_headers {
         h.insert(name.clone(), value.clone());
     }
 
-    // Route options: remove, then set (a header in both is set).
+    // Route options: remove (client copies were left out above; this catches the headers
+    // added here), then set (a header in both is set).
     for name in &ctx.route.remove_request_headers {
         h.remove(name);
     }
@@ -281,6 +324,26 @@ pub fn apply_response_headers(h: &mut HeaderMap, set: &[(HeaderName, HeaderValue
     for (name, value) in set {
         h.insert(name.clone(), value.clone());
     }
+}
+
+/// `response_header_set` applied straight to `h`, without building the merged list.
+pub fn apply_response_header_set(
+    h: &mut HeaderMap,
+    global: &[(HeaderName, HeaderValue)],
+    route: Option<&Route>,
+) {
+    let route_headers = route
+        .map(|r| r.set_response_headers.as_slice())
+        .unwrap_or(&[]);
+    if route_headers.iter().any(|(n, _)| n.as_str() == "disable") {
+        return;
+    }
+    for (name, value) in global {
+        if !route_headers.iter().any(|(rn, _)| rn == name) {
+            h.insert(name.clone(), value.clone());
+        }
+    }
+    apply_response_headers(h, route_headers);
 }
 
 #[cfg(test)]

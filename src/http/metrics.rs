@@ -6,21 +6,38 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// A route id as a label value, shared (labels are built for every request).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Default)]
+pub struct RouteLabel(pub Arc<str>);
+
+impl RouteLabel {
+    pub fn new(id: &str) -> RouteLabel {
+        RouteLabel(id.into())
+    }
+}
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        encoder.write_str(&self.0)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
+    pub route: RouteLabel,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: RouteLabel,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -89,16 +106,19 @@ impl Metrics {
         })
     }
 
-    pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {
+    /// Counts a request answered for `route` (`None`: no route matched).
+    pub fn observe_request(&self, route: Option<&RouteLabel>, status: u16, elapsed: Duration) {
+        static NO_ROUTE: std::sync::OnceLock<RouteLabel> = std::sync::OnceLock::new();
+        let route = route.unwrap_or_else(|| NO_ROUTE.get_or_init(RouteLabel::default));
         self.requests
             .get_or_create(&RequestLabels {
-                route: route.to_string(),
+                route: route.clone(),
                 status,
             })
             .inc();
         self.latency
             .get_or_create(&RouteLabels {
-                route: route.to_string(),
+                route: route.clone(),
             })
             .observe(elapsed.as_secs_f64());
     }
@@ -187,12 +207,17 @@ mod tests {
     #[test]
     fn encodes_counters() {
         let m = Metrics::new();
-        m.observe_request("r1", 200, Duration::from_millis(3));
+        m.observe_request(Some(&RouteLabel::new("r1")), 200, Duration::from_millis(3));
+        m.observe_request(None, 404, Duration::from_millis(1));
         m.upstream_error("r1", "connect");
         m.config_reload(true);
         let text = m.encode();
         assert!(
             text.contains("rampart_http_requests_total{route=\"r1\",status=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rampart_http_requests_total{route=\"\",status=\"404\"} 1"),
             "{text}"
         );
         assert!(

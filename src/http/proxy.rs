@@ -22,8 +22,8 @@ use super::authorize::{AuthOutcome, RequestId, UpstreamIdentity};
 use super::body::{Exchange, Expired, ResponseBody};
 use super::errors::{robots_txt, ClientKind, ErrorPage, REQUEST_ID};
 use super::headers::{
-    apply_response_headers, end_to_end, response_header_set, rewrite_response_headers,
-    upstream_request_headers, ForwardContext,
+    apply_response_header_set, copy_end_to_end, rewrite_response_headers, upstream_request_headers,
+    ForwardContext,
 };
 use super::metrics::Metrics;
 use super::request::{
@@ -39,7 +39,8 @@ use crate::config::route::Upstream;
 struct Outcome {
     response: HttpResponse,
     route: Option<Arc<RouteEntry>>,
-    upstream: Option<String>,
+    /// Index of the upstream that answered (or was tried last) in the route's `to`.
+    upstream: Option<usize>,
 }
 
 impl Outcome {
@@ -54,11 +55,15 @@ impl Outcome {
 
 /// The `Host` the client asked for (Host header, else the HTTP/2 authority).
 pub fn request_host(req: &HttpRequest) -> String {
+    request_host_str(req).to_string()
+}
+
+/// `request_host`, borrowed from the request.
+pub fn request_host_str(req: &HttpRequest) -> &str {
     req.headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_string()))
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or_default()
 }
 
@@ -106,27 +111,34 @@ pub async fn handle(
     let mut outcome = serve(&req, payload.into_inner(), &state, &snapshot, &request_id).await;
 
     let route = outcome.route.as_ref().map(|e| &e.route);
-    let set = response_header_set(&snapshot.response_headers, route);
     let headers = outcome.response.headers_mut();
     if let (Some(route), Some(_)) = (route, &outcome.upstream) {
         rewrite_response_headers(headers, &route.rewrite_response_headers);
     }
-    apply_response_headers(headers, &set);
+    apply_response_header_set(headers, &snapshot.response_headers, route);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(HeaderName::from_static(REQUEST_ID), v);
     }
     let status = outcome.response.status().as_u16();
     let route_id = route.map(|r| r.id.as_str()).unwrap_or("");
     let elapsed = started.elapsed();
-    state.metrics.observe_request(route_id, status, elapsed);
+    state.metrics.observe_request(
+        outcome.route.as_ref().map(|e| &e.metrics_label),
+        status,
+        elapsed,
+    );
+    let upstream = match (route, outcome.upstream) {
+        (Some(r), Some(i)) => r.upstreams.get(i).map(|u| u.url.as_str()),
+        _ => None,
+    };
     tracing::info!(
         target: "rampart::access",
         method = %req.method(),
-        host = %request_host(&req),
+        host = request_host_str(&req),
         path = %req.uri().path(),
         status,
         route = route_id,
-        upstream = outcome.upstream.as_deref().unwrap_or(""),
+        upstream = upstream.unwrap_or(""),
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         request_id = %request_id,
         "request"
@@ -141,14 +153,13 @@ async fn serve(
     snapshot: &Snapshot,
     request_id: &str,
 ) -> Outcome {
-    let kind = ClientKind::detect(req.headers());
     let error = |status: StatusCode, detail: Option<&str>| {
         ErrorPage {
             status,
             request_id,
             detail,
         }
-        .render(kind)
+        .render(ClientKind::detect(req.headers()))
     };
     if let Err(e) = check_header_names(req.headers()) {
         return Outcome::local(error(StatusCode::BAD_REQUEST, Some(&e.to_string())));
@@ -160,8 +171,8 @@ async fn serve(
     if let Some(reply) = snapshot.authorizer.intercept(req) {
         return Outcome::local(reply.await);
     }
-    let host_header = request_host(req);
-    let host = host_without_port(&host_header);
+    let host_header = request_host_str(req);
+    let host = host_without_port(host_header);
     let Some(entry) = snapshot.routes.find(&host, &path).cloned() else {
         return Outcome::local(error(StatusCode::NOT_FOUND, Some("route_not_found")));
     };
@@ -202,10 +213,9 @@ async fn serve(
         req,
         entry: &entry,
         identity: &identity,
-        host_header: &host_header,
+        host_header,
         path: &path,
         request_id,
-        kind,
         snapshot,
         metrics: &state.metrics,
         proto: if state.is_secure() { "https" } else { "http" },
@@ -229,7 +239,6 @@ struct Forward<'a> {
     host_header: &'a str,
     path: &'a str,
     request_id: &'a str,
-    kind: ClientKind,
     snapshot: &'a Snapshot,
     metrics: &'a Arc<Metrics>,
     proto: &'static str,
@@ -265,7 +274,7 @@ pub async fn target(entry: &RouteEntry, up: &Upstream) -> io::Result<Target> {
             })
         }
         _ => Ok(Target {
-            base: format!("{}://{}", up.scheme, up.authority),
+            base: up.base.clone(),
             pinned: None,
         }),
     }
@@ -317,7 +326,7 @@ impl Forward<'_> {
             request_id: self.request_id,
             detail: Some(detail),
         }
-        .render(self.kind)
+        .render(ClientKind::detect(self.req.headers()))
     }
 
     fn route_id(&self) -> &str {
@@ -360,7 +369,7 @@ impl Forward<'_> {
         }
     }
 
-    async fn forward(&self, payload: Payload) -> (HttpResponse, Option<String>) {
+    async fn forward(&self, payload: Payload) -> (HttpResponse, Option<usize>) {
         let route = &self.entry.route;
         let (has_body, length) = has_request_body(self.req);
         let exchange = Exchange::new(has_body.then_some(payload));
@@ -377,23 +386,33 @@ impl Forward<'_> {
         let mut retried = false;
         while let Some(index) = retry_same.take().or_else(|| order.next()) {
             let up = &route.upstreams[index];
-            last_upstream = Some(up.url.to_string());
-            let target = match target(self.entry, up).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "cannot resolve upstream");
-                    self.entry.balancer.mark_failed(index);
-                    self.metrics.upstream_error(self.route_id(), "connect");
-                    continue;
+            last_upstream = Some(index);
+            let pinned = if route.tls.server_name.is_some() && up.scheme == "https" {
+                match target(self.entry, up).await {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "cannot resolve upstream");
+                        self.entry.balancer.mark_failed(index);
+                        self.metrics.upstream_error(self.route_id(), "connect");
+                        continue;
+                    }
                 }
+            } else {
+                None
             };
-            let client = client_for(self.entry.tls_key, &self.entry.tls, target.pinned);
-            let uri = format!("{}{}", target.base, pq);
+            let (base, addr) = match &pinned {
+                Some(t) => (t.base.as_str(), t.pinned),
+                None => (up.base.as_str(), None),
+            };
+            let client = client_for(self.entry.tls_key, &self.entry.tls, addr);
+            let mut uri = String::with_capacity(base.len() + pq.len());
+            uri.push_str(base);
+            uri.push_str(&pq);
             let mut creq = client
                 .request(self.req.method().clone(), uri.as_str())
                 .no_decompress();
             *creq.headers_mut() = self.headers_for(up);
-            if let Some(addr) = target.pinned {
+            if let Some(addr) = addr {
                 creq = creq.address(addr);
             }
             let in_flight = self.entry.balancer.begin(index);
@@ -406,15 +425,19 @@ impl Forward<'_> {
                 creq.send()
             };
             let expired = exchange.expired(route.timeout, route.idle_timeout);
-            let result = futures::future::select(Box::pin(send), Box::pin(expired)).await;
+            let result = tokio::select! {
+                biased;
+                sent = send => Either::Left(sent),
+                why = expired => Either::Right(why),
+            };
             match result {
-                Either::Left((Ok(resp), _)) => {
+                Either::Left(Ok(resp)) => {
                     return (
                         self.response(resp, exchange.clone(), in_flight),
                         last_upstream,
                     );
                 }
-                Either::Left((Err(SendRequestError::Connect(e)), _)) => {
+                Either::Left(Err(SendRequestError::Connect(e))) => {
                     tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "upstream connect failed");
                     self.entry.balancer.mark_failed(index);
                     self.metrics.upstream_error(self.route_id(), "connect");
@@ -422,7 +445,7 @@ impl Forward<'_> {
                         break;
                     }
                 }
-                Either::Left((Err(SendRequestError::Send(e)), _))
+                Either::Left(Err(SendRequestError::Send(e)))
                     if !retried && !exchange.started() && idempotent(self.req.method()) =>
                 {
                     // A pooled connection the upstream had just closed: try once more.
@@ -430,7 +453,7 @@ impl Forward<'_> {
                     retried = true;
                     retry_same = Some(index);
                 }
-                Either::Left((Err(e), _)) => {
+                Either::Left(Err(e)) => {
                     let (status, kind, detail) = match &e {
                         SendRequestError::Send(_) | SendRequestError::Body(_) => (
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -447,7 +470,7 @@ impl Forward<'_> {
                     self.metrics.upstream_error(self.route_id(), kind);
                     return (self.error(status, detail), last_upstream);
                 }
-                Either::Right((why, _)) => {
+                Either::Right(why) => {
                     let (kind, detail) = match why {
                         Expired::Timeout => ("timeout", "upstream_response_timeout"),
                         Expired::Idle => ("idle_timeout", "stream_idle_timeout"),
@@ -481,12 +504,9 @@ impl Forward<'_> {
             + 'static,
     {
         let route = &self.entry.route;
-        let mut builder = HttpResponse::build(resp.status());
-        for (name, value) in end_to_end(resp.headers()).iter() {
-            if name != header::CONTENT_LENGTH {
-                builder.append_header((name.clone(), value.clone()));
-            }
-        }
+        let status = resp.status();
+        let mut headers = HeaderMap::with_capacity(resp.headers().len());
+        copy_end_to_end(resp.headers(), &mut headers, &[header::CONTENT_LENGTH]);
         let length = resp
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -498,14 +518,14 @@ impl Forward<'_> {
                 .unwrap_or_else(|| tokio::time::Instant::now() + t)
         });
         let metrics = self.metrics.clone();
-        let route_id = route.id.clone();
+        let entry = self.entry.clone();
         let on_expire = Box::new(move |why: Expired| {
             let kind = match why {
                 Expired::Timeout => "timeout",
                 Expired::Idle => "idle_timeout",
             };
-            tracing::warn!(route = %route_id, kind, "upstream response cut");
-            metrics.upstream_error(&route_id, kind);
+            tracing::warn!(route = %entry.route.id, kind, "upstream response cut");
+            metrics.upstream_error(&entry.route.id, kind);
         });
         let stream = resp
             .map(|r| r.map_err(|e| io::Error::other(e.to_string())))
@@ -518,20 +538,24 @@ impl Forward<'_> {
             Some(in_flight),
             Some(on_expire),
         );
-        match length {
-            Some(n) => builder.body(SizedStream::new(n, body)),
-            None => builder.body(BodyStream::new(body)),
-        }
+        let mut response = match length {
+            Some(n) => {
+                HttpResponse::with_body(status, SizedStream::new(n, body)).map_into_boxed_body()
+            }
+            None => HttpResponse::with_body(status, BodyStream::new(body)).map_into_boxed_body(),
+        };
+        *response.headers_mut() = headers;
+        response
     }
 
     /// Upgrade requests (websocket, SPDY): a raw byte tunnel after the upstream's 101.
-    async fn tunnel(&self, payload: Payload) -> (HttpResponse, Option<String>) {
+    async fn tunnel(&self, payload: Payload) -> (HttpResponse, Option<usize>) {
         let route = &self.entry.route;
         let pq = self.path_and_query();
         let mut last_upstream = None;
         for index in self.entry.balancer.order(None) {
             let up = &route.upstreams[index];
-            last_upstream = Some(up.url.to_string());
+            last_upstream = Some(index);
             let io = match tunnel::connect(self.entry, up).await {
                 Ok(io) => io,
                 Err(e) => {

@@ -127,6 +127,11 @@ pub fn upstream_host(
 
 /// `host[:port]` → lower-cased host without port (IPv6 brackets kept).
 pub fn host_without_port(authority: &str) -> String {
+    host_part(authority).to_ascii_lowercase()
+}
+
+/// The host of `host[:port]` as written (no port, no trailing dot; case kept).
+pub fn host_part(authority: &str) -> &str {
     let a = authority.trim();
     let host = if a.starts_with('[') {
         match a.find(']') {
@@ -139,7 +144,7 @@ pub fn host_without_port(authority: &str) -> String {
             _ => a,
         }
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    host.trim_end_matches('.')
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rustls::ClientConfig;
 
 use super::balancer::Balancer;
+use super::metrics::RouteLabel;
 use super::upstream::{client_tls_config, tls_key, UpstreamTlsError};
 use crate::config::route::HostMatch;
 use crate::config::Route;
@@ -19,6 +20,8 @@ pub struct RouteEntry {
     /// Identifies `tls` (routes with equal TLS options share it and the connection pools).
     pub tls_key: u64,
     pub tls: Arc<ClientConfig>,
+    /// The route id as a metrics label.
+    pub metrics_label: RouteLabel,
 }
 
 /// Routes by host: exact hosts first (no fallthrough to wildcards when the host has routes),
@@ -58,6 +61,7 @@ impl RouteEntry {
         };
         Ok(RouteEntry {
             balancer: Balancer::new(&route.upstreams, route.load_balancing),
+            metrics_label: RouteLabel::new(&route.id),
             route,
             tls_key: key,
             tls,

@@ -7,11 +7,10 @@ use std::sync::{Arc, Mutex};
 use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use futures::future::LocalBoxFuture;
-use serde_json::Value;
 use thiserror::Error;
 
 use super::oidc::IdpError;
-use super::service::{AuthService, RequestInfo};
+use super::service::{host_of, AuthService, RequestInfo};
 use super::settings::{AuthConfigError, AuthSettings, StorageSettings};
 use crate::actors::policy::{PolicyCompiler, PolicySnapshot, RoutePolicyInput};
 use crate::actors::session::Sessions;
@@ -20,8 +19,8 @@ use crate::http::authorize::{request_id, AuthOutcome, Authorizer, RequestId, Ups
 use crate::http::errors::{ClientKind, ErrorPage};
 use crate::http::request::normalize_path;
 use crate::http::routes::RouteEntry;
-use crate::policy::{ActixRequestView, Decision, Identity};
-use crate::store::{open_store, Session, StoreError};
+use crate::policy::{ActixRequestView, Decision};
+use crate::store::{open_store, StoreError};
 
 #[derive(Debug, Error)]
 pub enum AuthStartError {
@@ -42,14 +41,6 @@ pub fn route_policy_input(route: &Route) -> RoutePolicyInput {
         policies,
         enforce_client_certificate: false,
     }
-}
-
-/// The policy engine's view of a session.
-pub fn policy_identity(s: &Session) -> Identity {
-    let mut id = Identity::from_claims(&Value::Object(s.claims.clone()));
-    id.user_id = s.user_id.clone();
-    id.email = s.email.clone();
-    id
 }
 
 /// Sign-in + policy authorizer for one configuration.
@@ -85,14 +76,12 @@ impl Authorizer for SignInAuthorizer {
         entry: &'a RouteEntry,
     ) -> LocalBoxFuture<'a, AuthOutcome> {
         Box::pin(async move {
-            let info = with_request_id(req);
-            let rid = request_id(req);
             let deny = |status: u16, detail: String| {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
                 AuthOutcome::Respond(
                     ErrorPage {
                         status,
-                        request_id: &rid,
+                        request_id: &request_id(req),
                         detail: Some(&detail),
                     }
                     .render(ClientKind::detect(req.headers())),
@@ -104,29 +93,38 @@ impl Authorizer for SignInAuthorizer {
             let cookie = &self.service.settings.cookie.name;
             let session = self
                 .service
-                .session_for(&info.headers, &info.query, cookie)
+                .session_for(req.headers(), req.query_string(), cookie)
                 .await;
-            let identity = session.as_deref().map(policy_identity);
+            let identity = session.as_deref().map(|s| self.service.policy_identity(s));
             let path = normalize_path(req.uri().path()).unwrap_or_else(|_| req.path().to_string());
             let source_ip = req.peer_addr().map(|a| a.ip());
             let view = ActixRequestView::new(req, &path, source_ip, None);
-            let eval = policy.evaluate(&view, identity.as_ref());
+            let eval = policy.evaluate(&view, identity.as_deref());
             match eval.decision {
                 Decision::Allow => {
                     let pass = entry
                         .route
                         .pass_identity_headers
                         .unwrap_or(self.service.settings.pass_identity_headers);
-                    let plan =
-                        self.service
-                            .upstream_headers(&info, session.as_deref(), pass, false);
+                    let host = if pass {
+                        host_of(&crate::http::proxy::request_host(req))
+                    } else {
+                        String::new()
+                    };
+                    let plan = self.service.upstream_headers(
+                        &host,
+                        req.headers(),
+                        session.as_deref(),
+                        pass,
+                        false,
+                    );
                     AuthOutcome::Allow(UpstreamIdentity {
                         set_headers: plan.set,
                         remove_headers: plan.remove,
                         strip_cookie: plan.strip_cookie,
                     })
                 }
-                Decision::Login => AuthOutcome::Respond(self.service.login(&info)),
+                Decision::Login => AuthOutcome::Respond(self.service.login(&with_request_id(req))),
                 Decision::Deny | Decision::ClientCertificateRequired => {
                     let reasons = eval.decisive_reasons().to_string();
                     tracing::info!(route = %entry.route.id, user = session.as_deref().map(|s| s.user_id.as_str()).unwrap_or(""), reasons = %reasons, "access denied");

@@ -39,12 +39,11 @@ impl AuthService {
         let path = req.path();
         path.starts_with("/.pomerium")
             || path.starts_with("/.well-known/pomerium")
-            || self.is_authenticate_host(&super::service::host_of(
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or(""),
-            ))
+            || self
+                .settings
+                .is_authenticate_host(crate::http::request::host_part(
+                    crate::http::proxy::request_host_str(req),
+                ))
     }
 
     /// First look at every request. `Some` = answered here.

@@ -1,6 +1,8 @@
 //! Request headers: where the session handle comes from (cookie or Pomerium's header/query
 //! carriers, spec 2.5) and what reaches the upstream (spec 3.2, 3.4).
 
+use std::sync::Arc;
+
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE};
 
 pub const X_POMERIUM_AUTHORIZATION: &str = "x-pomerium-authorization";
@@ -88,13 +90,102 @@ pub fn has_non_cookie_carrier(headers: &HeaderMap, query: &str) -> bool {
         || url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "pomerium_session")
 }
 
-/// Header changes for the upstream request.
+/// Header changes for the upstream request. The removal lists are shared (built once per
+/// configuration); only `set` is per request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HeaderPlan {
     pub set: Vec<(HeaderName, HeaderValue)>,
-    pub remove: Vec<HeaderName>,
+    pub remove: Arc<[HeaderName]>,
     /// Cookie pair to remove from `Cookie` (other cookies kept).
-    pub strip_cookie: Option<String>,
+    pub strip_cookie: Option<Arc<str>>,
+}
+
+/// The identity headers for a signed JWT and its claim header values (in `claim_headers`
+/// order). Claim values are arbitrary strings: characters a header cannot carry are dropped.
+pub fn identity_headers(
+    jwt: &str,
+    claim_headers: &[(HeaderName, String)],
+    values: &[String],
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(1 + claim_headers.len());
+    if let Ok(v) = HeaderValue::from_str(jwt) {
+        out.push((HeaderName::from_static(X_POMERIUM_JWT_ASSERTION), v));
+    }
+    for ((h, _), value) in claim_headers.iter().zip(values) {
+        let clean: String = value.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+        let v = HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static(""));
+        out.push((h.clone(), v));
+    }
+    out
+}
+
+/// The parts of every upstream header plan that depend only on the configuration: the session
+/// cookie name and the removal lists with and without an identity (and with `Authorization`
+/// when it carries a Pomerium session).
+#[derive(Debug, Clone)]
+pub struct PlanTemplate {
+    cookie: Arc<str>,
+    /// Anonymous: `ALWAYS_REMOVED`, the assertion headers and the claim headers.
+    anonymous: [Arc<[HeaderName]>; 2],
+    /// With an identity: `ALWAYS_REMOVED` (the identity headers are overwritten).
+    identified: [Arc<[HeaderName]>; 2],
+}
+
+impl PlanTemplate {
+    pub fn new(cookie_name: &str, claim_headers: &[(HeaderName, String)]) -> PlanTemplate {
+        let always: Vec<HeaderName> = ALWAYS_REMOVED
+            .iter()
+            .map(|h| HeaderName::from_static(h))
+            .collect();
+        let mut anonymous = always.clone();
+        anonymous.push(HeaderName::from_static(X_POMERIUM_JWT_ASSERTION));
+        anonymous.push(HeaderName::from_static(X_POMERIUM_JWT_ASSERTION_FOR));
+        anonymous.extend(claim_headers.iter().map(|(h, _)| h.clone()));
+        let with_auth = |list: &[HeaderName]| -> Arc<[HeaderName]> {
+            list.iter().cloned().chain([AUTHORIZATION]).collect()
+        };
+        PlanTemplate {
+            cookie: cookie_name.into(),
+            anonymous: [anonymous.as_slice().into(), with_auth(&anonymous)],
+            identified: [always.as_slice().into(), with_auth(&always)],
+        }
+    }
+
+    /// The plan for one request. `identity` = the identity headers (`identity_headers`), present
+    /// when identity headers are passed.
+    pub fn plan(
+        &self,
+        incoming: &HeaderMap,
+        identity: Option<&[(HeaderName, HeaderValue)]>,
+    ) -> HeaderPlan {
+        let pomerium_auth = incoming
+            .get_all(AUTHORIZATION)
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| pomerium_authorization(v.trim()).is_some());
+        let lists = if identity.is_some() {
+            &self.identified
+        } else {
+            &self.anonymous
+        };
+        let mut plan = HeaderPlan {
+            set: Vec::new(),
+            remove: lists[usize::from(pomerium_auth)].clone(),
+            strip_cookie: Some(self.cookie.clone()),
+        };
+        if let Some(headers) = identity {
+            plan.set.reserve(headers.len() + 1);
+            if let Some(prev) = incoming.get(X_POMERIUM_JWT_ASSERTION) {
+                if !incoming.contains_key(X_POMERIUM_JWT_ASSERTION_FOR) {
+                    plan.set.push((
+                        HeaderName::from_static(X_POMERIUM_JWT_ASSERTION_FOR),
+                        prev.clone(),
+                    ));
+                }
+            }
+            plan.set.extend(headers.iter().cloned());
+        }
+        plan
+    }
 }
 
 /// Builds the upstream header changes (spec 3.2/3.4). `identity` = the signed JWT and the
@@ -105,49 +196,8 @@ pub fn upstream_plan(
     claim_headers: &[(HeaderName, String)],
     identity: Option<(&str, Vec<String>)>,
 ) -> HeaderPlan {
-    let mut plan = HeaderPlan {
-        strip_cookie: Some(cookie_name.to_string()),
-        ..Default::default()
-    };
-    for h in ALWAYS_REMOVED {
-        plan.remove.push(HeaderName::from_static(h));
-    }
-    let pomerium_auth = incoming
-        .get_all(AUTHORIZATION)
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| pomerium_authorization(v.trim()).is_some());
-    if pomerium_auth {
-        plan.remove.push(AUTHORIZATION);
-    }
-    let assertion = HeaderName::from_static(X_POMERIUM_JWT_ASSERTION);
-    let assertion_for = HeaderName::from_static(X_POMERIUM_JWT_ASSERTION_FOR);
-    match identity {
-        None => {
-            plan.remove.push(assertion);
-            plan.remove.push(assertion_for);
-            for (h, _) in claim_headers {
-                plan.remove.push(h.clone());
-            }
-        }
-        Some((jwt, values)) => {
-            if let Some(prev) = incoming.get(&assertion) {
-                if !incoming.contains_key(&assertion_for) {
-                    plan.set.push((assertion_for, prev.clone()));
-                }
-            }
-            if let Ok(v) = HeaderValue::from_str(jwt) {
-                plan.set.push((assertion, v));
-            }
-            for ((h, _), value) in claim_headers.iter().zip(values) {
-                // Claim values are arbitrary strings; drop characters a header cannot carry.
-                let clean: String = value.chars().filter(|c| *c != '\r' && *c != '\n').collect();
-                let v =
-                    HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static(""));
-                plan.set.push((h.clone(), v));
-            }
-        }
-    }
-    plan
+    let headers = identity.map(|(jwt, values)| identity_headers(jwt, claim_headers, &values));
+    PlanTemplate::new(cookie_name, claim_headers).plan(incoming, headers.as_deref())
 }
 
 /// Removes the `name` pair from a Cookie header value; `None` when nothing is left.
@@ -163,13 +213,13 @@ pub fn strip_cookie_pair(cookie_header: &str, name: &str) -> Option<String> {
 
 /// Applies a plan to a header map (removals first, then sets, then the cookie strip).
 pub fn apply_plan(headers: &mut HeaderMap, plan: &HeaderPlan) {
-    for h in &plan.remove {
+    for h in plan.remove.iter() {
         headers.remove(h);
     }
     for (h, v) in &plan.set {
         headers.insert(h.clone(), v.clone());
     }
-    if let Some(name) = &plan.strip_cookie {
+    if let Some(name) = plan.strip_cookie.as_deref() {
         let cookies: Vec<String> = headers
             .get_all(COOKIE)
             .filter_map(|v| v.to_str().ok())

@@ -1,6 +1,7 @@
 //! The identity passed upstream (spec 3.1/3.2): the ES256 `X-Pomerium-Jwt-Assertion`, its JWKS
 //! document, and the claim headers derived from its payload.
 
+use actix_web::http::header::{HeaderName, HeaderValue};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -255,57 +256,104 @@ mod tests {
 pub const IDENTITY_REUSE_SECS: u64 = 60;
 const IDENTITY_CACHE_MAX: usize = 50_000;
 
-/// A minted identity: the JWT and the claim header values taken from it.
+/// A minted identity: the JWT and the identity headers made from it.
 #[derive(Debug)]
 pub struct MintedIdentity {
     pub jwt: String,
-    pub claim_values: Vec<String>,
+    /// `X-Pomerium-Jwt-Assertion` and the `jwt_claims_headers`, ready to send.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     minted_at: u64,
 }
 
-/// Recently minted identity JWTs, keyed by session id + session version + host + issuer format.
-#[derive(Debug, Default)]
+/// What a minted identity depends on: the session (id and version), the route host and the
+/// issuer format.
+#[derive(Debug, Clone, Copy, Hash)]
+pub struct IdentityKey<'a> {
+    pub session: &'a str,
+    pub version: u64,
+    pub host: &'a str,
+    pub issuer_uri_format: bool,
+}
+
+/// The owned form of `IdentityKey` held by the cache (hashes like it: `String` hashes as `str`).
+#[derive(Debug, Hash, PartialEq, Eq)]
+struct OwnedIdentityKey {
+    session: String,
+    version: u64,
+    host: String,
+    issuer_uri_format: bool,
+}
+
+impl quick_cache::Equivalent<OwnedIdentityKey> for IdentityKey<'_> {
+    fn equivalent(&self, k: &OwnedIdentityKey) -> bool {
+        self.session == k.session
+            && self.version == k.version
+            && self.host == k.host
+            && self.issuer_uri_format == k.issuer_uri_format
+    }
+}
+
+/// Recently minted identity JWTs (bounded, shared by the workers).
 pub struct IdentityCache {
-    entries: std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<MintedIdentity>>>,
+    entries: quick_cache::sync::Cache<OwnedIdentityKey, std::sync::Arc<MintedIdentity>>,
+}
+
+impl Default for IdentityCache {
+    fn default() -> Self {
+        IdentityCache {
+            entries: quick_cache::sync::Cache::new(IDENTITY_CACHE_MAX),
+        }
+    }
+}
+
+impl std::fmt::Debug for IdentityCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityCache")
+            .field("len", &self.entries.len())
+            .finish()
+    }
 }
 
 impl IdentityCache {
-    pub fn key(session: Option<&Session>, host: &str, issuer_uri_format: bool) -> String {
-        match session {
-            Some(s) => format!("{}\0{}\0{host}\0{issuer_uri_format}", s.id, s.version),
-            None => format!("\0\0{host}\0{issuer_uri_format}"),
+    pub fn key<'a>(
+        session: Option<&'a Session>,
+        host: &'a str,
+        issuer_uri_format: bool,
+    ) -> IdentityKey<'a> {
+        IdentityKey {
+            session: session.map(|s| s.id.as_str()).unwrap_or(""),
+            version: session.map(|s| s.version).unwrap_or(0),
+            host,
+            issuer_uri_format,
         }
     }
 
     /// The cached identity for `key` if minted less than `IDENTITY_REUSE_SECS` ago.
-    pub fn get(&self, key: &str, now: u64) -> Option<std::sync::Arc<MintedIdentity>> {
-        let entries = self.entries.read().expect("poisoned");
-        entries
+    pub fn get(&self, key: &IdentityKey<'_>, now: u64) -> Option<std::sync::Arc<MintedIdentity>> {
+        self.entries
             .get(key)
             .filter(|m| now.saturating_sub(m.minted_at) < IDENTITY_REUSE_SECS)
-            .cloned()
     }
 
     pub fn insert(
         &self,
-        key: String,
+        key: &IdentityKey<'_>,
         jwt: String,
-        claim_values: Vec<String>,
+        headers: Vec<(HeaderName, HeaderValue)>,
         now: u64,
     ) -> std::sync::Arc<MintedIdentity> {
         let minted = std::sync::Arc::new(MintedIdentity {
             jwt,
-            claim_values,
+            headers,
             minted_at: now,
         });
-        let mut entries = self.entries.write().expect("poisoned");
-        if entries.len() >= IDENTITY_CACHE_MAX {
-            entries.retain(|_, m| now.saturating_sub(m.minted_at) < IDENTITY_REUSE_SECS);
-            if entries.len() >= IDENTITY_CACHE_MAX {
-                entries.clear();
-            }
-        }
-        entries.insert(key, minted.clone());
+        let owned = OwnedIdentityKey {
+            session: key.session.to_string(),
+            version: key.version,
+            host: key.host.to_string(),
+            issuer_uri_format: key.issuer_uri_format,
+        };
+        self.entries.insert(owned, minted.clone());
         minted
     }
 }
@@ -319,20 +367,31 @@ mod cache_tests {
         let cache = IdentityCache::default();
         let mut s = Session::new_for_test("sid", "alice");
         let k = IdentityCache::key(Some(&s), "app.test", false);
-        cache.insert(k.clone(), "jwt1".into(), vec!["a".into()], 1000);
+        cache.insert(&k, "jwt1".into(), vec![], 1000);
         assert_eq!(cache.get(&k, 1059).unwrap().jwt, "jwt1");
         assert!(
             cache.get(&k, 1060).is_none(),
             "re-minted after the reuse window"
         );
-        // A refreshed session (new version), another host or no session: different identities.
+        // A refreshed session (new version), another host, another issuer format or no
+        // session: different identities.
+        let s0 = s.clone();
         s.version = 1;
-        assert_ne!(IdentityCache::key(Some(&s), "app.test", false), k);
-        assert_ne!(IdentityCache::key(None, "app.test", false), k);
-        assert_ne!(
-            IdentityCache::key(Some(&s), "other.test", false),
-            IdentityCache::key(Some(&s), "app.test", false)
-        );
+        assert!(cache
+            .get(&IdentityCache::key(Some(&s), "app.test", false), 1001)
+            .is_none());
+        assert!(cache
+            .get(&IdentityCache::key(None, "app.test", false), 1001)
+            .is_none());
+        assert!(cache
+            .get(&IdentityCache::key(Some(&s0), "other.test", false), 1001)
+            .is_none());
+        assert!(cache
+            .get(&IdentityCache::key(Some(&s0), "app.test", true), 1001)
+            .is_none());
+        assert!(cache
+            .get(&IdentityCache::key(Some(&s0), "app.test", false), 1001)
+            .is_some());
         const { assert!(IDENTITY_REUSE_SECS * 4 <= IDENTITY_JWT_LIFETIME_SECS) };
     }
 }

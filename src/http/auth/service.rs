@@ -11,18 +11,31 @@ use actix_web::HttpRequest;
 use serde_json::{Map, Value};
 
 use super::handle::SessionHandle;
-use super::headers::{has_non_cookie_carrier, session_tokens, upstream_plan, HeaderPlan};
+use super::headers::{
+    has_non_cookie_carrier, identity_headers, session_tokens, HeaderPlan, PlanTemplate,
+};
 use super::identity::{claim_header_value, identity_claims, IdentityCache, IdentitySigner};
 use super::oidc::{Idp, IdpError, IdpTokens};
 use super::respond::login_response;
 use super::settings::AuthSettings;
 use super::signed_url::{build_url, sign_url};
 use crate::actors::session::Sessions;
+use crate::policy::Identity;
 use crate::store::{unix_now, Session};
 
 /// Refresh this long before the access token expires.
 pub const REFRESH_MARGIN_SECS: u64 = 60;
 const REFRESH_LOCKS: usize = 16;
+/// Bound of the per-configuration caches of checked session handles and policy identities.
+const SESSION_CACHE_MAX: usize = 50_000;
+
+/// The policy engine's view of a session.
+pub fn policy_identity(s: &Session) -> Identity {
+    let mut id = Identity::from_claims(&Value::Object(s.claims.clone()));
+    id.user_id = s.user_id.clone();
+    id.email = s.email.clone();
+    id
+}
 
 /// What the auth layer needs from a request; owned so futures can be `'static`.
 #[derive(Debug, Clone)]
@@ -113,6 +126,13 @@ pub struct AuthService {
     pub idp: Option<Idp>,
     pub sessions: Sessions,
     identity_cache: IdentityCache,
+    plan_template: PlanTemplate,
+    /// Session handles (cookie or header values) whose signature was checked, by raw value: a
+    /// handle carries no expiry of its own, so its check depends only on `shared_secret`,
+    /// which is fixed for this service's life.
+    verified_handles: quick_cache::sync::Cache<String, Arc<SessionHandle>>,
+    /// Policy identities by session id, with the session version they were built from.
+    policy_identities: quick_cache::sync::Cache<String, (u64, Arc<Identity>)>,
     refresh_locks: Vec<futures::lock::Mutex<()>>,
 }
 
@@ -125,12 +145,16 @@ impl AuthService {
             )?),
             _ => None,
         };
+        let plan_template = PlanTemplate::new(&settings.cookie.name, &settings.jwt_claims_headers);
         Ok(Arc::new(AuthService {
             signer: IdentitySigner::new(&settings.signing_key),
             settings,
             idp,
             sessions,
             identity_cache: IdentityCache::default(),
+            plan_template,
+            verified_handles: quick_cache::sync::Cache::new(SESSION_CACHE_MAX),
+            policy_identities: quick_cache::sync::Cache::new(SESSION_CACHE_MAX),
             refresh_locks: (0..REFRESH_LOCKS)
                 .map(|_| futures::lock::Mutex::new(()))
                 .collect(),
@@ -154,7 +178,7 @@ impl AuthService {
     }
 
     pub fn is_authenticate_host(&self, host: &str) -> bool {
-        self.settings.authenticate_host().as_deref() == Some(host)
+        self.settings.is_authenticate_host(host)
     }
 
     /// Signed `<authn>/.pomerium/sign_in?pomerium_redirect_uri=<url>` for a request.
@@ -191,12 +215,19 @@ impl AuthService {
         cookie_name: &str,
     ) -> Option<Arc<Session>> {
         for (token, carrier) in session_tokens(headers, query, cookie_name) {
-            let handle = match SessionHandle::verify(&token, &self.settings.shared_secret) {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::debug!(error = %e, ?carrier, "ignoring session handle");
-                    continue;
-                }
+            let handle = match self.verified_handles.get(token.as_str()) {
+                Some(h) => h,
+                None => match SessionHandle::verify(&token, &self.settings.shared_secret) {
+                    Ok(h) => {
+                        let h = Arc::new(h);
+                        self.verified_handles.insert(token, h.clone());
+                        h
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, ?carrier, "ignoring session handle");
+                        continue;
+                    }
+                },
             };
             if handle.idp_id != self.idp_id() {
                 continue;
@@ -282,10 +313,12 @@ impl AuthService {
         }
     }
 
-    /// Header changes for the upstream. `pass_identity` = route value else global.
+    /// Header changes for the upstream of a request to `host` with `headers`. `pass_identity` =
+    /// route value else global.
     pub fn upstream_headers(
         &self,
-        info: &RequestInfo,
+        host: &str,
+        headers: &HeaderMap,
         session: Option<&Session>,
         pass_identity: bool,
         issuer_uri_format: bool,
@@ -293,13 +326,13 @@ impl AuthService {
         let claim_headers = &self.settings.jwt_claims_headers;
         let identity = pass_identity.then(|| {
             let now = unix_now();
-            let key = IdentityCache::key(session, &info.host, issuer_uri_format);
+            let key = IdentityCache::key(session, host, issuer_uri_format);
             if let Some(minted) = self.identity_cache.get(&key, now) {
                 return minted;
             }
             let extra: Vec<String> = claim_headers.iter().map(|(_, c)| c.clone()).collect();
             let claims = identity_claims(
-                &info.host,
+                host,
                 issuer_uri_format,
                 session,
                 &extra,
@@ -310,17 +343,25 @@ impl AuthService {
                 .iter()
                 .map(|(_, c)| claim_header_value(&claims, c))
                 .collect::<Vec<_>>();
-            self.identity_cache
-                .insert(key, self.signer.sign(&claims), values, now)
+            let jwt = self.signer.sign(&claims);
+            let headers = identity_headers(&jwt, claim_headers, &values);
+            self.identity_cache.insert(&key, jwt, headers, now)
         });
-        upstream_plan(
-            &info.headers,
-            &self.settings.cookie.name,
-            claim_headers,
-            identity
-                .as_ref()
-                .map(|m| (m.jwt.as_str(), m.claim_values.clone())),
-        )
+        self.plan_template
+            .plan(headers, identity.as_ref().map(|m| m.headers.as_slice()))
+    }
+
+    /// The policy engine's view of a session, built once per session version.
+    pub fn policy_identity(&self, session: &Session) -> Arc<Identity> {
+        if let Some((version, id)) = self.policy_identities.get(session.id.as_str()) {
+            if version == session.version {
+                return id;
+            }
+        }
+        let id = Arc::new(policy_identity(session));
+        self.policy_identities
+            .insert(session.id.clone(), (session.version, id.clone()));
+        id
     }
 
     /// The identity JWT for a request (for `/.pomerium/jwt` and `/.pomerium/user`).

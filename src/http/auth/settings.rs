@@ -204,6 +204,14 @@ impl AuthSettings {
     }
 
     /// Host (no port) of the authenticate service, lower-cased.
+    /// Whether `host` (without port, any case) is the authenticate service's host.
+    pub fn is_authenticate_host(&self, host: &str) -> bool {
+        self.authenticate_url
+            .as_ref()
+            .and_then(|u| u.host_str())
+            .is_some_and(|h| h.eq_ignore_ascii_case(host))
+    }
+
     pub fn authenticate_host(&self) -> Option<String> {
         self.authenticate_url
             .as_ref()

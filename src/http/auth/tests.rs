@@ -488,7 +488,9 @@ async fn upstream_identity_for_a_session() {
         .await
         .unwrap();
     assert_eq!(found.id, s.id);
-    let plan = e.svc.upstream_headers(&info, Some(&found), true, false);
+    let plan = e
+        .svc
+        .upstream_headers(&info.host, &info.headers, Some(&found), true, false);
     let jwt = plan
         .set
         .iter()
@@ -510,7 +512,9 @@ async fn upstream_identity_for_a_session() {
         "spoof"
     );
     // Without pass_identity_headers the client's copy is removed.
-    let plan = e.svc.upstream_headers(&info, Some(&found), false, false);
+    let plan = e
+        .svc
+        .upstream_headers(&info.host, &info.headers, Some(&found), false, false);
     assert!(plan.remove.iter().any(|k| k == "x-pomerium-jwt-assertion"));
     assert!(plan.set.is_empty());
 }
