@@ -929,3 +929,74 @@ async fn rewrite_response_headers_replace_a_leading_prefix() {
     // Unmatched prefix: the header is left as it was (then global headers apply as usual).
     assert_eq!(resp.headers()["x-frame-options"], "SAMEORIGIN");
 }
+
+/// A raw HTTP/1.1 upstream answering each accepted connection with one scripted response and
+/// closing it afterwards (after `linger`), so pooled connections go stale.
+fn scripted_upstream(responses: Vec<&'static str>, linger: Duration) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for response in responses {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            s.write_all(response.as_bytes()).unwrap();
+            std::thread::sleep(linger);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn upstream_framings_and_stale_keep_alive_connections() {
+    let up = scripted_upstream(
+        vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 2\r\n\r\n3\r\nsec\r\n3;x=y\r\nond\r\n0\r\nTrailer-A: 1\r\n\r\n",
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close\r\n\r\nthird, to the close",
+        ],
+        Duration::from_millis(100),
+    );
+    let port = free_port();
+    let proxy = Proxy::start(
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - {{from: https://s.example.com, to: http://{up}, allow_public_unauthenticated_access: true}}\n"
+        ),
+        port,
+    );
+    let client = http_client(proxy.addr(), &["s.example.com"]);
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let resp = client
+                .get(format!("http://s.example.com:{port}{path}"))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let x_up = resp.headers().get("x-up").cloned();
+            (status, x_up, resp.text().await.unwrap())
+        }
+    };
+    let (status, _, body) = get("/1").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "first"));
+    // The upstream has closed the kept-alive connection by now: the next request must not fail
+    // on it (a fresh connection is used, or the request is retried on one).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, x_up, body) = get("/2").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "second"));
+    assert_eq!(x_up.unwrap(), "2");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, _, body) = get("/3").await;
+    assert_eq!(
+        (status.as_u16(), body.as_str()),
+        (200, "third, to the close")
+    );
+}

@@ -8,6 +8,7 @@ pub mod authorize;
 pub mod balancer;
 pub mod body;
 pub mod errors;
+pub mod h1client;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;

@@ -14,16 +14,15 @@ use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode, Version};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use awc::error::SendRequestError;
 use futures::future::Either;
 use futures::StreamExt;
 
 use super::authorize::{AuthOutcome, RequestId, UpstreamIdentity};
 use super::body::{Exchange, Expired, ResponseBody};
 use super::errors::{robots_txt, ClientKind, ErrorPage, REQUEST_ID};
+use super::h1client::{self, SendError};
 use super::headers::{
-    apply_response_header_set, copy_end_to_end, rewrite_response_headers, upstream_request_headers,
-    ForwardContext,
+    apply_response_header_set, rewrite_response_headers, upstream_request_headers, ForwardContext,
 };
 use super::metrics::Metrics;
 use super::request::{
@@ -32,7 +31,6 @@ use super::request::{
 use super::routes::RouteEntry;
 use super::server::{ProxyState, Snapshot};
 use super::tunnel;
-use super::upstream::client_for;
 use crate::config::route::Upstream;
 
 /// What a request became, for the response headers, metrics and the access log.
@@ -404,26 +402,28 @@ impl Forward<'_> {
                 Some(t) => (t.base.as_str(), t.pinned),
                 None => (up.base.as_str(), None),
             };
-            let client = client_for(self.entry.tls_key, &self.entry.tls, addr);
-            let mut uri = String::with_capacity(base.len() + pq.len());
-            uri.push_str(base);
-            uri.push_str(&pq);
-            let mut creq = client
-                .request(self.req.method().clone(), uri.as_str())
-                .no_decompress();
-            *creq.headers_mut() = self.headers_for(up);
-            if let Some(addr) = addr {
-                creq = creq.address(addr);
-            }
-            let in_flight = self.entry.balancer.begin(index);
-            let send = if exchange.has_body() {
-                match length {
-                    Some(n) => creq.send_body(SizedStream::new(n, exchange.request_body())),
-                    None => creq.send_stream(exchange.request_body()),
-                }
-            } else {
-                creq.send()
+            let target = h1client::Target {
+                tls_key: self.entry.tls_key,
+                tls: &self.entry.tls,
+                https: up.scheme == "https",
+                base,
+                host: up
+                    .url
+                    .host_str()
+                    .unwrap_or_default()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']'),
+                port: up.url.port_or_known_default().unwrap_or(80),
+                server_name: route.tls.server_name.as_deref(),
+                pinned: addr,
             };
+            let headers = self.headers_for(up);
+            let in_flight = self.entry.balancer.begin(index);
+            let body = exchange.has_body().then(|| h1client::OutgoingBody {
+                stream: exchange.request_body(),
+                length,
+            });
+            let send = h1client::send(&target, self.req.method(), &pq, &headers, body);
             let expired = exchange.expired(route.timeout, route.idle_timeout);
             let result = tokio::select! {
                 biased;
@@ -437,7 +437,7 @@ impl Forward<'_> {
                         last_upstream,
                     );
                 }
-                Either::Left(Err(SendRequestError::Connect(e))) => {
+                Either::Left(Err(SendError::Connect(e))) => {
                     tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "upstream connect failed");
                     self.entry.balancer.mark_failed(index);
                     self.metrics.upstream_error(self.route_id(), "connect");
@@ -445,7 +445,7 @@ impl Forward<'_> {
                         break;
                     }
                 }
-                Either::Left(Err(SendRequestError::Send(e)))
+                Either::Left(Err(SendError::Stale(e)))
                     if !retried && !exchange.started() && idempotent(self.req.method()) =>
                 {
                     // A pooled connection the upstream had just closed: try once more.
@@ -455,15 +455,15 @@ impl Forward<'_> {
                 }
                 Either::Left(Err(e)) => {
                     let (status, kind, detail) = match &e {
-                        SendRequestError::Send(_) | SendRequestError::Body(_) => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "reset",
-                            "upstream_reset_before_response_started{connection_termination}",
-                        ),
-                        _ => (
+                        SendError::Protocol(_) => (
                             StatusCode::BAD_GATEWAY,
                             "protocol",
                             "upstream protocol error",
+                        ),
+                        _ => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "reset",
+                            "upstream_reset_before_response_started{connection_termination}",
                         ),
                     };
                     tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "upstream request failed");
@@ -492,26 +492,13 @@ impl Forward<'_> {
         )
     }
 
-    fn response<S>(
+    fn response(
         &self,
-        resp: awc::ClientResponse<S>,
+        resp: h1client::Response,
         exchange: Rc<Exchange>,
         in_flight: super::balancer::InFlight,
-    ) -> HttpResponse
-    where
-        S: futures::Stream<Item = Result<bytes::Bytes, actix_web::error::PayloadError>>
-            + Unpin
-            + 'static,
-    {
+    ) -> HttpResponse {
         let route = &self.entry.route;
-        let status = resp.status();
-        let mut headers = HeaderMap::with_capacity(resp.headers().len());
-        copy_end_to_end(resp.headers(), &mut headers, &[header::CONTENT_LENGTH]);
-        let length = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
         let deadline = route.timeout.map(|t| {
             exchange
                 .deadline(Some(t))
@@ -527,24 +514,22 @@ impl Forward<'_> {
             tracing::warn!(route = %entry.route.id, kind, "upstream response cut");
             metrics.upstream_error(&entry.route.id, kind);
         });
-        let stream = resp
-            .map(|r| r.map_err(|e| io::Error::other(e.to_string())))
-            .boxed_local();
         let body = ResponseBody::new(
-            stream,
+            resp.body.boxed_local(),
             exchange,
             deadline,
             route.idle_timeout,
             Some(in_flight),
             Some(on_expire),
         );
-        let mut response = match length {
-            Some(n) => {
-                HttpResponse::with_body(status, SizedStream::new(n, body)).map_into_boxed_body()
+        let mut response = match resp.length {
+            Some(n) => HttpResponse::with_body(resp.status, SizedStream::new(n, body))
+                .map_into_boxed_body(),
+            None => {
+                HttpResponse::with_body(resp.status, BodyStream::new(body)).map_into_boxed_body()
             }
-            None => HttpResponse::with_body(status, BodyStream::new(body)).map_into_boxed_body(),
         };
-        *response.headers_mut() = headers;
+        *response.headers_mut() = resp.headers;
         response
     }
 

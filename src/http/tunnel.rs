@@ -3,7 +3,6 @@
 //! ways until either side closes (or `idle_timeout` passes without traffic).
 
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::{BodyStream, SizedStream};
@@ -13,20 +12,15 @@ use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use rustls::pki_types::ServerName;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::io::ReaderStream;
 
 use super::body::{Exchange, ResponseBody};
+use super::h1client::{self, MAX_HEAD};
 use super::headers::end_to_end;
 use super::routes::RouteEntry;
-use super::upstream::CONNECT_TIMEOUT;
 use crate::config::route::Upstream;
-
-/// Largest upstream response head accepted.
-const MAX_HEAD: usize = 64 * 1024;
 
 #[derive(Debug, Error)]
 pub enum TunnelError {
@@ -43,33 +37,25 @@ impl<T: AsyncRead + AsyncWrite + Unpin + 'static> Io for T {}
 
 /// Opens a TCP (and for https a TLS, with the route's TLS config) connection to `up`.
 pub async fn connect(entry: &RouteEntry, up: &Upstream) -> Result<Box<dyn Io>, TunnelError> {
-    let host = up
-        .url
-        .host_str()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = up.url.port_or_known_default().unwrap_or(80);
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-        .await
-        .map_err(|_| {
-            TunnelError::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))
-        })?
-        .map_err(TunnelError::Connect)?;
-    let _ = tcp.set_nodelay(true);
-    if up.scheme != "https" {
-        return Ok(Box::new(tcp));
-    }
-    let name = entry.route.tls.server_name.clone().unwrap_or(host);
-    let server_name = ServerName::try_from(name)
-        .map_err(|e| TunnelError::Connect(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&entry.tls));
-    let tls = connector
-        .connect(server_name, tcp)
+    let target = h1client::Target {
+        tls_key: entry.tls_key,
+        tls: &entry.tls,
+        https: up.scheme == "https",
+        base: &up.base,
+        host: up
+            .url
+            .host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']'),
+        port: up.url.port_or_known_default().unwrap_or(80),
+        server_name: entry.route.tls.server_name.as_deref(),
+        pinned: None,
+    };
+    let conn = h1client::connect(&target)
         .await
         .map_err(TunnelError::Connect)?;
-    Ok(Box::new(tls))
+    Ok(Box::new(conn))
 }
 
 /// Parsed upstream response head.

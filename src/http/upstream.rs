@@ -1,14 +1,10 @@
-//! Upstream connections: one rustls `ClientConfig` per distinct set of route TLS options
-//! (`tls_skip_verify`, `tls_server_name`, `tls_custom_ca`, client certificate), and one awc
-//! `Client` (with its keep-alive pool) per worker thread and TLS config.
+//! Upstream TLS: one rustls `ClientConfig` per distinct set of route TLS options
+//! (`tls_skip_verify`, `tls_server_name`, `tls_custom_ca`, client certificate). Its `tls_key`
+//! is also part of the keep-alive pool key in `h1client`.
 
-use std::cell::RefCell;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -135,35 +131,4 @@ impl ServerCertVerifier for NoVerify {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
-}
-
-/// Connect timeout for upstream connections.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-thread_local! {
-    static CLIENTS: RefCell<HashMap<(u64, Option<SocketAddr>), awc::Client>> = RefCell::new(HashMap::new());
-}
-
-/// This worker's awc client for a TLS config. `pinned` separates pools when requests are sent
-/// to a fixed address under another name (`tls_server_name`), since awc pools by authority.
-pub fn client_for(key: u64, config: &Arc<ClientConfig>, pinned: Option<SocketAddr>) -> awc::Client {
-    CLIENTS.with(|clients| {
-        clients
-            .borrow_mut()
-            .entry((key, pinned))
-            .or_insert_with(|| {
-                let connector = awc::Connector::new()
-                    .rustls_0_23(config.clone())
-                    .timeout(CONNECT_TIMEOUT)
-                    .limit(0)
-                    .conn_keep_alive(Duration::from_secs(60));
-                awc::Client::builder()
-                    .connector(connector)
-                    .disable_timeout()
-                    .disable_redirects()
-                    .no_default_headers()
-                    .finish()
-            })
-            .clone()
-    })
 }

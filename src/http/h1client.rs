@@ -1,0 +1,763 @@
+//! The upstream HTTP/1.1 client: per-worker keep-alive pools of TCP and TLS connections, the
+//! request head written straight from the prepared header map, the response head parsed with
+//! `httparse`, and the response body streamed by its framing (length, chunked, or up to the
+//! close). Bodies are never buffered whole in either direction.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::headers::{connection_listed, is_hop_by_hop};
+
+/// Connect timeout for upstream connections.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// An idle pooled connection older than this is closed instead of reused.
+const IDLE_KEEP_ALIVE: Duration = Duration::from_secs(60);
+/// Idle connections kept per upstream and worker.
+const MAX_IDLE_PER_UPSTREAM: usize = 256;
+/// Largest upstream response head accepted.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most response headers accepted.
+const MAX_HEADERS: usize = 256;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+
+#[derive(Debug, Error)]
+pub enum SendError {
+    /// No connection could be made: the next upstream may be tried.
+    #[error("cannot connect: {0}")]
+    Connect(io::Error),
+    /// A reused keep-alive connection failed before any response byte (the upstream had closed
+    /// it): safe to retry on a fresh connection when the request body was not consumed.
+    #[error("pooled connection closed: {0}")]
+    Stale(io::Error),
+    /// The connection failed while sending the request or before the response head ended.
+    #[error("upstream connection reset: {0}")]
+    Reset(io::Error),
+    /// The upstream's answer is not HTTP/1.x.
+    #[error("malformed upstream response: {0}")]
+    Protocol(&'static str),
+}
+
+/// Where to send a request.
+pub struct Target<'a> {
+    /// Identifies `tls` (connections are pooled per TLS config).
+    pub tls_key: u64,
+    pub tls: &'a Arc<ClientConfig>,
+    pub https: bool,
+    /// `scheme://authority`, the pool key within the TLS config.
+    pub base: &'a str,
+    /// Host to connect to (and the default TLS server name).
+    pub host: &'a str,
+    pub port: u16,
+    /// `tls_server_name`: the name for SNI and verification instead of `host`.
+    pub server_name: Option<&'a str>,
+    /// Dial this address instead of resolving `host`.
+    pub pinned: Option<SocketAddr>,
+}
+
+/// A TCP or TLS connection to an upstream.
+pub enum Conn {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Opens a TCP (and for https a TLS) connection, with `CONNECT_TIMEOUT`.
+pub async fn connect(t: &Target<'_>) -> io::Result<Conn> {
+    let dial = async {
+        match t.pinned {
+            Some(addr) => TcpStream::connect(addr).await,
+            None => TcpStream::connect((t.host, t.port)).await,
+        }
+    };
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, dial)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
+    let _ = tcp.set_nodelay(true);
+    if !t.https {
+        return Ok(Conn::Tcp(tcp));
+    }
+    let name = t.server_name.unwrap_or(t.host).to_string();
+    let server_name =
+        ServerName::try_from(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(t.tls));
+    let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name, tcp))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout"))??;
+    Ok(Conn::Tls(Box::new(tls)))
+}
+
+/// Pool key: TLS config and dialled address; the base URL is compared within.
+type PoolKey = (u64, Option<SocketAddr>);
+
+struct Idle {
+    base: Box<str>,
+    conn: Conn,
+    since: Instant,
+}
+
+thread_local! {
+    static POOL: RefCell<HashMap<PoolKey, Vec<Idle>>> = RefCell::new(HashMap::new());
+}
+
+/// Whether an idle connection still looks open: no EOF, error or stray bytes are pending. Uses
+/// the runtime's cached readiness, so a healthy connection costs no system call.
+fn looks_open(conn: &mut Conn) -> bool {
+    let mut scratch = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut scratch);
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    matches!(Pin::new(conn).poll_read(&mut cx, &mut buf), Poll::Pending)
+}
+
+fn take_idle(key: PoolKey, base: &str) -> Option<Conn> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let list = pool.get_mut(&key)?;
+        while let Some(pos) = list.iter().rposition(|i| &*i.base == base) {
+            let mut idle = list.swap_remove(pos);
+            if idle.since.elapsed() < IDLE_KEEP_ALIVE && looks_open(&mut idle.conn) {
+                return Some(idle.conn);
+            }
+        }
+        None
+    })
+}
+
+fn put_idle(key: PoolKey, base: &str, conn: Conn) {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let list = pool.entry(key).or_default();
+        if list.len() >= MAX_IDLE_PER_UPSTREAM {
+            list.remove(0);
+        }
+        list.push(Idle {
+            base: base.into(),
+            conn,
+            since: Instant::now(),
+        });
+    })
+}
+
+/// Returns a connection to its pool when its response body is complete.
+struct Lease {
+    key: PoolKey,
+    base: Box<str>,
+}
+
+/// The request body to send: its length when known (else it is sent chunked).
+pub struct OutgoingBody<S> {
+    pub stream: S,
+    pub length: Option<u64>,
+}
+
+/// A response head and its streaming body.
+pub struct Response {
+    pub status: StatusCode,
+    /// End-to-end headers (hop-by-hop, `Connection`-listed and `Content-Length` removed).
+    pub headers: HeaderMap,
+    /// The body length the upstream announced (`Content-Length`).
+    pub length: Option<u64>,
+    pub body: UpstreamBody,
+}
+
+fn write_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    framing: &str,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path_and_query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers.iter() {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(framing.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn carries_body(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+}
+
+/// Sends one request and reads the response head. `body` is `None` for requests without one.
+pub async fn send<S>(
+    target: &Target<'_>,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: Option<OutgoingBody<S>>,
+) -> Result<Response, SendError>
+where
+    S: Stream<Item = Result<Bytes, actix_web::error::PayloadError>> + Unpin,
+{
+    let key = (target.tls_key, target.pinned);
+    let (mut conn, reused) = match take_idle(key, target.base) {
+        Some(c) => (c, true),
+        None => (connect(target).await.map_err(SendError::Connect)?, false),
+    };
+    // A failure before the first response byte on a reused connection means it was stale.
+    let early = |e: io::Error| {
+        if reused {
+            SendError::Stale(e)
+        } else {
+            SendError::Reset(e)
+        }
+    };
+
+    let framing = match &body {
+        Some(OutgoingBody {
+            length: Some(n), ..
+        }) => format!("content-length: {n}\r\n"),
+        Some(_) => "transfer-encoding: chunked\r\n".to_string(),
+        None if carries_body(method) || headers.contains_key(header::CONTENT_LENGTH) => {
+            "content-length: 0\r\n".to_string()
+        }
+        None => String::new(),
+    };
+    let mut head = Vec::with_capacity(512);
+    write_head(&mut head, method, path_and_query, headers, &framing);
+    conn.write_all(&head).await.map_err(early)?;
+    if let Some(OutgoingBody { mut stream, length }) = body {
+        let chunked = length.is_none();
+        let mut sent_any = false;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| SendError::Reset(io::Error::other(e.to_string())))?;
+            if chunk.is_empty() {
+                continue;
+            }
+            let wrote = if chunked {
+                let mut framed = Vec::with_capacity(chunk.len() + 12);
+                framed.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                framed.extend_from_slice(&chunk);
+                framed.extend_from_slice(b"\r\n");
+                conn.write_all(&framed).await
+            } else {
+                conn.write_all(&chunk).await
+            };
+            wrote.map_err(|e| {
+                if sent_any {
+                    SendError::Reset(e)
+                } else {
+                    early(e)
+                }
+            })?;
+            sent_any = true;
+        }
+        if chunked {
+            conn.write_all(b"0\r\n\r\n")
+                .await
+                .map_err(SendError::Reset)?;
+        }
+    }
+    conn.flush().await.map_err(early)?;
+
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        let n = read_more(&mut conn, &mut buf).await.map_err(early)?;
+        if n == 0 {
+            return Err(early(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before the response head",
+            )));
+        }
+        // Interim (1xx) responses are skipped; the final head follows on the same connection.
+        while let Some(parsed) = parse_head(&mut buf)? {
+            if parsed.status.is_informational() {
+                continue;
+            }
+            return Ok(finish(parsed, method, conn, buf, key, target.base));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(SendError::Protocol("response head too large"));
+        }
+    }
+}
+
+async fn read_more(conn: &mut Conn, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
+    }
+    conn.read_buf(buf).await
+}
+
+struct ParsedHead {
+    status: StatusCode,
+    http11: bool,
+    headers: HeaderMap,
+    length: Option<u64>,
+    chunked: bool,
+    close: bool,
+}
+
+/// Parses (and removes from `buf`) one response head, if complete.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, SendError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let end = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(SendError::Protocol("too many response headers"))
+        }
+        Err(_) => return Err(SendError::Protocol("not an HTTP/1 response")),
+    };
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(SendError::Protocol("bad status code"))?;
+    let http11 = resp.version == Some(1);
+    // Header values are sliced out of the head's own bytes (no copy per value).
+    let base = buf.as_ptr() as usize;
+    let mut names = Vec::with_capacity(resp.headers.len());
+    let mut spans = Vec::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        names.push(
+            HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| SendError::Protocol("bad header name"))?,
+        );
+        spans.push((h.value.as_ptr() as usize - base, h.value.len()));
+    }
+    let head = buf.split_to(end).freeze();
+    let mut all = HeaderMap::with_capacity(names.len());
+    for (name, (off, len)) in names.into_iter().zip(spans) {
+        let value = HeaderValue::from_maybe_shared(head.slice(off..off + len))
+            .map_err(|_| SendError::Protocol("bad header value"))?;
+        all.append(name, value);
+    }
+    let length = match all.get(header::CONTENT_LENGTH) {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or(SendError::Protocol("bad content-length"))?,
+        ),
+        None => None,
+    };
+    let chunked = all
+        .get_all(header::TRANSFER_ENCODING)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("chunked"));
+    let listed = connection_listed(&all);
+    let close = if http11 {
+        listed.iter().any(|t| t == "close")
+    } else {
+        !listed.iter().any(|t| t == "keep-alive")
+    };
+    let headers = if listed.is_empty() && !all.keys().any(|n| is_hop_by_hop(n)) {
+        let mut h = all;
+        h.remove(header::CONTENT_LENGTH);
+        h
+    } else {
+        let mut h = HeaderMap::with_capacity(all.len());
+        for (name, value) in all.iter() {
+            if is_hop_by_hop(name)
+                || name == header::CONTENT_LENGTH
+                || listed.iter().any(|l| l == name.as_str())
+            {
+                continue;
+            }
+            h.append(name.clone(), value.clone());
+        }
+        h
+    };
+    Ok(Some(ParsedHead {
+        status,
+        http11,
+        headers,
+        length,
+        chunked,
+        close,
+    }))
+}
+
+fn finish(
+    head: ParsedHead,
+    method: &Method,
+    conn: Conn,
+    buf: BytesMut,
+    key: PoolKey,
+    base: &str,
+) -> Response {
+    let bodiless = *method == Method::HEAD
+        || head.status == StatusCode::NO_CONTENT
+        || head.status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        Framing::Length(0)
+    } else if head.chunked {
+        Framing::Chunked(ChunkState::Size)
+    } else if let Some(n) = head.length {
+        Framing::Length(n)
+    } else {
+        Framing::Close
+    };
+    let reusable = head.http11 && !head.close && !matches!(framing, Framing::Close);
+    let mut body = UpstreamBody {
+        conn: Some(conn),
+        buf,
+        framing,
+        lease: reusable.then(|| Lease {
+            key,
+            base: base.into(),
+        }),
+    };
+    body.release_if_done();
+    Response {
+        status: head.status,
+        headers: head.headers,
+        length: if bodiless {
+            head.length
+        } else {
+            head.length.filter(|_| !head.chunked)
+        },
+        body,
+    }
+}
+
+enum ChunkState {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside chunk data with this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// After the last chunk: trailers up to the empty line.
+    Trailers,
+}
+
+enum Framing {
+    /// This many body bytes left.
+    Length(u64),
+    Chunked(ChunkState),
+    /// Up to the end of the connection.
+    Close,
+    /// The body ended.
+    Done,
+}
+
+/// The upstream response body. The connection goes back to the pool once the body ended
+/// (and is closed if the body is dropped before).
+pub struct UpstreamBody {
+    conn: Option<Conn>,
+    buf: BytesMut,
+    framing: Framing,
+    lease: Option<Lease>,
+}
+
+impl UpstreamBody {
+    fn release_if_done(&mut self) {
+        if matches!(self.framing, Framing::Length(0)) {
+            self.framing = Framing::Done;
+        }
+        if matches!(self.framing, Framing::Done) {
+            let conn = self.conn.take();
+            // Bytes past the body mean the upstream broke framing: do not reuse.
+            if let (Some(conn), Some(lease), true) = (conn, self.lease.take(), self.buf.is_empty())
+            {
+                put_idle(lease.key, &lease.base, conn);
+            }
+        }
+    }
+
+    /// The next body bytes available in `buf` (advancing the chunked decoder), `Ok(None)` when
+    /// more input is needed.
+    fn next_from_buffer(&mut self) -> Result<Option<Bytes>, io::Error> {
+        loop {
+            match &mut self.framing {
+                Framing::Done => return Ok(None),
+                Framing::Length(left) => {
+                    if self.buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = (*left).min(self.buf.len() as u64) as usize;
+                    *left -= n as u64;
+                    return Ok(Some(self.buf.split_to(n).freeze()));
+                }
+                Framing::Close => {
+                    if self.buf.is_empty() {
+                        return Ok(None);
+                    }
+                    return Ok(Some(self.buf.split().freeze()));
+                }
+                Framing::Chunked(state) => match state {
+                    ChunkState::Size => match httparse::parse_chunk_size(&self.buf) {
+                        Ok(httparse::Status::Complete((used, size))) => {
+                            self.buf.advance(used);
+                            *state = if size == 0 {
+                                ChunkState::Trailers
+                            } else {
+                                ChunkState::Data(size)
+                            };
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(None),
+                        Err(_) => return Err(bad_chunk()),
+                    },
+                    ChunkState::Data(left) => {
+                        if self.buf.is_empty() {
+                            return Ok(None);
+                        }
+                        let n = (*left).min(self.buf.len() as u64) as usize;
+                        *left -= n as u64;
+                        if *left == 0 {
+                            *state = ChunkState::DataEnd;
+                        }
+                        return Ok(Some(self.buf.split_to(n).freeze()));
+                    }
+                    ChunkState::DataEnd => {
+                        if self.buf.len() < 2 {
+                            return Ok(None);
+                        }
+                        if &self.buf[..2] != b"\r\n" {
+                            return Err(bad_chunk());
+                        }
+                        self.buf.advance(2);
+                        *state = ChunkState::Size;
+                    }
+                    ChunkState::Trailers => {
+                        if self.buf.starts_with(b"\r\n") {
+                            self.buf.advance(2);
+                        } else if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n")
+                        {
+                            self.buf.advance(end + 4);
+                        } else if self.buf.len() > MAX_HEAD {
+                            return Err(bad_chunk());
+                        } else {
+                            return Ok(None);
+                        }
+                        self.framing = Framing::Done;
+                    }
+                },
+            }
+        }
+    }
+}
+
+fn bad_chunk() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "malformed chunked body")
+}
+
+impl Stream for UpstreamBody {
+    type Item = Result<Bytes, io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match this.next_from_buffer() {
+                Ok(Some(chunk)) => {
+                    this.release_if_done();
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    this.fail();
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            this.release_if_done();
+            if matches!(this.framing, Framing::Done) {
+                return Poll::Ready(None);
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if this.buf.capacity() - this.buf.len() < 1024 {
+                this.buf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(conn), cx, &mut this.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    if matches!(this.framing, Framing::Close) {
+                        this.framing = Framing::Done;
+                        this.lease = None;
+                        this.conn = None;
+                        return Poll::Ready(None);
+                    }
+                    this.fail();
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "upstream closed the connection mid-body",
+                    ))));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    this.fail();
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+}
+
+impl UpstreamBody {
+    fn fail(&mut self) {
+        self.framing = Framing::Done;
+        self.lease = None;
+        self.conn = None;
+        self.buf.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(framing: Framing, input: &[u8]) -> UpstreamBody {
+        UpstreamBody {
+            conn: None,
+            buf: BytesMut::from(input),
+            framing,
+            lease: None,
+        }
+    }
+
+    fn drain(b: &mut UpstreamBody) -> Result<Vec<u8>, io::Error> {
+        let mut out = Vec::new();
+        while let Some(chunk) = b.next_from_buffer()? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn decodes_chunked_bodies_with_extensions_and_trailers() {
+        let mut b = body(
+            Framing::Chunked(ChunkState::Size),
+            b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
+        );
+        assert_eq!(drain(&mut b).unwrap(), b"hello world");
+        assert!(matches!(b.framing, Framing::Done));
+        assert!(b.buf.is_empty());
+    }
+
+    #[test]
+    fn chunked_decoding_waits_for_more_input_at_any_split() {
+        let input: &[u8] = b"3\r\nabc\r\n0\r\n\r\n";
+        for split in 0..input.len() {
+            let mut b = body(Framing::Chunked(ChunkState::Size), &input[..split]);
+            let mut out = drain(&mut b).unwrap();
+            b.buf.extend_from_slice(&input[split..]);
+            out.extend(drain(&mut b).unwrap());
+            assert_eq!(out, b"abc", "split at {split}");
+            assert!(matches!(b.framing, Framing::Done), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn malformed_chunks_are_errors() {
+        let mut b = body(Framing::Chunked(ChunkState::Size), b"zz\r\n");
+        assert!(drain(&mut b).is_err());
+        let mut b = body(Framing::Chunked(ChunkState::Size), b"2\r\nabXX");
+        assert!(drain(&mut b).is_err());
+    }
+
+    #[test]
+    fn length_framing_stops_at_the_length() {
+        let mut b = body(Framing::Length(3), b"abcdef");
+        assert_eq!(b.next_from_buffer().unwrap().unwrap(), &b"abc"[..]);
+        assert!(matches!(b.framing, Framing::Length(0)));
+    }
+
+    #[test]
+    fn parses_heads_and_keeps_end_to_end_headers() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close, x-hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nok"[..],
+        );
+        let head = parse_head(&mut buf).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.length, Some(2));
+        assert!(head.close && head.http11 && !head.chunked);
+        assert!(head.headers.get("x-hop").is_none());
+        assert!(head.headers.get("keep-alive").is_none());
+        assert!(head.headers.get("connection").is_none());
+        assert!(head.headers.get("content-length").is_none());
+        assert_eq!(head.headers.get_all("set-cookie").count(), 2);
+        assert_eq!(&buf[..], b"ok");
+
+        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
+        assert!(parse_head(&mut partial).unwrap().is_none());
+        let mut junk = BytesMut::from(&b"SSH-2.0-OpenSSH\r\n\r\n"[..]);
+        assert!(matches!(parse_head(&mut junk), Err(SendError::Protocol(_))));
+        let mut http10 = BytesMut::from(&b"HTTP/1.0 200 OK\r\n\r\n"[..]);
+        let head = parse_head(&mut http10).unwrap().unwrap();
+        assert!(head.close && !head.http11);
+    }
+
+    #[test]
+    fn request_heads_carry_the_framing_once() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("up"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        let mut out = Vec::new();
+        write_head(&mut out, &Method::POST, "/a?b", &h, "content-length: 3\r\n");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("POST /a?b HTTP/1.1\r\n"), "{text}");
+        assert!(text.contains("host: up\r\n"));
+        assert_eq!(text.matches("content-length").count(), 1, "{text}");
+        assert!(text.ends_with("content-length: 3\r\n\r\n"), "{text}");
+    }
+}
