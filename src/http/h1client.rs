@@ -409,7 +409,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, SendError> {
     } else {
         !listed.iter().any(|t| t == "keep-alive")
     };
-    let headers = if listed.is_empty() && !all.keys().any(|n| is_hop_by_hop(n)) {
+    let headers = if listed.is_empty() && !all.keys().any(is_hop_by_hop) {
         let mut h = all;
         h.remove(header::CONTENT_LENGTH);
         h
