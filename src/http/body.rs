@@ -203,7 +203,9 @@ impl Stream for ResponseBody {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                self.exchange.touch();
+                if self.idle.is_some() {
+                    self.exchange.touch();
+                }
                 return Poll::Ready(Some(Ok(chunk)));
             }
             Poll::Ready(other) => return Poll::Ready(other),
