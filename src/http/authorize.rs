@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use futures::future::{ready, LocalBoxFuture};
 use futures::FutureExt;
 
@@ -38,28 +38,21 @@ pub enum AuthOutcome {
 /// replaced with each configuration.
 pub trait Authorizer: Send + Sync + 'static {
     /// First look at every request (after request-id, header and path checks, before routing).
-    /// `Some` answers the request directly.
-    fn intercept(&self, req: &HttpRequest) -> Option<LocalBoxFuture<'static, HttpResponse>>;
+    /// `Some` answers the request directly. `request_id` is the proxy's id for the request
+    /// (also in `x-request-id`).
+    fn intercept(
+        &self,
+        req: &HttpRequest,
+        request_id: &str,
+    ) -> Option<LocalBoxFuture<'static, HttpResponse>>;
 
     /// Decides for a request that matched `route`.
     fn authorize<'a>(
         &'a self,
         req: &'a HttpRequest,
         route: &'a RouteEntry,
+        request_id: &'a str,
     ) -> LocalBoxFuture<'a, AuthOutcome>;
-}
-
-/// The request id the proxy generated for a request (also in `x-request-id`), readable by
-/// authorizers from the request extensions.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-/// Request id of `req` (empty if the proxy did not set one).
-pub fn request_id(req: &HttpRequest) -> String {
-    req.extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default()
 }
 
 /// Allows routes with `allow_public_unauthenticated_access`; everything else is 401 (there is
@@ -68,7 +61,11 @@ pub fn request_id(req: &HttpRequest) -> String {
 pub struct PublicOnlyAuthorizer;
 
 impl Authorizer for PublicOnlyAuthorizer {
-    fn intercept(&self, _req: &HttpRequest) -> Option<LocalBoxFuture<'static, HttpResponse>> {
+    fn intercept(
+        &self,
+        _req: &HttpRequest,
+        _request_id: &str,
+    ) -> Option<LocalBoxFuture<'static, HttpResponse>> {
         None
     }
 
@@ -76,6 +73,7 @@ impl Authorizer for PublicOnlyAuthorizer {
         &'a self,
         req: &'a HttpRequest,
         route: &'a RouteEntry,
+        request_id: &'a str,
     ) -> LocalBoxFuture<'a, AuthOutcome> {
         let outcome = if route.route.public {
             // No identity to pass: client-supplied assertions must not reach the upstream.
@@ -87,12 +85,11 @@ impl Authorizer for PublicOnlyAuthorizer {
                 ..UpstreamIdentity::default()
             })
         } else {
-            let id = request_id(req);
             let kind = super::errors::ClientKind::detect(req.headers());
             AuthOutcome::Respond(
                 super::errors::ErrorPage {
                     status: StatusCode::UNAUTHORIZED,
-                    request_id: &id,
+                    request_id,
                     detail: None,
                 }
                 .render(kind),

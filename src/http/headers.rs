@@ -63,7 +63,7 @@ pub struct ForwardContext<'a> {
     pub original_host: &'a str,
     pub upstream_host: &'a str,
     pub host_rewritten: bool,
-    pub request_id: &'a str,
+    pub request_id: &'a HeaderValue,
     /// The session cookie name to strip (`_pomerium` by default).
     pub cookie_name: &'a str,
 }
@@ -159,9 +159,10 @@ pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) ->
             h.insert(HeaderName::from_static("x-forwarded-host"), v);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(ctx.request_id) {
-        h.insert(HeaderName::from_static("x-request-id"), v);
-    }
+    h.insert(
+        HeaderName::from_static("x-request-id"),
+        ctx.request_id.clone(),
+    );
 
     // Identity from the authorizer (its removals were applied above).
     for (name, value) in &ctx.identity.set_headers {

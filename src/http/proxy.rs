@@ -13,11 +13,11 @@ use actix_web::body::{BodyStream, SizedStream};
 use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode, Version};
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures::future::Either;
 use futures::StreamExt;
 
-use super::authorize::{AuthOutcome, RequestId, UpstreamIdentity};
+use super::authorize::{AuthOutcome, UpstreamIdentity};
 use super::body::{Exchange, Expired, ResponseBody};
 use super::errors::{robots_txt, ClientKind, ErrorPage, REQUEST_ID};
 use super::h1client::{self, SendError};
@@ -101,12 +101,24 @@ pub async fn handle(
     let started = std::time::Instant::now();
     // A v4 UUID from the thread-local CSPRNG: `Uuid::new_v4` makes a getrandom syscall per
     // request.
-    let request_id = uuid::Builder::from_random_bytes(rand::random())
+    let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let request_id: &str = uuid::Builder::from_random_bytes(rand::random())
         .into_uuid()
-        .to_string();
-    req.extensions_mut().insert(RequestId(request_id.clone()));
+        .hyphenated()
+        .encode_lower(&mut id_buf);
+    let request_id_value = HeaderValue::from_str(request_id).expect("a UUID is a header value");
     let snapshot = state.snapshot.load_full();
-    let mut outcome = serve(&req, payload.into_inner(), &state, &snapshot, &request_id).await;
+    let mut outcome = serve(
+        &req,
+        payload.into_inner(),
+        &state,
+        &snapshot,
+        RequestIdRef {
+            text: request_id,
+            value: &request_id_value,
+        },
+    )
+    .await;
 
     let route = outcome.route.as_ref().map(|e| &e.route);
     let headers = outcome.response.headers_mut();
@@ -114,9 +126,10 @@ pub async fn handle(
         rewrite_response_headers(headers, &route.rewrite_response_headers);
     }
     apply_response_header_set(headers, &snapshot.response_headers, route);
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        headers.insert(HeaderName::from_static(REQUEST_ID), v);
-    }
+    headers.insert(
+        HeaderName::from_static(REQUEST_ID),
+        request_id_value.clone(),
+    );
     let status = outcome.response.status().as_u16();
     let route_id = route.map(|r| r.id.as_str()).unwrap_or("");
     let elapsed = started.elapsed();
@@ -138,10 +151,17 @@ pub async fn handle(
         route = route_id,
         upstream = upstream.unwrap_or(""),
         duration_ms = elapsed.as_secs_f64() * 1000.0,
-        request_id = %request_id,
+        request_id,
         "request"
     );
     outcome.response
+}
+
+/// The request id as text and as the header value sent both ways.
+#[derive(Clone, Copy)]
+struct RequestIdRef<'a> {
+    text: &'a str,
+    value: &'a HeaderValue,
 }
 
 async fn serve(
@@ -149,12 +169,12 @@ async fn serve(
     payload: Payload,
     state: &ProxyState,
     snapshot: &Snapshot,
-    request_id: &str,
+    request_id: RequestIdRef<'_>,
 ) -> Outcome {
     let error = |status: StatusCode, detail: Option<&str>| {
         ErrorPage {
             status,
-            request_id,
+            request_id: request_id.text,
             detail,
         }
         .render(ClientKind::detect(req.headers()))
@@ -166,7 +186,7 @@ async fn serve(
         Ok(p) => p,
         Err(e) => return Outcome::local(error(StatusCode::BAD_REQUEST, Some(&e.to_string()))),
     };
-    if let Some(reply) = snapshot.authorizer.intercept(req) {
+    if let Some(reply) = snapshot.authorizer.intercept(req, request_id.text) {
         return Outcome::local(reply.await);
     }
     let host_header = request_host_str(req);
@@ -190,7 +210,11 @@ async fn serve(
             upstream: None,
         };
     }
-    let identity = match snapshot.authorizer.authorize(req, &entry).await {
+    let identity = match snapshot
+        .authorizer
+        .authorize(req, &entry, request_id.text)
+        .await
+    {
         AuthOutcome::Allow(identity) => identity,
         AuthOutcome::Respond(response) => {
             let denied = matches!(response.status().as_u16(), 401 | 403)
@@ -236,7 +260,7 @@ struct Forward<'a> {
     identity: &'a UpstreamIdentity,
     host_header: &'a str,
     path: &'a str,
-    request_id: &'a str,
+    request_id: RequestIdRef<'a>,
     snapshot: &'a Snapshot,
     metrics: &'a Arc<Metrics>,
     proto: &'static str,
@@ -321,7 +345,7 @@ impl Forward<'_> {
     fn error(&self, status: StatusCode, detail: &str) -> HttpResponse {
         ErrorPage {
             status,
-            request_id: self.request_id,
+            request_id: self.request_id.text,
             detail: Some(detail),
         }
         .render(ClientKind::detect(self.req.headers()))
@@ -350,7 +374,7 @@ impl Forward<'_> {
                 original_host: self.host_header,
                 upstream_host: &host,
                 host_rewritten: rewritten,
-                request_id: self.request_id,
+                request_id: self.request_id.value,
                 cookie_name: &self.snapshot.cookie_name,
             },
         );

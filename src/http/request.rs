@@ -31,12 +31,24 @@ pub fn check_header_names(headers: &HeaderMap) -> Result<(), RequestError> {
 /// Checks and normalises a request path (no query): `%2F`/`%5C` are refused; dot segments are
 /// resolved and runs of `/` merged.
 pub fn normalize_path(raw: &str) -> Result<String, RequestError> {
-    let lower = raw.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") {
+    let escaped_slash = raw.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && ((w[1] == b'2' && w[2] | 0x20 == b'f') || (w[1] == b'5' && w[2] | 0x20 == b'c'))
+    });
+    if escaped_slash {
         return Err(RequestError::EscapedSlash);
     }
     if !raw.starts_with('/') {
         return Err(RequestError::BadPath(raw.to_string()));
+    }
+    // Most paths are already normal: no empty, `.` or `..` segment.
+    let clean = !raw.contains("//")
+        && !raw.contains("/./")
+        && !raw.contains("/../")
+        && !raw.ends_with("/.")
+        && !raw.ends_with("/..");
+    if clean {
+        return Ok(raw.to_string());
     }
     let segments: Vec<&str> = raw[1..].split('/').collect();
     let mut out: Vec<&str> = Vec::with_capacity(segments.len());

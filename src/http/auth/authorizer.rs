@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use futures::future::LocalBoxFuture;
 use thiserror::Error;
 
@@ -15,7 +15,7 @@ use super::settings::{AuthConfigError, AuthSettings, StorageSettings};
 use crate::actors::policy::{PolicyCompiler, PolicySnapshot, RoutePolicyInput};
 use crate::actors::session::Sessions;
 use crate::config::{Config, Route};
-use crate::http::authorize::{request_id, AuthOutcome, Authorizer, RequestId, UpstreamIdentity};
+use crate::http::authorize::{AuthOutcome, Authorizer, UpstreamIdentity};
 use crate::http::errors::{ClientKind, ErrorPage};
 use crate::http::request::normalize_path;
 use crate::http::routes::RouteEntry;
@@ -49,31 +49,35 @@ pub struct SignInAuthorizer {
     pub policies: Arc<PolicySnapshot>,
 }
 
-fn with_request_id(req: &HttpRequest) -> RequestInfo {
+fn with_request_id(req: &HttpRequest, request_id: &str) -> RequestInfo {
     let mut info = RequestInfo::from_request(req);
-    if let Some(id) = req.extensions().get::<RequestId>() {
-        if let Ok(v) = id.0.parse() {
-            info.headers.insert(
-                actix_web::http::header::HeaderName::from_static("x-request-id"),
-                v,
-            );
-        }
+    if let Ok(v) = request_id.parse() {
+        info.headers.insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            v,
+        );
     }
     info
 }
 
 impl Authorizer for SignInAuthorizer {
-    fn intercept(&self, req: &HttpRequest) -> Option<LocalBoxFuture<'static, HttpResponse>> {
+    fn intercept(
+        &self,
+        req: &HttpRequest,
+        request_id: &str,
+    ) -> Option<LocalBoxFuture<'static, HttpResponse>> {
         if !self.service.wants(req) {
             return None;
         }
-        self.service.intercept_info(with_request_id(req))
+        self.service
+            .intercept_info(with_request_id(req, request_id))
     }
 
     fn authorize<'a>(
         &'a self,
         req: &'a HttpRequest,
         entry: &'a RouteEntry,
+        request_id: &'a str,
     ) -> LocalBoxFuture<'a, AuthOutcome> {
         Box::pin(async move {
             let deny = |status: u16, detail: String| {
@@ -81,7 +85,7 @@ impl Authorizer for SignInAuthorizer {
                 AuthOutcome::Respond(
                     ErrorPage {
                         status,
-                        request_id: &request_id(req),
+                        request_id,
                         detail: Some(&detail),
                     }
                     .render(ClientKind::detect(req.headers())),
@@ -124,7 +128,9 @@ impl Authorizer for SignInAuthorizer {
                         strip_cookie: plan.strip_cookie,
                     })
                 }
-                Decision::Login => AuthOutcome::Respond(self.service.login(&with_request_id(req))),
+                Decision::Login => {
+                    AuthOutcome::Respond(self.service.login(&with_request_id(req, request_id)))
+                }
                 Decision::Deny | Decision::ClientCertificateRequired => {
                     let reasons = eval.decisive_reasons().to_string();
                     tracing::info!(route = %entry.route.id, user = session.as_deref().map(|s| s.user_id.as_str()).unwrap_or(""), reasons = %reasons, "access denied");
