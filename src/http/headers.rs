@@ -111,10 +111,25 @@ pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) ->
     }
     if strip_cookies {
         let mut pairs: Vec<&str> = Vec::new();
+        let has_stripped = |v: &str| {
+            (!ctx.cookie_name.is_empty() && v.contains(ctx.cookie_name))
+                || ctx
+                    .identity
+                    .strip_cookie
+                    .as_deref()
+                    .is_some_and(|c| !c.is_empty() && v.contains(c))
+        };
         for v in client
             .get_all(header::COOKIE)
             .filter_map(|v| v.to_str().ok())
         {
+            if !has_stripped(v) {
+                // Nothing to take out of this header: keep its pairs as they are.
+                if !v.trim().is_empty() {
+                    pairs.push(v.trim());
+                }
+                continue;
+            }
             pairs.extend(
                 v.split(';')
                     .map(str::trim)

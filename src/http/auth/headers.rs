@@ -1,6 +1,7 @@
 //! Request headers: where the session handle comes from (cookie or Pomerium's header/query
 //! carriers, spec 2.5) and what reaches the upstream (spec 3.2, 3.4).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE};
@@ -46,34 +47,36 @@ fn pomerium_authorization(v: &str) -> Option<&str> {
 
 /// The session handle candidates of a request, in Pomerium's order: header carriers, query,
 /// then cookies.
-pub fn session_tokens(
-    headers: &HeaderMap,
-    query: &str,
-    cookie_name: &str,
-) -> Vec<(String, Carrier)> {
+pub fn session_tokens<'a>(
+    headers: &'a HeaderMap,
+    query: &'a str,
+    cookie_name: &'a str,
+) -> Vec<(Cow<'a, str>, Carrier)> {
     let mut out = Vec::new();
     if let Some(v) = headers
         .get(X_POMERIUM_AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        out.push((v.trim().to_string(), Carrier::Header));
+        out.push((Cow::Borrowed(v.trim()), Carrier::Header));
     }
     for v in headers
         .get_all(AUTHORIZATION)
         .filter_map(|v| v.to_str().ok())
     {
         if let Some(t) = pomerium_authorization(v.trim()) {
-            out.push((t.trim().to_string(), Carrier::Header));
+            out.push((Cow::Borrowed(t.trim()), Carrier::Header));
         }
     }
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        if k == "pomerium_session" {
-            out.push((v.into_owned(), Carrier::Query));
+    if query.contains("pomerium_session") {
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            if k == "pomerium_session" {
+                out.push((v, Carrier::Query));
+            }
         }
     }
     for v in cookie_values(headers, cookie_name) {
         if !v.is_empty() {
-            out.push((v.to_string(), Carrier::Cookie));
+            out.push((Cow::Borrowed(v), Carrier::Cookie));
         }
     }
     out

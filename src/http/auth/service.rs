@@ -215,12 +215,12 @@ impl AuthService {
         cookie_name: &str,
     ) -> Option<Arc<Session>> {
         for (token, carrier) in session_tokens(headers, query, cookie_name) {
-            let handle = match self.verified_handles.get(token.as_str()) {
+            let handle = match self.verified_handles.get(token.as_ref()) {
                 Some(h) => h,
                 None => match SessionHandle::verify(&token, &self.settings.shared_secret) {
                     Ok(h) => {
                         let h = Arc::new(h);
-                        self.verified_handles.insert(token, h.clone());
+                        self.verified_handles.insert(token.into_owned(), h.clone());
                         h
                     }
                     Err(e) => {
