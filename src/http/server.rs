@@ -190,6 +190,7 @@ pub fn proxy_server(
             .app_data(data.clone())
             .default_service(web::to(proxy::handle))
     })
+    .on_connect(no_delay)
     .disable_signals()
     .shutdown_timeout(opts.shutdown_grace)
     .keep_alive(opts.keep_alive)
@@ -202,6 +203,18 @@ pub fn proxy_server(
         None => server.bind(addr)?,
     };
     Ok(server.run())
+}
+
+/// Client connections send each response at once (no Nagle delay), as nginx does with
+/// `tcp_nodelay on`.
+fn no_delay(conn: &dyn std::any::Any, _ext: &mut actix_web::dev::Extensions) {
+    let tcp = conn.downcast_ref::<actix_web::rt::net::TcpStream>().or_else(|| {
+        conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>>()
+            .map(|tls| tls.get_ref().0)
+    });
+    if let Some(tcp) = tcp {
+        let _ = tcp.set_nodelay(true);
+    }
 }
 
 /// Where the HTTP listener sends a request: `https://host[:port]path?query`, the port omitted
