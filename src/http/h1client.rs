@@ -24,6 +24,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::headers::{connection_listed, is_hop_by_hop};
+use super::routes::RouteEntry;
+use crate::config::route::Upstream;
 
 /// Connect timeout for upstream connections.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,6 +72,27 @@ pub struct Target<'a> {
     pub server_name: Option<&'a str>,
     /// Dial this address instead of resolving `host`.
     pub pinned: Option<SocketAddr>,
+}
+
+impl<'a> Target<'a> {
+    /// Upstream `up` of route `entry`, dialled by name.
+    pub fn new(entry: &'a RouteEntry, up: &'a Upstream) -> Target<'a> {
+        Target {
+            tls_key: entry.tls_key,
+            tls: &entry.tls,
+            https: up.scheme == "https",
+            base: &up.base,
+            host: up
+                .url
+                .host_str()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']'),
+            port: up.url.port_or_known_default().unwrap_or(80),
+            server_name: entry.route.tls.server_name.as_deref(),
+            pinned: None,
+        }
+    }
 }
 
 /// A TCP or TLS connection to an upstream.

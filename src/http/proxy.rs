@@ -427,19 +427,9 @@ impl Forward<'_> {
                 None => (up.base.as_str(), None),
             };
             let target = h1client::Target {
-                tls_key: self.entry.tls_key,
-                tls: &self.entry.tls,
-                https: up.scheme == "https",
                 base,
-                host: up
-                    .url
-                    .host_str()
-                    .unwrap_or_default()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']'),
-                port: up.url.port_or_known_default().unwrap_or(80),
-                server_name: route.tls.server_name.as_deref(),
                 pinned: addr,
+                ..h1client::Target::new(self.entry, up)
             };
             let headers = self.headers_for(up);
             let in_flight = self.entry.balancer.begin(index);

@@ -37,22 +37,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + 'static> Io for T {}
 
 /// Opens a TCP (and for https a TLS, with the route's TLS config) connection to `up`.
 pub async fn connect(entry: &RouteEntry, up: &Upstream) -> Result<Box<dyn Io>, TunnelError> {
-    let target = h1client::Target {
-        tls_key: entry.tls_key,
-        tls: &entry.tls,
-        https: up.scheme == "https",
-        base: &up.base,
-        host: up
-            .url
-            .host_str()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']'),
-        port: up.url.port_or_known_default().unwrap_or(80),
-        server_name: entry.route.tls.server_name.as_deref(),
-        pinned: None,
-    };
-    let conn = h1client::connect(&target)
+    let conn = h1client::connect(&h1client::Target::new(entry, up))
         .await
         .map_err(TunnelError::Connect)?;
     Ok(Box::new(conn))
