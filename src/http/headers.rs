@@ -109,41 +109,13 @@ pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) ->
             h.append(name.clone(), value.clone());
         }
     }
-    if strip_cookies {
-        let mut pairs: Vec<&str> = Vec::new();
-        let has_stripped = |v: &str| {
-            (!ctx.cookie_name.is_empty() && v.contains(ctx.cookie_name))
-                || ctx
-                    .identity
-                    .strip_cookie
-                    .as_deref()
-                    .is_some_and(|c| !c.is_empty() && v.contains(c))
-        };
-        for v in client
-            .get_all(header::COOKIE)
-            .filter_map(|v| v.to_str().ok())
-        {
-            if !has_stripped(v) {
-                // Nothing to take out of this header: keep its pairs as they are.
-                if !v.trim().is_empty() {
-                    pairs.push(v.trim());
-                }
-                continue;
-            }
-            pairs.extend(
-                v.split(';')
-                    .map(str::trim)
-                    .filter(|pair| !pair.is_empty())
-                    .filter(|pair| {
-                        let k = pair.split_once('=').map(|(k, _)| k.trim()).unwrap_or(pair);
-                        k != ctx.cookie_name && Some(k) != ctx.identity.strip_cookie.as_deref()
-                    }),
-            );
-        }
-        if !pairs.is_empty() && !ctx.route.remove_request_headers.contains(&header::COOKIE) {
-            if let Ok(v) = HeaderValue::from_str(&pairs.join("; ")) {
-                h.insert(header::COOKIE, v);
-            }
+    if strip_cookies && !ctx.route.remove_request_headers.contains(&header::COOKIE) {
+        let names = [
+            ctx.cookie_name,
+            ctx.identity.strip_cookie.as_deref().unwrap_or(""),
+        ];
+        if let Some(v) = cookies_without(client, &names) {
+            h.insert(header::COOKIE, v);
         }
     }
 
@@ -204,26 +176,36 @@ pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) ->
     h
 }
 
-/// Removes the cookie pair named `name` from every `Cookie` header (others are kept).
-pub fn strip_cookie(h: &mut HeaderMap, name: &str) {
-    if name.is_empty() || !h.contains_key(header::COOKIE) {
-        return;
-    }
-    let kept: Vec<String> = h
+/// The client's `Cookie` headers as one value without the pairs named in `names` (empty names
+/// are ignored); `None` when no pair is left.
+pub fn cookies_without(client: &HeaderMap, names: &[&str]) -> Option<HeaderValue> {
+    let stripped = |name: &str| names.iter().any(|n| !n.is_empty() && *n == name);
+    let mentions = |v: &str| names.iter().any(|n| !n.is_empty() && v.contains(n));
+    let mut pairs: Vec<&str> = Vec::new();
+    for v in client
         .get_all(header::COOKIE)
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| pair.split_once('=').map(|(k, _)| k.trim()).unwrap_or(pair) != name)
-        .map(str::to_string)
-        .collect();
-    h.remove(header::COOKIE);
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            h.insert(header::COOKIE, v);
+    {
+        if !mentions(v) {
+            // Nothing to take out of this header: keep its pairs as they are.
+            if !v.trim().is_empty() {
+                pairs.push(v.trim());
+            }
+            continue;
         }
+        pairs.extend(
+            v.split(';')
+                .map(str::trim)
+                .filter(|pair| !pair.is_empty())
+                .filter(|pair| {
+                    !stripped(pair.split_once('=').map(|(k, _)| k.trim()).unwrap_or(pair))
+                }),
+        );
     }
+    if pairs.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&pairs.join("; ")).ok()
 }
 
 /// Resolves a template reference without a session: only `pomerium.request.headers["X"]`
@@ -289,27 +271,6 @@ pub fn render_template(template: &str, resolve: &dyn Fn(&str) -> Option<String>)
     out
 }
 
-/// The response headers to add: global ones merged with the route's (route wins; a `disable`
-/// key on the route clears all).
-pub fn response_header_set(
-    global: &[(HeaderName, HeaderValue)],
-    route: Option<&Route>,
-) -> Vec<(HeaderName, HeaderValue)> {
-    let route_headers = route
-        .map(|r| r.set_response_headers.as_slice())
-        .unwrap_or(&[]);
-    if route_headers.iter().any(|(n, _)| n.as_str() == "disable") {
-        return Vec::new();
-    }
-    let mut out: Vec<(HeaderName, HeaderValue)> = global
-        .iter()
-        .filter(|(n, _)| !route_headers.iter().any(|(rn, _)| rn == n))
-        .cloned()
-        .collect();
-    out.extend(route_headers.iter().cloned());
-    out
-}
-
 /// `rewrite_response_headers`: where a response header starts with `prefix`, that prefix is
 /// replaced by the rule's value (every value of a repeated header).
 pub fn rewrite_response_headers(h: &mut HeaderMap, rules: &[(HeaderName, String, String)]) {
@@ -342,7 +303,8 @@ pub fn apply_response_headers(h: &mut HeaderMap, set: &[(HeaderName, HeaderValue
     }
 }
 
-/// `response_header_set` applied straight to `h`, without building the merged list.
+/// Adds the response headers: global ones merged with the route's (route wins; a `disable` key
+/// on the route clears all), replacing any the upstream sent.
 pub fn apply_response_header_set(
     h: &mut HeaderMap,
     global: &[(HeaderName, HeaderValue)],
@@ -432,12 +394,23 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=1; _pomerium=secret; b=2"),
         );
-        strip_cookie(&mut h, "_pomerium");
-        assert_eq!(h.get(header::COOKIE).unwrap(), "a=1; b=2");
-        let mut h = HeaderMap::new();
+        assert_eq!(cookies_without(&h, &["_pomerium", ""]).unwrap(), "a=1; b=2");
+        // A pair only mentioning the name (in its value, or as a longer name) is kept.
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("_pomerium_x=1; c=_pomerium"),
+        );
+        assert_eq!(
+            cookies_without(&h, &["_pomerium"]).unwrap(),
+            "_pomerium_x=1; c=_pomerium"
+        );
+        // Several Cookie headers become one; a second name is stripped too.
         h.insert(header::COOKIE, HeaderValue::from_static("_pomerium=x"));
-        strip_cookie(&mut h, "_pomerium");
-        assert!(h.get(header::COOKIE).is_none());
+        h.append(header::COOKIE, HeaderValue::from_static("sid=2; d=4"));
+        assert_eq!(cookies_without(&h, &["_pomerium", "sid"]).unwrap(), "d=4");
+        h.remove(header::COOKIE);
+        h.insert(header::COOKIE, HeaderValue::from_static("_pomerium=x"));
+        assert!(cookies_without(&h, &["_pomerium"]).is_none());
     }
 
     #[test]

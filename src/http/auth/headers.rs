@@ -191,18 +191,6 @@ impl PlanTemplate {
     }
 }
 
-/// Builds the upstream header changes (spec 3.2/3.4). `identity` = the signed JWT and the
-/// claim header values, present when identity headers are passed.
-pub fn upstream_plan(
-    incoming: &HeaderMap,
-    cookie_name: &str,
-    claim_headers: &[(HeaderName, String)],
-    identity: Option<(&str, Vec<String>)>,
-) -> HeaderPlan {
-    let headers = identity.map(|(jwt, values)| identity_headers(jwt, claim_headers, &values));
-    PlanTemplate::new(cookie_name, claim_headers).plan(incoming, headers.as_deref())
-}
-
 /// Removes the `name` pair from a Cookie header value; `None` when nothing is left.
 pub fn strip_cookie_pair(cookie_header: &str, name: &str) -> Option<String> {
     let kept: Vec<&str> = cookie_header
@@ -240,6 +228,18 @@ pub fn apply_plan(headers: &mut HeaderMap, plan: &HeaderPlan) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Builds the upstream header changes (spec 3.2/3.4). `identity` = the signed JWT and the
+    /// claim header values, present when identity headers are passed.
+    fn upstream_plan(
+        incoming: &HeaderMap,
+        cookie_name: &str,
+        claim_headers: &[(HeaderName, String)],
+        identity: Option<(&str, Vec<String>)>,
+    ) -> HeaderPlan {
+        let headers = identity.map(|(jwt, values)| identity_headers(jwt, claim_headers, &values));
+        PlanTemplate::new(cookie_name, claim_headers).plan(incoming, headers.as_deref())
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
