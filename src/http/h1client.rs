@@ -6,7 +6,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -59,7 +58,7 @@ pub enum SendError {
 
 /// Where to send a request.
 pub struct Target<'a> {
-    /// Identifies `tls` (connections are pooled per TLS config).
+    /// Identifies `tls` (connections are pooled per TLS config and base).
     pub tls_key: u64,
     pub tls: &'a Arc<ClientConfig>,
     pub https: bool,
@@ -70,8 +69,6 @@ pub struct Target<'a> {
     pub port: u16,
     /// `tls_server_name`: the name for SNI and verification instead of `host`.
     pub server_name: Option<&'a str>,
-    /// Dial this address instead of resolving `host`.
-    pub pinned: Option<SocketAddr>,
 }
 
 impl<'a> Target<'a> {
@@ -90,7 +87,6 @@ impl<'a> Target<'a> {
                 .trim_end_matches(']'),
             port: up.url.port_or_known_default().unwrap_or(80),
             server_name: entry.route.tls.server_name.as_deref(),
-            pinned: None,
         }
     }
 }
@@ -143,13 +139,7 @@ impl AsyncWrite for Conn {
 
 /// Opens a TCP (and for https a TLS) connection, with `CONNECT_TIMEOUT`.
 pub async fn connect(t: &Target<'_>) -> io::Result<Conn> {
-    let dial = async {
-        match t.pinned {
-            Some(addr) => TcpStream::connect(addr).await,
-            None => TcpStream::connect((t.host, t.port)).await,
-        }
-    };
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, dial)
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((t.host, t.port)))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
     let _ = tcp.set_nodelay(true);
@@ -166,8 +156,8 @@ pub async fn connect(t: &Target<'_>) -> io::Result<Conn> {
     Ok(Conn::Tls(Box::new(tls)))
 }
 
-/// Pool key: TLS config and dialled address; the base URL is compared within.
-type PoolKey = (u64, Option<SocketAddr>);
+/// Pool key: the TLS config (which includes `tls_server_name`); the base URL is compared within.
+type PoolKey = u64;
 
 struct Idle {
     base: Box<str>,
@@ -279,7 +269,7 @@ pub async fn send<S>(
 where
     S: Stream<Item = Result<Bytes, actix_web::error::PayloadError>> + Unpin,
 {
-    let key = (target.tls_key, target.pinned);
+    let key = target.tls_key;
     let (mut conn, reused) = match take_idle(key, target.base) {
         Some(c) => (c, true),
         None => (connect(target).await.map_err(SendError::Connect)?, false),

@@ -4,8 +4,6 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::io;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -266,42 +264,6 @@ struct Forward<'a> {
     proto: &'static str,
 }
 
-/// Where to connect for an upstream: the URI base and, with `tls_server_name`, the address to
-/// dial while using that name for SNI and verification.
-pub struct Target {
-    pub base: String,
-    pub pinned: Option<SocketAddr>,
-}
-
-fn lookup_host_name(up: &Upstream) -> String {
-    up.url
-        .host_str()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string()
-}
-
-pub async fn target(entry: &RouteEntry, up: &Upstream) -> io::Result<Target> {
-    match (&entry.route.tls.server_name, up.scheme) {
-        (Some(name), "https") => {
-            let port = up.url.port_or_known_default().unwrap_or(443);
-            let addr = tokio::net::lookup_host((lookup_host_name(up), port))
-                .await?
-                .next()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
-            Ok(Target {
-                base: format!("https://{name}:{port}"),
-                pinned: Some(addr),
-            })
-        }
-        _ => Ok(Target {
-            base: up.base.clone(),
-            pinned: None,
-        }),
-    }
-}
-
 fn has_request_body(req: &HttpRequest) -> (bool, Option<u64>) {
     let headers = req.headers();
     let length = headers
@@ -409,28 +371,7 @@ impl Forward<'_> {
         while let Some(index) = retry_same.take().or_else(|| order.next()) {
             let up = &route.upstreams[index];
             last_upstream = Some(index);
-            let pinned = if route.tls.server_name.is_some() && up.scheme == "https" {
-                match target(self.entry, up).await {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "cannot resolve upstream");
-                        self.entry.balancer.mark_failed(index);
-                        self.metrics.upstream_error(self.route_id(), "connect");
-                        continue;
-                    }
-                }
-            } else {
-                None
-            };
-            let (base, addr) = match &pinned {
-                Some(t) => (t.base.as_str(), t.pinned),
-                None => (up.base.as_str(), None),
-            };
-            let target = h1client::Target {
-                base,
-                pinned: addr,
-                ..h1client::Target::new(self.entry, up)
-            };
+            let target = h1client::Target::new(self.entry, up);
             let headers = self.headers_for(up);
             let in_flight = self.entry.balancer.begin(index);
             let body = exchange.has_body().then(|| h1client::OutgoingBody {
