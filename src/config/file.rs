@@ -88,6 +88,18 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xff_num_trusted_hops: Option<u32>,
 
+    // --- request normalisation and limits (Envoy's names) ---
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize_path: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_slashes: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_with_escaped_slashes_action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_with_underscores_action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body_idle_timeout: Option<String>,
+
     // --- authentication (see spec §2) ---
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authenticate_service_url: Option<String>,

@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod file;
+pub mod request_rules;
 pub mod route;
 pub mod source;
 
@@ -19,6 +20,7 @@ pub use file::{CertificatePair, OneOrMany, RouteConfig, Settings};
 pub use route::{Route, RouteDefaults, RouteError};
 
 use duration::parse_go_duration;
+use request_rules::{EscapedSlashesAction, PathRules, RequestRules, UnderscoreHeadersAction};
 use source::PemSource;
 
 #[derive(Debug, Error)]
@@ -58,6 +60,8 @@ pub struct ProxySettings {
     /// a `disable` key clears them).
     pub set_response_headers: Vec<(HeaderName, HeaderValue)>,
     pub log_level: String,
+    /// Request normalisation and request-side limits.
+    pub request_rules: RequestRules,
 }
 
 /// A complete checked configuration: what the config actor publishes.
@@ -255,6 +259,8 @@ fn proxy_settings(s: &Settings) -> Result<ProxySettings, ConfigError> {
         }
     }
 
+    let request_rules = request_rules(s)?;
+
     Ok(ProxySettings {
         address,
         insecure_server,
@@ -264,6 +270,44 @@ fn proxy_settings(s: &Settings) -> Result<ProxySettings, ConfigError> {
         default_upstream_timeout,
         set_response_headers,
         log_level: s.log_level.clone().unwrap_or_else(|| "info".into()),
+        request_rules,
+    })
+}
+
+fn request_rules(s: &Settings) -> Result<RequestRules, ConfigError> {
+    let defaults = RequestRules::default();
+    let escaped_slashes = match &s.path_with_escaped_slashes_action {
+        Some(v) => EscapedSlashesAction::parse(v).map_err(|e| ConfigError::Setting {
+            key: "path_with_escaped_slashes_action",
+            message: e.to_string(),
+        })?,
+        None => defaults.path.escaped_slashes,
+    };
+    let underscore_headers = match &s.headers_with_underscores_action {
+        Some(v) => UnderscoreHeadersAction::parse(v).map_err(|e| ConfigError::Setting {
+            key: "headers_with_underscores_action",
+            message: e.to_string(),
+        })?,
+        None => defaults.underscore_headers,
+    };
+    let body_idle_timeout = match &s.request_body_idle_timeout {
+        Some(v) => {
+            let d = parse_go_duration(v).map_err(|e| ConfigError::Setting {
+                key: "request_body_idle_timeout",
+                message: e.to_string(),
+            })?;
+            (!d.is_zero()).then_some(d)
+        }
+        None => defaults.body_idle_timeout,
+    };
+    Ok(RequestRules {
+        path: PathRules {
+            normalize: s.normalize_path.unwrap_or(defaults.path.normalize),
+            merge_slashes: s.merge_slashes.unwrap_or(defaults.path.merge_slashes),
+            escaped_slashes,
+        },
+        underscore_headers,
+        body_idle_timeout,
     })
 }
 

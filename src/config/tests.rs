@@ -202,3 +202,45 @@ fn bad_policies_reject_the_file_naming_route_and_place() {
     .to_string();
     assert!(err.contains("unknown policy criterion: emial"), "{err}");
 }
+
+#[test]
+fn request_rules_defaults_settings_and_errors() {
+    use super::request_rules::{EscapedSlashesAction, UnderscoreHeadersAction};
+    let cfg = build_yaml("").unwrap();
+    assert_eq!(cfg.proxy.request_rules, RequestRules::default());
+    assert!(cfg.proxy.request_rules.path.normalize);
+    assert!(cfg.proxy.request_rules.path.merge_slashes);
+    assert_eq!(
+        cfg.proxy.request_rules.body_idle_timeout,
+        Some(Duration::from_secs(30))
+    );
+    let cfg = build_yaml(
+        "normalize_path: false\nmerge_slashes: false\npath_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT\nheaders_with_underscores_action: drop_header\nrequest_body_idle_timeout: 0s\n",
+    )
+    .unwrap();
+    let r = cfg.proxy.request_rules;
+    assert!(!r.path.normalize && !r.path.merge_slashes);
+    assert_eq!(
+        r.path.escaped_slashes,
+        EscapedSlashesAction::UnescapeAndRedirect
+    );
+    assert_eq!(r.underscore_headers, UnderscoreHeadersAction::DropHeader);
+    assert_eq!(r.body_idle_timeout, None);
+    for (text, want) in [
+        (
+            "path_with_escaped_slashes_action: decode\n",
+            "config: `path_with_escaped_slashes_action`: unknown value \"decode\", expected one of keep_unchanged, reject_request, unescape_and_redirect, unescape_and_forward",
+        ),
+        (
+            "headers_with_underscores_action: yes\n",
+            "config: `headers_with_underscores_action`: unknown value \"yes\"",
+        ),
+        (
+            "request_body_idle_timeout: 5x\n",
+            "config: `request_body_idle_timeout`: invalid duration \"5x\"",
+        ),
+    ] {
+        let err = build_yaml(text).unwrap_err().to_string();
+        assert!(err.starts_with(want), "{text}: {err}");
+    }
+}

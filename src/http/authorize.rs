@@ -46,10 +46,12 @@ pub trait Authorizer: Send + Sync + 'static {
         request_id: &str,
     ) -> Option<LocalBoxFuture<'static, HttpResponse>>;
 
-    /// Decides for a request that matched `route`.
+    /// Decides for a request that matched `route`. `path` is the normalised request path the
+    /// route was matched with and the upstream receives (policies must see the same one).
     fn authorize<'a>(
         &'a self,
         req: &'a HttpRequest,
+        path: &'a str,
         route: &'a RouteEntry,
         request_id: &'a str,
     ) -> LocalBoxFuture<'a, AuthOutcome>;
@@ -72,6 +74,7 @@ impl Authorizer for PublicOnlyAuthorizer {
     fn authorize<'a>(
         &'a self,
         req: &'a HttpRequest,
+        _path: &'a str,
         route: &'a RouteEntry,
         request_id: &'a str,
     ) -> LocalBoxFuture<'a, AuthOutcome> {

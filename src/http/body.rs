@@ -1,7 +1,9 @@
 //! Streaming bodies between client and upstream with the route timeouts: the request body is
-//! pulled from the client only as the upstream reads it (retry-safe until the first chunk),
-//! and the response body is passed through chunk by chunk, cut at the `timeout` deadline or
-//! after `idle_timeout` without traffic in either direction.
+//! pulled from the client only as the upstream reads it (retry-safe until the first chunk) and
+//! cut when the client sends nothing for `request_body_idle_timeout`; the response body is
+//! passed through chunk by chunk, cut at the `timeout` deadline or after `idle_timeout` without
+//! traffic in either direction. A failure of the client's body is remembered, so the proxy
+//! answers it as the client's fault (400/408), not the upstream's.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -29,6 +31,19 @@ pub struct Exchange {
     done_at: Cell<Option<Instant>>,
     done: Notify,
     last_activity: Cell<Instant>,
+    /// How long the client may leave the request body without data.
+    body_idle: Option<Duration>,
+    /// Why the client's request body failed, if it did.
+    client_error: Cell<Option<ClientBodyError>>,
+}
+
+/// How a client's request body failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientBodyError {
+    /// Malformed framing (chunked syntax, length mismatch) or the client went away: 400.
+    Malformed,
+    /// Nothing arrived for `request_body_idle_timeout`: 408.
+    Idle,
 }
 
 /// Why a timer fired.
@@ -41,8 +56,9 @@ pub enum Expired {
 }
 
 impl Exchange {
-    /// `payload` is `None` for requests without a body.
-    pub fn new(payload: Option<Payload>) -> Rc<Exchange> {
+    /// `payload` is `None` for requests without a body. `body_idle` limits how long the client
+    /// may leave its body without data while the upstream waits for it.
+    pub fn new(payload: Option<Payload>, body_idle: Option<Duration>) -> Rc<Exchange> {
         let now = Instant::now();
         let has_body = payload.is_some();
         Rc::new(Exchange {
@@ -51,7 +67,14 @@ impl Exchange {
             done_at: Cell::new((!has_body).then_some(now)),
             done: Notify::new(),
             last_activity: Cell::new(now),
+            body_idle,
+            client_error: Cell::new(None),
         })
+    }
+
+    /// Why the client's request body failed, if it did.
+    pub fn client_error(&self) -> Option<ClientBodyError> {
+        self.client_error.get()
     }
 
     pub fn started(&self) -> bool {
@@ -112,6 +135,8 @@ impl Exchange {
     pub fn request_body(self: &Rc<Self>) -> RequestBody {
         RequestBody {
             exchange: self.clone(),
+            idle_timer: None,
+            waiting: false,
         }
     }
 }
@@ -119,25 +144,51 @@ impl Exchange {
 /// The client's request body, pulled as the upstream connection sends it.
 pub struct RequestBody {
     exchange: Rc<Exchange>,
+    /// Armed when the upstream waits for the client (reset on each wait, reused).
+    idle_timer: Option<Pin<Box<Sleep>>>,
+    /// The timer runs for the current wait.
+    waiting: bool,
+}
+
+impl RequestBody {
+    /// The client sent nothing for `request_body_idle_timeout`: stop reading its body.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(idle) = self.exchange.body_idle else {
+            return false;
+        };
+        let at = Instant::now() + idle;
+        let timer = self
+            .idle_timer
+            .get_or_insert_with(|| Box::pin(sleep_until(at)));
+        if !self.waiting {
+            timer.as_mut().reset(at);
+            self.waiting = true;
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
 }
 
 impl Stream for RequestBody {
     type Item = Result<Bytes, actix_web::error::PayloadError>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let ex = &self.exchange;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let ex = this.exchange.clone();
         let mut slot = ex.payload.borrow_mut();
         let Some(payload) = slot.as_mut() else {
             return Poll::Ready(None);
         };
         match payload.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
+                this.waiting = false;
                 ex.started.set(true);
                 ex.touch();
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
+                *slot = None;
                 ex.started.set(true);
+                ex.client_error.set(Some(ClientBodyError::Malformed));
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
@@ -146,7 +197,17 @@ impl Stream for RequestBody {
                 ex.finish_body();
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if !this.idle_expired(cx) {
+                    return Poll::Pending;
+                }
+                *slot = None;
+                ex.started.set(true);
+                ex.client_error.set(Some(ClientBodyError::Idle));
+                Poll::Ready(Some(Err(actix_web::error::PayloadError::Io(
+                    io::Error::new(io::ErrorKind::TimedOut, "request body idle timeout"),
+                ))))
+            }
         }
     }
 }

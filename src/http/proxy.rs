@@ -16,7 +16,7 @@ use futures::future::Either;
 use futures::StreamExt;
 
 use super::authorize::{AuthOutcome, UpstreamIdentity};
-use super::body::{Exchange, Expired, ResponseBody};
+use super::body::{ClientBodyError, Exchange, Expired, ResponseBody};
 use super::errors::{robots_txt, ClientKind, ErrorPage, REQUEST_ID};
 use super::h1client::{self, SendError};
 use super::headers::{
@@ -24,7 +24,8 @@ use super::headers::{
 };
 use super::metrics::Metrics;
 use super::request::{
-    check_header_names, host_without_port, normalize_path, rewrite_path, upstream_host,
+    check_authority, check_header_names, host_without_port, normalize_path, request_authority,
+    rewrite_path, upstream_host, without_underscore_headers,
 };
 use super::routes::RouteEntry;
 use super::server::{ProxyState, Snapshot};
@@ -49,18 +50,15 @@ impl Outcome {
     }
 }
 
-/// The `Host` the client asked for (Host header, else the HTTP/2 authority).
+/// The authority the client asked for: the request target's (HTTP/2 `:authority`, HTTP/1.1
+/// absolute form), else the `Host` header. Routing, policy and `Host` rewriting all use it.
 pub fn request_host(req: &HttpRequest) -> String {
     request_host_str(req).to_string()
 }
 
 /// `request_host`, borrowed from the request.
 pub fn request_host_str(req: &HttpRequest) -> &str {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or_default()
+    request_authority(req.uri(), req.headers())
 }
 
 /// The protocol a request asks to switch to.
@@ -177,11 +175,28 @@ async fn serve(
         }
         .render(ClientKind::detect(req.headers()))
     };
-    if let Err(e) = check_header_names(req.headers()) {
+    let rules = &snapshot.request_rules;
+    if let Err(e) = check_authority(req.version(), req.uri(), req.headers()) {
         return Outcome::local(error(StatusCode::BAD_REQUEST, Some(&e.to_string())));
     }
-    let path = match normalize_path(req.uri().path()) {
-        Ok(p) => p,
+    let client_headers = match check_header_names(req.headers(), rules.underscore_headers) {
+        Ok(false) => None,
+        Ok(true) => Some(without_underscore_headers(req.headers())),
+        Err(e) => return Outcome::local(error(StatusCode::BAD_REQUEST, Some(&e.to_string()))),
+    };
+    let path = match normalize_path(req.uri().path(), &rules.path) {
+        Ok(p) if p.redirect => {
+            let location = match req.uri().query() {
+                Some(q) => format!("{}?{q}", p.path),
+                None => p.path,
+            };
+            return Outcome::local(
+                HttpResponse::TemporaryRedirect()
+                    .insert_header((header::LOCATION, location))
+                    .finish(),
+            );
+        }
+        Ok(p) => p.path,
         Err(e) => return Outcome::local(error(StatusCode::BAD_REQUEST, Some(&e.to_string()))),
     };
     if let Some(reply) = snapshot.authorizer.intercept(req, request_id.text) {
@@ -210,7 +225,7 @@ async fn serve(
     }
     let identity = match snapshot
         .authorizer
-        .authorize(req, &entry, request_id.text)
+        .authorize(req, &path, &entry, request_id.text)
         .await
     {
         AuthOutcome::Allow(identity) => identity,
@@ -231,6 +246,7 @@ async fn serve(
     };
     let ctx = Forward {
         req,
+        client_headers: client_headers.as_ref().unwrap_or(req.headers()),
         entry: &entry,
         identity: &identity,
         host_header,
@@ -239,6 +255,7 @@ async fn serve(
         snapshot,
         metrics: &state.metrics,
         proto: if state.is_secure() { "https" } else { "http" },
+        body_idle_timeout: rules.body_idle_timeout,
     };
     let (response, upstream) = match upgrade {
         Some(UpgradeKind::WebSocket) | Some(UpgradeKind::Spdy) => ctx.tunnel(payload).await,
@@ -254,6 +271,8 @@ async fn serve(
 /// Everything needed to send one request upstream.
 struct Forward<'a> {
     req: &'a HttpRequest,
+    /// The client's headers, less any dropped by `headers_with_underscores_action`.
+    client_headers: &'a HeaderMap,
     entry: &'a Arc<RouteEntry>,
     identity: &'a UpstreamIdentity,
     host_header: &'a str,
@@ -262,6 +281,7 @@ struct Forward<'a> {
     snapshot: &'a Snapshot,
     metrics: &'a Arc<Metrics>,
     proto: &'static str,
+    body_idle_timeout: Option<std::time::Duration>,
 }
 
 fn has_request_body(req: &HttpRequest) -> (bool, Option<u64>) {
@@ -323,11 +343,11 @@ impl Forward<'_> {
             &self.entry.route,
             up,
             self.host_header,
-            self.req.headers(),
+            self.client_headers,
             self.path,
         );
         let mut h = upstream_request_headers(
-            self.req.headers(),
+            self.client_headers,
             &ForwardContext {
                 route: &self.entry.route,
                 identity: self.identity,
@@ -356,7 +376,7 @@ impl Forward<'_> {
     async fn forward(&self, payload: Payload) -> (HttpResponse, Option<usize>) {
         let route = &self.entry.route;
         let (has_body, length) = has_request_body(self.req);
-        let exchange = Exchange::new(has_body.then_some(payload));
+        let exchange = Exchange::new(has_body.then_some(payload), self.body_idle_timeout);
         let pq = self.path_and_query();
         let hash = matches!(
             route.load_balancing,
@@ -407,6 +427,18 @@ impl Forward<'_> {
                     tracing::debug!(route = %route.id, upstream = %up.url, error = %e, "retrying on a fresh connection");
                     retried = true;
                     retry_same = Some(index);
+                }
+                Either::Left(Err(e)) if exchange.client_error().is_some() => {
+                    // The client's body failed (malformed, cut off or idle): its fault, not
+                    // the upstream's.
+                    let (status, detail) = match exchange.client_error() {
+                        Some(ClientBodyError::Idle) => {
+                            (StatusCode::REQUEST_TIMEOUT, "request_body_idle_timeout")
+                        }
+                        _ => (StatusCode::BAD_REQUEST, "invalid request body"),
+                    };
+                    tracing::info!(route = %route.id, error = %e, detail, "client request body failed");
+                    return (self.error(status, detail), last_upstream);
                 }
                 Either::Left(Err(e)) => {
                     let (status, kind, detail) = match &e {

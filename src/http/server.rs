@@ -17,6 +17,7 @@ use super::authorize::{Authorizer, PublicOnlyAuthorizer};
 use super::metrics::Metrics;
 use super::proxy;
 use super::routes::{RouteTable, RouteTableError};
+use crate::config::request_rules::RequestRules;
 use crate::config::route::pem_certificates;
 use crate::config::source::PemSource;
 use crate::config::Config;
@@ -37,6 +38,8 @@ pub struct Snapshot {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Session cookie stripped from upstream requests.
     pub cookie_name: String,
+    /// Request normalisation and request-side limits.
+    pub request_rules: RequestRules,
 }
 
 impl Snapshot {
@@ -47,6 +50,7 @@ impl Snapshot {
             authorizer: Arc::new(PublicOnlyAuthorizer),
             response_headers: Vec::new(),
             cookie_name: "_pomerium".into(),
+            request_rules: RequestRules::default(),
         }
     }
 
@@ -70,6 +74,7 @@ impl Snapshot {
                 .cookie_name
                 .clone()
                 .unwrap_or_else(|| "_pomerium".into()),
+            request_rules: cfg.proxy.request_rules,
         }
     }
 }

@@ -120,7 +120,7 @@ pub async fn open(
     let parsed = parse_head(&buf[..end])?;
     let rest: Bytes = buf.split_off(end + 4).freeze();
 
-    let exchange = Exchange::new(None);
+    let exchange = Exchange::new(None, None);
     let (read, mut write) = tokio::io::split(io);
     let upstream_bytes = futures::stream::once(async move { Ok::<_, io::Error>(rest) })
         .filter(|r| futures::future::ready(!matches!(r, Ok(b) if b.is_empty())))

@@ -153,22 +153,18 @@ pub struct ActixRequestView<'a> {
 }
 
 impl<'a> ActixRequestView<'a> {
-    /// Borrows method, host (URI authority, else the `Host` header) and headers from `req`.
+    /// Borrows method, host (URI authority, else the `Host` header, as the proxy routes) and
+    /// headers from `req`.
     pub fn new(
         req: &'a actix_web::HttpRequest,
         normalised_path: &'a str,
         source_ip: Option<IpAddr>,
         client_certificate: Option<&'a ClientCertificate>,
     ) -> ActixRequestView<'a> {
-        let host = req
-            .uri()
-            .host()
-            .or_else(|| {
-                req.headers()
-                    .get(actix_web::http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or("");
+        let host = crate::http::request::host_part(crate::http::request::request_authority(
+            req.uri(),
+            req.headers(),
+        ));
         ActixRequestView {
             method: req.method().as_str(),
             host,

@@ -17,7 +17,6 @@ use crate::actors::session::Sessions;
 use crate::config::{Config, Route};
 use crate::http::authorize::{AuthOutcome, Authorizer, UpstreamIdentity};
 use crate::http::errors::{ClientKind, ErrorPage};
-use crate::http::request::normalize_path;
 use crate::http::routes::RouteEntry;
 use crate::policy::{ActixRequestView, Decision};
 use crate::store::{open_store, StoreError};
@@ -76,6 +75,7 @@ impl Authorizer for SignInAuthorizer {
     fn authorize<'a>(
         &'a self,
         req: &'a HttpRequest,
+        path: &'a str,
         entry: &'a RouteEntry,
         request_id: &'a str,
     ) -> LocalBoxFuture<'a, AuthOutcome> {
@@ -100,9 +100,8 @@ impl Authorizer for SignInAuthorizer {
                 .session_for(req.headers(), req.query_string(), cookie)
                 .await;
             let identity = session.as_deref().map(|s| self.service.policy_identity(s));
-            let path = normalize_path(req.uri().path()).unwrap_or_else(|_| req.path().to_string());
             let source_ip = req.peer_addr().map(|a| a.ip());
-            let view = ActixRequestView::new(req, &path, source_ip, None);
+            let view = ActixRequestView::new(req, path, source_ip, None);
             let eval = policy.evaluate(&view, identity.as_deref());
             match eval.decision {
                 Decision::Allow => {
