@@ -116,6 +116,14 @@ pub struct PomeriumSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_flags: Option<BTreeMap<String, bool>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize_path: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_slashes: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_with_escaped_slashes_action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_with_underscores_action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<Storage>,

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 
 use super::context::{secret_bytes, secret_keys, secret_type, SecretLookup};
 use crate::config::duration::parse_go_duration;
+use crate::config::request_rules::{EscapedSlashesAction, UnderscoreHeadersAction};
 use crate::config::{CertificatePair, Settings};
 use crate::k8s::crd::Pomerium;
 
@@ -209,6 +210,20 @@ pub fn pomerium_to_settings(
     s.pass_identity_headers = spec.pass_identity_headers;
     s.set_response_headers = spec.set_response_headers.clone();
 
+    // Request normalisation.
+    s.normalize_path = spec.normalize_path;
+    s.merge_slashes = spec.merge_slashes;
+    if let Some(v) = &spec.path_with_escaped_slashes_action {
+        EscapedSlashesAction::parse(v)
+            .map_err(|e| format!("settings: pathWithEscapedSlashesAction: {e}"))?;
+        s.path_with_escaped_slashes_action = Some(v.clone());
+    }
+    if let Some(v) = &spec.headers_with_underscores_action {
+        UnderscoreHeadersAction::parse(v)
+            .map_err(|e| format!("settings: headersWithUnderscoresAction: {e}"))?;
+        s.headers_with_underscores_action = Some(v.clone());
+    }
+
     // Timeouts.
     if let Some(t) = &spec.timeouts {
         let parse =
@@ -388,6 +403,48 @@ mod tests {
         );
         // The settings load.
         crate::config::build(s).unwrap();
+    }
+
+    #[test]
+    fn request_normalisation_fields() {
+        let (s, _) = settings(
+            "  secrets: pomerium/bootstrap\n  normalizePath: false\n  mergeSlashes: false\n  pathWithEscapedSlashesAction: UNESCAPE_AND_REDIRECT\n  headersWithUnderscoresAction: drop_header\n",
+            "",
+        )
+        .unwrap();
+        assert_eq!(s.normalize_path, Some(false));
+        assert_eq!(s.merge_slashes, Some(false));
+        assert_eq!(
+            s.path_with_escaped_slashes_action.as_deref(),
+            Some("UNESCAPE_AND_REDIRECT")
+        );
+        assert_eq!(
+            s.headers_with_underscores_action.as_deref(),
+            Some("drop_header")
+        );
+        let rules = crate::config::build(s).unwrap().proxy.request_rules;
+        assert!(!rules.path.normalize && !rules.path.merge_slashes);
+        assert_eq!(
+            rules.path.escaped_slashes,
+            EscapedSlashesAction::UnescapeAndRedirect
+        );
+        assert_eq!(rules.underscore_headers, UnderscoreHeadersAction::DropHeader);
+        assert_eq!(
+            settings(
+                "  secrets: pomerium/bootstrap\n  pathWithEscapedSlashesAction: decode\n",
+                ""
+            )
+            .unwrap_err(),
+            "settings: pathWithEscapedSlashesAction: unknown value \"decode\", expected one of keep_unchanged, reject_request, unescape_and_redirect, unescape_and_forward"
+        );
+        assert_eq!(
+            settings(
+                "  secrets: pomerium/bootstrap\n  headersWithUnderscoresAction: keep\n",
+                ""
+            )
+            .unwrap_err(),
+            "settings: headersWithUnderscoresAction: unknown value \"keep\", expected one of allow, reject_request, drop_header"
+        );
     }
 
     #[test]
