@@ -75,7 +75,10 @@ pub fn check_authority(
     let (Some(authority), Some(host)) = (uri.authority(), headers.get(header::HOST)) else {
         return Ok(());
     };
-    if host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) {
+    if host
+        .as_bytes()
+        .eq_ignore_ascii_case(authority.as_str().as_bytes())
+    {
         return Ok(());
     }
     Err(RequestError::AuthorityMismatch {
@@ -197,7 +200,8 @@ pub fn normalize_path(raw: &str, rules: &PathRules) -> Result<NormalPath, Reques
     }
     Ok(NormalPath {
         path,
-        redirect: unescaped_slash && rules.escaped_slashes == EscapedSlashesAction::UnescapeAndRedirect,
+        redirect: unescaped_slash
+            && rules.escaped_slashes == EscapedSlashesAction::UnescapeAndRedirect,
     })
 }
 
@@ -350,12 +354,32 @@ mod tests {
         let cases = [
             (rules(true, false, RejectRequest), "/a//b/./c", "/a//b/c"),
             (rules(true, false, RejectRequest), "/a//../b", "/a/b"),
-            (rules(false, true, RejectRequest), "/a//%2e%2e/./b", "/a/%2e%2e/./b"),
-            (rules(false, false, RejectRequest), "/a//../%61", "/a//../%61"),
-            (rules(true, true, KeepUnchanged), "/a%2Fb/%2e%2E/c%5c", "/c%5c"),
-            (rules(true, true, UnescapeAndForward), "/a%2Fb/..//c", "/a/c"),
+            (
+                rules(false, true, RejectRequest),
+                "/a//%2e%2e/./b",
+                "/a/%2e%2e/./b",
+            ),
+            (
+                rules(false, false, RejectRequest),
+                "/a//../%61",
+                "/a//../%61",
+            ),
+            (
+                rules(true, true, KeepUnchanged),
+                "/a%2Fb/%2e%2E/c%5c",
+                "/c%5c",
+            ),
+            (
+                rules(true, true, UnescapeAndForward),
+                "/a%2Fb/..//c",
+                "/a/c",
+            ),
             (rules(true, true, UnescapeAndForward), "/a%5Cb", "/a\\b"),
-            (rules(true, true, UnescapeAndForward), "/x/..%2f..%2fadmin", "/admin"),
+            (
+                rules(true, true, UnescapeAndForward),
+                "/x/..%2f..%2fadmin",
+                "/admin",
+            ),
         ];
         for (r, input, want) in cases {
             let got = normalize_path(input, &r).unwrap();

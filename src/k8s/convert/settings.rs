@@ -428,7 +428,10 @@ mod tests {
             rules.path.escaped_slashes,
             EscapedSlashesAction::UnescapeAndRedirect
         );
-        assert_eq!(rules.underscore_headers, UnderscoreHeadersAction::DropHeader);
+        assert_eq!(
+            rules.underscore_headers,
+            UnderscoreHeadersAction::DropHeader
+        );
         assert_eq!(
             settings(
                 "  secrets: pomerium/bootstrap\n  pathWithEscapedSlashesAction: decode\n",
