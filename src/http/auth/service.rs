@@ -6,7 +6,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use actix_web::http::header::{HeaderMap, HOST};
+use actix_web::http::header::HeaderMap;
 use actix_web::HttpRequest;
 use serde_json::{Map, Value};
 
@@ -56,13 +56,9 @@ pub struct RequestInfo {
 
 impl RequestInfo {
     pub fn from_request(req: &HttpRequest) -> RequestInfo {
-        let authority = req
-            .headers()
-            .get(HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri().authority().map(|a| a.to_string()))
-            .unwrap_or_default();
+        // The same authority the proxy routes by (the target's, else `Host`).
+        let authority =
+            crate::http::request::request_authority(req.uri(), req.headers()).to_string();
         let forwarded_https = req
             .headers()
             .get("x-forwarded-proto")
