@@ -110,6 +110,8 @@ async fn encoded_paths_are_normalised_before_policy_and_forwarded_normalised() {
         "/%2e/admin",
         "//admin",
         "/public/%2e%2e//%2E/%61dmin/",
+        "/public\\..\\admin",
+        "/public/..;x=y/admin",
     ] {
         let r = raw_get(addr, "a.example.com", target).await;
         assert_eq!(r.status, 403, "{target} was not denied:\n{}", r.text);
@@ -127,8 +129,14 @@ async fn encoded_paths_are_normalised_before_policy_and_forwarded_normalised() {
         assert_eq!(r.uri(), upstream_sees, "{target}");
     }
 
-    // Escaped slashes and backslashes stay rejected by default.
-    for target in ["/public%2F..%2Fadmin", "/a%2fb", "/a%5Cb", "/a%5cb"] {
+    // Escaped slashes and backslashes stay rejected by default, and so does an escaped NUL.
+    for target in [
+        "/public%2F..%2Fadmin",
+        "/a%2fb",
+        "/a%5Cb",
+        "/a%5cb",
+        "/admin%00.html",
+    ] {
         let r = raw_get(addr, "a.example.com", target).await;
         assert_eq!(r.status, 400, "{target}:\n{}", r.text);
     }

@@ -18,6 +18,8 @@ pub enum RequestError {
     EscapedSlash,
     #[error("path {0:?} is not an absolute path")]
     BadPath(String),
+    #[error("path contains an escaped NUL (%00)")]
+    EscapedNul,
     #[error("HTTP/2 :authority {authority:?} and Host {host:?} differ")]
     AuthorityMismatch { authority: String, host: String },
 }
@@ -122,13 +124,8 @@ pub fn normalize_path(raw: &str, rules: &PathRules) -> Result<NormalPath, Reques
     }
     let bytes = raw.as_bytes();
     let has_escape = bytes.contains(&b'%');
-    // Fast path: most paths have no escape, no empty and no dot segment.
-    let plain = !has_escape
-        && !raw.contains("//")
-        && !raw.contains("/./")
-        && !raw.contains("/../")
-        && !raw.ends_with("/.")
-        && !raw.ends_with("/..");
+    // Fast path: most paths have no escape, no backslash, no empty and no dot segment.
+    let plain = !has_escape && !raw.contains('\\') && !raw.contains("//") && !raw.contains("/.");
     if plain {
         return Ok(NormalPath {
             path: raw.to_string(),
@@ -157,6 +154,9 @@ pub fn normalize_path(raw: &str, rules: &PathRules) -> Result<NormalPath, Reques
                 i += 3;
                 continue;
             }
+            if rules.normalize && b == 0 {
+                return Err(RequestError::EscapedNul);
+            }
             if rules.normalize && is_unreserved(b) {
                 decoded.push(b);
                 i += 3;
@@ -166,25 +166,35 @@ pub fn normalize_path(raw: &str, rules: &PathRules) -> Result<NormalPath, Reques
         decoded.push(bytes[i]);
         i += 1;
     }
+    if rules.normalize {
+        // As Envoy (Chromium's URL canonicalizer): a backslash is a path separator.
+        for b in decoded.iter_mut() {
+            if *b == b'\\' {
+                *b = b'/';
+            }
+        }
+    }
     // Only ASCII bytes replaced ASCII escapes: still UTF-8.
     let decoded = String::from_utf8(decoded)
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
 
-    // 2. Dot segments (RFC 3986 §5.2.4), then 3. merged slashes.
+    // 2. Dot segments (RFC 3986 §5.2.4; `.;params` and `..;params` count too, as some
+    // upstreams such as Tomcat read them as dot segments), then 3. merged slashes.
     let segments = decoded[1..].split('/');
     let mut out: Vec<&str> = Vec::new();
     let mut trailing = false;
     let mut segments = segments.peekable();
     while let Some(seg) = segments.next() {
         let is_last = segments.peek().is_none();
-        match seg {
-            "." if rules.normalize => trailing = is_last,
-            ".." if rules.normalize => {
+        let dots = seg.split(';').next().unwrap_or(seg);
+        match (seg, dots) {
+            (_, ".") if rules.normalize => trailing = is_last,
+            (_, "..") if rules.normalize => {
                 out.pop();
                 trailing = is_last;
             }
-            "" if rules.merge_slashes => trailing = is_last,
-            s => {
+            ("", _) if rules.merge_slashes => trailing = is_last,
+            (s, _) => {
                 out.push(s);
                 trailing = false;
             }
@@ -331,6 +341,15 @@ mod tests {
             ("/caf%C3%A9", "/caf%C3%A9"),
             ("/%2", "/%2"),
             ("/%zz", "/%zz"),
+            // Backslashes are separators; dot segments with parameters are dot segments.
+            ("/public\\..\\admin", "/admin"),
+            ("/a/..\\c", "/c"),
+            ("/public/..;x=y/admin", "/admin"),
+            ("/a/.;x/b", "/a/b"),
+            ("/a/..;", "/"),
+            ("/a/..x/b;c", "/a/..x/b;c"),
+            ("/.well-known/x", "/.well-known/x"),
+            ("/a/.b/..", "/a/"),
         ];
         for (input, want) in cases {
             assert_eq!(norm(input).unwrap(), want, "{input}");
@@ -339,6 +358,8 @@ mod tests {
         assert_eq!(norm("/a%2fb"), Err(RequestError::EscapedSlash));
         assert_eq!(norm("/a%5cb"), Err(RequestError::EscapedSlash));
         assert_eq!(norm("/a%5Cb"), Err(RequestError::EscapedSlash));
+        assert_eq!(norm("/a/.%00./b"), Err(RequestError::EscapedNul));
+        assert_eq!(norm("/a%00"), Err(RequestError::EscapedNul));
         assert!(norm("*").is_err());
         assert!(norm("").is_err());
     }
@@ -374,7 +395,13 @@ mod tests {
                 "/a%2Fb/..//c",
                 "/a/c",
             ),
-            (rules(true, true, UnescapeAndForward), "/a%5Cb", "/a\\b"),
+            (rules(true, true, UnescapeAndForward), "/a%5Cb", "/a/b"),
+            (
+                rules(false, true, UnescapeAndForward),
+                "/a%5Cb\\..",
+                "/a\\b\\..",
+            ),
+            (rules(false, false, RejectRequest), "/a%00", "/a%00"),
             (
                 rules(true, true, UnescapeAndForward),
                 "/x/..%2f..%2fadmin",
