@@ -187,6 +187,12 @@ routes:
       - allow:
           or:
             - email: {{is: alice@example.com}}
+  - from: https://other.localhost
+    to: {upstream}
+    policy:
+      - allow:
+          or:
+            - email: {{is: alice@example.com}}
   - from: https://public.localhost
     to: {upstream}
     allow_public_unauthenticated_access: true
@@ -316,6 +322,8 @@ impl Browser {
             .resolve("app.localhost", addr)
             .resolve("public.localhost", addr)
             .resolve("authenticate.localhost", addr)
+            .resolve("other.localhost", addr)
+            .resolve("evil.example", addr)
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap();
@@ -977,4 +985,234 @@ async fn replicas_share_sessions_through_redis() {
     let r = b3.send(Method::GET, &app(third.port, "/hello"), None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
     drop(second_proc);
+}
+
+fn other(port: u16, path: &str) -> String {
+    format!("http://other.localhost:{port}{path}")
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Security issue 10 item 1: the one-click session theft through a `Host` no route serves
+/// (sign-in URL from `evil.example`, session handed to its callback, replayed on real routes)
+/// fails at every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_theft_through_a_foreign_host_fails_at_every_step() {
+    use rampart::http::auth::signed_url::{build_url, sign_url};
+    let w = world(&[], "", None);
+    let port = w.port();
+    let evil = |path: &str| format!("http://evil.example:{port}{path}");
+    let mut victim = Browser::new(port);
+    let r = victim.sign_in(&app(port, "/"), "alice@example.com").await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{:#?}\n{}",
+        victim.trace,
+        w.rampart_log()
+    );
+
+    // Step 1: route-host endpoints do not answer for a host that matches no route, so the
+    // attacker gets no signed sign-in URL (nor any other endpoint) there.
+    let mut attacker = Browser::new(port);
+    for path in [
+        "/.pomerium/api/v1/login?pomerium_redirect_uri=http%3A%2F%2Flocalhost%3A9%2Fcb",
+        "/.pomerium/",
+        "/.pomerium/user",
+        "/.pomerium/jwt",
+        "/.pomerium/callback/?pomerium_session_encrypted=x",
+        "/.pomerium/sign_out",
+    ] {
+        let r = attacker.send(Method::GET, &evil(path), None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.body);
+        assert!(r.headers.get("location").is_none(), "{path}");
+    }
+
+    // Step 2: even a validly signed sign-in URL naming evil.example (redirect or programmatic
+    // callback) makes the authenticate service refuse, with the victim's session at hand.
+    let authn_sign_in = format!("http://authenticate.localhost:{port}/.pomerium/sign_in");
+    let redirect = evil("/x");
+    let callback = evil("/.pomerium/callback/");
+    let attempts: [Vec<(&str, &str)>; 2] = [
+        vec![("pomerium_redirect_uri", redirect.as_str())],
+        vec![
+            ("pomerium_redirect_uri", "http://localhost:9/cb"),
+            ("pomerium_callback_uri", callback.as_str()),
+            ("pomerium_is_programmatic", "true"),
+        ],
+    ];
+    for params in attempts {
+        let url = sign_url(&[7; 32], &build_url(&authn_sign_in, &params), unix_now());
+        let r = victim.send(Method::GET, &url, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{params:?}: {}", r.body);
+        assert!(r.headers.get("location").is_none(), "{params:?}");
+        assert!(
+            r.body.contains("host evil.example matches no route"),
+            "{}",
+            r.body
+        );
+    }
+
+    // Step 3: a session handle minted for app.localhost is no session on another route host
+    // (the cookie is host-only: no cookie_domain), neither as a cookie nor as a header.
+    let cookie = victim
+        .jar
+        .get("app.localhost", "_pomerium")
+        .expect("session cookie");
+    let mut thief = Browser::new(port);
+    thief.accept = "application/json";
+    thief.jar.set("other.localhost", "_pomerium", &cookie);
+    let r = thief.send(Method::GET, &other(port, "/"), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    let r = thief
+        .send(Method::GET, &other(port, "/.pomerium/user"), None)
+        .await;
+    assert_ne!(r.status, StatusCode::OK, "{}", r.body);
+    thief.jar = Jar::default();
+    thief.extra_headers = vec![("authorization".into(), format!("Pomerium {cookie}"))];
+    let r = thief.send(Method::GET, &other(port, "/"), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    // On the host it was issued for, it still works.
+    let r = thief.send(Method::GET, &app(port, "/"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["claims"]["email"], "alice@example.com");
+}
+
+/// With `cookie_domain` covering both route hosts the browser sends the cookie to both, and
+/// the session is accepted on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_domain_shares_the_session_between_route_hosts() {
+    let w = world(&[], "cookie_domain: localhost", None);
+    let port = w.port();
+    let mut b = Browser::new(port);
+    b.accept = "application/json";
+    let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{:#?}\n{}",
+        b.trace,
+        w.rampart_log()
+    );
+    let cookie = b.jar.get("app.localhost", "_pomerium").expect("cookie");
+    b.jar.set("other.localhost", "_pomerium", &cookie);
+    let r = b.send(Method::GET, &other(port, "/"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["claims"]["email"], "alice@example.com");
+    assert_eq!(r.json()["claims"]["aud"], "other.localhost");
+}
+
+/// Issue 10 items 3 and 12: a `pomerium_session` query carrier authenticates but never reaches
+/// the upstream, and no client-sent `X-Pomerium-*` header does either (only rampart's own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_query_and_client_pomerium_headers_never_reach_the_upstream() {
+    let w = world(&[], "", None);
+    let port = w.port();
+    let mut b = Browser::new(port);
+    b.accept = "application/json";
+    let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{:#?}\n{}",
+        b.trace,
+        w.rampart_log()
+    );
+    let token = b.jar.get("app.localhost", "_pomerium").expect("cookie");
+
+    // Query carrier: authenticates, and is stripped; the other parameters are kept as sent.
+    let mut cli = Browser::new(port);
+    cli.accept = "application/json";
+    let r = cli
+        .send(
+            Method::GET,
+            &app(port, &format!("/q?a=1&pomerium_session={token}&b=%2Fx")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["claims"]["email"], "alice@example.com");
+    assert_eq!(v["query"], "a=1&b=%2Fx", "{v:#}");
+    let r = cli
+        .send(
+            Method::GET,
+            &app(port, &format!("/q?pomerium_session={token}")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["query"], "");
+    assert!(!r.body.contains(&token), "{}", r.body);
+    let r = cli
+        .send(
+            Method::GET,
+            &format!("http://public.localhost:{port}/p?pomerium_session=x&c=3"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["query"], "c=3");
+
+    // Client X-Pomerium-* headers, configured claim headers or not, never reach the upstream.
+    let spoofed = [
+        ("x-pomerium-claim-name", "Mallory"),
+        ("x-pomerium-claim-email", "ceo@evil.example"),
+        ("x-pomerium-jwt-assertion-for", "forged.for"),
+        ("x-pomerium-anything", "forged"),
+        ("X-Pomerium-Routing-Key", "forged"),
+    ];
+    let pomerium_headers = |v: &Value| -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = v["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("x-pomerium-"))
+            .map(|(k, vs)| (k.clone(), vs.to_string()))
+            .collect();
+        out.sort();
+        out
+    };
+    b.extra_headers = spoofed
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let r = b.send(Method::GET, &app(port, "/h"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    let seen = pomerium_headers(&v);
+    let names: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "x-pomerium-claim-email",
+            "x-pomerium-claim-groups",
+            "x-pomerium-jwt-assertion"
+        ],
+        "{v:#}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|(_, val)| val.contains("forged") || val.contains("evil")),
+        "{seen:?}"
+    );
+    assert_eq!(v["verified"], true);
+    // A public route without identity headers: no X-Pomerium-* at all.
+    b.jar = Jar::default();
+    let r = b
+        .send(
+            Method::GET,
+            &format!("http://public.localhost:{port}/p"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    assert!(pomerium_headers(&v).is_empty(), "{v:#}");
 }

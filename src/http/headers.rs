@@ -79,6 +79,10 @@ const REPLACED_OR_DROPPED: [&str; 7] = [
     "via",
 ];
 
+/// Every client header with this prefix is dropped: only rampart sets `X-Pomerium-*` headers
+/// upstream (identity, claims, `-For`), so none can be spoofed, configured or not.
+const CLIENT_POMERIUM_PREFIX: &str = "x-pomerium-";
+
 /// Builds the upstream request headers from the client's, in one pass over them.
 pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) -> HeaderMap {
     let listed = connection_listed(client);
@@ -98,6 +102,7 @@ pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) ->
         let n = name.as_str();
         let dropped = is_hop_by_hop(name)
             || REPLACED_OR_DROPPED.contains(&n)
+            || n.starts_with(CLIENT_POMERIUM_PREFIX)
             || (pomerium_auth && name == header::AUTHORIZATION)
             || (rewrite_xfh && n == "x-forwarded-host")
             || (ctx.client_ip.is_some() && n == "x-forwarded-for")

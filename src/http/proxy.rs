@@ -15,6 +15,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures::future::Either;
 use futures::StreamExt;
 
+use super::auth::headers::query_without_session;
 use super::authorize::{AuthOutcome, UpstreamIdentity};
 use super::body::{ClientBodyError, Exchange, Expired, ResponseBody};
 use super::errors::{robots_txt, ClientKind, ErrorPage, REQUEST_ID};
@@ -365,10 +366,14 @@ impl Forward<'_> {
         h
     }
 
+    /// The upstream path and query; a `pomerium_session` carrier is left out of the query.
     fn path_and_query(&self) -> String {
         let path = rewrite_path(&self.entry.route, self.path);
         match self.req.uri().query() {
-            Some(q) => format!("{path}?{q}"),
+            Some(q) => match query_without_session(q) {
+                kept if kept.is_empty() && !q.is_empty() => path,
+                kept => format!("{path}?{kept}"),
+            },
             None => path,
         }
     }

@@ -10,6 +10,7 @@ use futures::future::LocalBoxFuture;
 use thiserror::Error;
 
 use super::oidc::IdpError;
+use super::route_hosts::RouteHosts;
 use super::service::{host_of, AuthService, RequestInfo};
 use super::settings::{AuthConfigError, AuthSettings, StorageSettings};
 use crate::actors::policy::{PolicyCompiler, PolicySnapshot, RoutePolicyInput};
@@ -97,7 +98,12 @@ impl Authorizer for SignInAuthorizer {
             let cookie = &self.service.settings.cookie.name;
             let session = self
                 .service
-                .session_for(req.headers(), req.query_string(), cookie)
+                .session_for(
+                    &host_of(crate::http::proxy::request_host_str(req)),
+                    req.headers(),
+                    req.query_string(),
+                    cookie,
+                )
                 .await;
             let identity = session.as_deref().map(|s| self.service.policy_identity(s));
             let source_ip = req.peer_addr().map(|a| a.ip());
@@ -190,8 +196,10 @@ impl AuthRuntime {
                 "databroker_storage_* changed; the new session store takes effect after a restart"
             );
         }
-        let service = AuthService::new(settings, self.sessions.clone())?;
-        let inputs: Vec<RoutePolicyInput> = routes.map(route_policy_input).collect();
+        let routes: Vec<&Route> = routes.collect();
+        let route_hosts = RouteHosts::new(routes.iter().map(|r| &r.host));
+        let service = AuthService::new(settings, self.sessions.clone(), route_hosts)?;
+        let inputs: Vec<RoutePolicyInput> = routes.into_iter().map(route_policy_input).collect();
         let snapshot = self.compiler.lock().expect("poisoned").compile_all(&inputs);
         for (route, err) in &snapshot.errors {
             tracing::warn!(route = %route, error = %err, "route policy rejected; keeping the last good policy (or deny-all)");

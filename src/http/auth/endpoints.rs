@@ -2,7 +2,8 @@
 //! the authenticate host (`/.pomerium/sign_in`, `/oauth2/callback`, `/.pomerium/sign_out`,
 //! `/.pomerium/signed_out`, `/.pomerium/`), every route host (`/.pomerium/callback/`,
 //! `/.pomerium/`, `/.pomerium/sign_out`, `/.pomerium/user`, `/.pomerium/jwt`) and the JWKS /
-//! discovery documents on any host.
+//! discovery documents on any host. A host that matches no route gets no route-host endpoint
+//! (the proxy's 404) and no session.
 
 use std::sync::Arc;
 
@@ -70,6 +71,10 @@ impl AuthService {
         if !path.starts_with("/.pomerium/") && path != "/.pomerium" {
             return None;
         }
+        if !self.route_hosts.contains(&info.host) {
+            // Not a route host: the proxy answers 404 (no route), like for any other path.
+            return None;
+        }
         Some(Box::pin(async move { this.route_host(info).await }))
     }
 
@@ -88,7 +93,9 @@ impl AuthService {
                 .finish(),
             "/.pomerium" | "/.pomerium/" => {
                 let cookie = self.settings.cookie.authenticate_name();
-                let session = self.session_for(&info.headers, "", &cookie).await;
+                let session = self
+                    .session_for(&info.host, &info.headers, "", &cookie)
+                    .await;
                 self.user_page(&info, session.as_deref())
             }
             "/robots.txt" => HttpResponse::Ok()
@@ -104,11 +111,16 @@ impl AuthService {
             "/.pomerium/callback/" | "/.pomerium/callback" => self.route_callback(&info),
             "/.pomerium/sign_out" => self.route_sign_out(),
             "/.pomerium/" | "/.pomerium" => {
-                let session = self.session_for(&info.headers, &info.query, &cookie).await;
+                let session = self
+                    .session_for(&info.host, &info.headers, &info.query, &cookie)
+                    .await;
                 self.user_page(&info, session.as_deref())
             }
             "/.pomerium/user" => {
-                match self.session_for(&info.headers, &info.query, &cookie).await {
+                match self
+                    .session_for(&info.host, &info.headers, &info.query, &cookie)
+                    .await
+                {
                     Some(s) if !s.user_id.is_empty() => {
                         let (_, mut claims) = self.identity_jwt(&info, &s);
                         for k in ["iss", "aud", "exp", "iat", "jti"] {
@@ -129,7 +141,10 @@ impl AuthService {
                         .content_type("text/plain")
                         .body("jwt not found");
                 }
-                match self.session_for(&info.headers, &info.query, &cookie).await {
+                match self
+                    .session_for(&info.host, &info.headers, &info.query, &cookie)
+                    .await
+                {
                     Some(s) => HttpResponse::Ok()
                         .content_type("application/jwt")
                         .body(self.identity_jwt(&info, &s).0),
@@ -217,13 +232,15 @@ impl AuthService {
         // Programmatic login: the session goes to the route host's callback, which hands the
         // JWT to `pomerium_redirect_uri` (a local CLI listener) instead of setting a cookie.
         let programmatic = info.query_param("pomerium_is_programmatic").as_deref() == Some("true");
-        let target = match info
+        let (target, target_key) = match info
             .query_param("pomerium_callback_uri")
             .filter(|_| programmatic)
         {
-            None => target,
+            None => (target, "pomerium_redirect_uri"),
             Some(cb) => match url::Url::parse(&cb) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                    (u, "pomerium_callback_uri")
+                }
                 _ => {
                     return error_response(
                         &info.headers,
@@ -234,16 +251,30 @@ impl AuthService {
                 }
             },
         };
+        // Sessions go only to hosts that routes serve (else one click on a sign-in URL for
+        // `Host: evil.example` would hand the victim's session to that host).
+        let target_host = target.host_str().unwrap_or_default().to_ascii_lowercase();
+        if !self.route_hosts.contains(&target_host) {
+            tracing::warn!(host = %target_host, "sign-in refused: the redirect host matches no route");
+            return error_response(
+                &info.headers,
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                Some(&format!(
+                    "{target_key}: host {target_host} matches no route; sessions are only handed to route hosts"
+                )),
+            );
+        }
         let authn_cookie = self.settings.cookie.authenticate_name();
-        if let Some(session) = self.session_for(&info.headers, "", &authn_cookie).await {
+        if let Some(session) = self
+            .session_for(&info.host, &info.headers, "", &authn_cookie)
+            .await
+        {
             // Step 4: hand the session to the route host.
             let authn_host = self.settings.authenticate_host().unwrap_or_default();
             let handle = SessionHandle {
                 iss: authn_host.clone(),
-                aud: vec![
-                    authn_host,
-                    target.host_str().unwrap_or_default().to_ascii_lowercase(),
-                ],
+                aud: vec![authn_host, target_host],
                 iat: unix_now(),
                 jti: session.id.clone(),
                 sub: session.user_id.clone(),
@@ -508,6 +539,13 @@ impl AuthService {
             Ok(h) => h,
             Err(e) => return bad(e),
         };
+        if !handle.valid_for_host(&info.host, None) {
+            return bad(format!(
+                "pomerium_session_encrypted: the session was issued for {}, not {}",
+                handle.aud.last().map(String::as_str).unwrap_or(""),
+                info.host
+            ));
+        }
         let redirect = info
             .query_param("pomerium_redirect_uri")
             .unwrap_or_else(|| "/".into());
@@ -640,7 +678,9 @@ impl AuthService {
         }
         let opts = &self.settings.cookie;
         let cookie = opts.authenticate_name();
-        let session = self.session_for(&info.headers, "", &cookie).await;
+        let session = self
+            .session_for(&info.host, &info.headers, "", &cookie)
+            .await;
         if let Some(s) = &session {
             if let Err(e) = self.sessions.delete(&s.id).await {
                 tracing::warn!(error = %e, "deleting session failed");

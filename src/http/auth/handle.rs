@@ -1,6 +1,8 @@
 //! The session handle: the `_pomerium` cookie value, a JWT (HS256 with shared_secret) that points
 //! at a stored session (spec 2.5). Signed, not encrypted; it holds no tokens. For the hop from the
 //! authenticate host to a route host it travels encrypted (`pomerium_session_encrypted`).
+//! Its audience is the authenticate host and the route host it was issued for: a handle is
+//! accepted only there, or on hosts the session cookie's `cookie_domain` shares with them.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -56,6 +58,20 @@ impl SessionHandle {
         .map_err(|e| HandleError::Invalid(e.to_string()))
     }
 
+    /// Whether this handle may be used on `host` (lower-case, no port): `host` is one of its
+    /// audiences, or `cookie_domain` covers both `host` and one of the audiences (the browser
+    /// sends such a cookie to every host of that domain).
+    pub fn valid_for_host(&self, host: &str, cookie_domain: Option<&str>) -> bool {
+        if host.is_empty() {
+            return false;
+        }
+        if self.aud.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+            return true;
+        }
+        cookie_domain
+            .is_some_and(|d| domain_covers(d, host) && self.aud.iter().any(|a| domain_covers(d, a)))
+    }
+
     /// `pomerium_session_encrypted` value: the signed JWT sealed with shared_secret.
     pub fn encrypt(&self, shared_secret: &Secret32) -> String {
         b64url(&seal(
@@ -71,6 +87,16 @@ impl SessionHandle {
         let jwt = String::from_utf8(jwt).map_err(|_| HandleError::Decrypt)?;
         SessionHandle::verify(&jwt, shared_secret)
     }
+}
+
+/// Whether a cookie with `Domain=domain` is sent to `host` (RFC 6265 domain match).
+pub fn domain_covers(domain: &str, host: &str) -> bool {
+    let d = domain.trim().trim_start_matches('.');
+    if d.is_empty() || host.len() < d.len() {
+        return false;
+    }
+    let (head, tail) = host.split_at(host.len() - d.len());
+    tail.eq_ignore_ascii_case(d) && (head.is_empty() || head.ends_with('.'))
 }
 
 #[cfg(test)]
@@ -114,6 +140,33 @@ mod tests {
         // alg none is not accepted
         let none = format!("eyJhbGciOiJub25lIn0.{}.", parts[1]);
         assert!(SessionHandle::verify(&none, &k).is_err());
+    }
+
+    #[test]
+    fn audience_is_checked_against_the_host_and_cookie_domain() {
+        let h = handle();
+        assert!(h.valid_for_host("app.example.com", None));
+        assert!(h.valid_for_host("authenticate.example.com", None));
+        assert!(!h.valid_for_host("other.example.com", None));
+        assert!(!h.valid_for_host("evil.example", None));
+        assert!(!h.valid_for_host("", None));
+        // A shared cookie domain covers its hosts, not others.
+        assert!(h.valid_for_host("other.example.com", Some("example.com")));
+        assert!(h.valid_for_host("other.example.com", Some(".example.com")));
+        assert!(!h.valid_for_host("evil.example", Some("example.com")));
+        assert!(!h.valid_for_host("notexample.com", Some("example.com")));
+        // The domain must also cover an audience.
+        assert!(!h.valid_for_host("b.other.org", Some("other.org")));
+    }
+
+    #[test]
+    fn cookie_domain_matching() {
+        assert!(domain_covers("example.com", "example.com"));
+        assert!(domain_covers(".example.com", "a.b.example.com"));
+        assert!(domain_covers("Example.COM", "a.example.com"));
+        assert!(!domain_covers("example.com", "badexample.com"));
+        assert!(!domain_covers("a.example.com", "example.com"));
+        assert!(!domain_covers("", "example.com"));
     }
 
     #[test]

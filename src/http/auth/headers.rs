@@ -82,6 +82,29 @@ pub fn session_tokens<'a>(
     out
 }
 
+/// The query without its `pomerium_session` parameters (a session carrier must not reach the
+/// upstream); the other parameters are kept byte for byte, in order.
+pub fn query_without_session(query: &str) -> Cow<'_, str> {
+    if !query.contains("pomerium_session") && !query.contains('%') {
+        return Cow::Borrowed(query);
+    }
+    let is_session = |pair: &str| {
+        url::form_urlencoded::parse(pair.as_bytes())
+            .next()
+            .is_some_and(|(k, _)| k == "pomerium_session")
+    };
+    if !query.split('&').any(is_session) {
+        return Cow::Borrowed(query);
+    }
+    Cow::Owned(
+        query
+            .split('&')
+            .filter(|pair| !is_session(pair))
+            .collect::<Vec<_>>()
+            .join("&"),
+    )
+}
+
 /// Whether the request carries a session handle some way other than the cookie (such clients get
 /// 401, never a redirect).
 pub fn has_non_cookie_carrier(headers: &HeaderMap, query: &str) -> bool {
@@ -177,13 +200,13 @@ impl PlanTemplate {
         };
         if let Some(headers) = identity {
             plan.set.reserve(headers.len() + 1);
+            // Chained proxies: the previous hop's assertion moves to `-For`. A client-sent
+            // `-For` never reaches the upstream (the proxy drops every client `X-Pomerium-*`).
             if let Some(prev) = incoming.get(X_POMERIUM_JWT_ASSERTION) {
-                if !incoming.contains_key(X_POMERIUM_JWT_ASSERTION_FOR) {
-                    plan.set.push((
-                        HeaderName::from_static(X_POMERIUM_JWT_ASSERTION_FOR),
-                        prev.clone(),
-                    ));
-                }
+                plan.set.push((
+                    HeaderName::from_static(X_POMERIUM_JWT_ASSERTION_FOR),
+                    prev.clone(),
+                ));
             }
             plan.set.extend(headers.iter().cloned());
         }
@@ -334,16 +357,37 @@ mod tests {
     }
 
     #[test]
-    fn client_sent_for_header_is_kept() {
+    fn client_sent_for_header_is_replaced_by_the_previous_assertion() {
         let h = map(&[
             ("x-pomerium-jwt-assertion", "a"),
             ("x-pomerium-jwt-assertion-for", "b"),
         ]);
         let plan = upstream_plan(&h, "_pomerium", &[], Some(("jwt", vec![])));
-        assert!(!plan
+        let set_for: Vec<_> = plan
             .set
             .iter()
-            .any(|(k, _)| k == X_POMERIUM_JWT_ASSERTION_FOR));
+            .filter(|(k, _)| k == X_POMERIUM_JWT_ASSERTION_FOR)
+            .map(|(_, v)| v.clone())
+            .collect();
+        assert_eq!(set_for, vec![HeaderValue::from_static("a")]);
+    }
+
+    #[test]
+    fn session_query_parameter_is_removed() {
+        assert_eq!(query_without_session("a=1&b=%20x"), "a=1&b=%20x");
+        assert_eq!(query_without_session("pomerium_session=tok"), "");
+        assert_eq!(
+            query_without_session("a=1&pomerium_session=tok&b=2&pomerium_session=t2"),
+            "a=1&b=2"
+        );
+        assert_eq!(
+            query_without_session("pomerium%5Fsession=tok&x=%2F"),
+            "x=%2F"
+        );
+        assert_eq!(
+            query_without_session("pomerium_sessions=1&my_pomerium_session=2"),
+            "pomerium_sessions=1&my_pomerium_session=2"
+        );
     }
 
     #[test]

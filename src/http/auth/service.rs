@@ -17,6 +17,7 @@ use super::headers::{
 use super::identity::{claim_header_value, identity_claims, IdentityCache, IdentitySigner};
 use super::oidc::{Idp, IdpError, IdpTokens};
 use super::respond::login_response;
+use super::route_hosts::RouteHosts;
 use super::settings::AuthSettings;
 use super::signed_url::{build_url, sign_url};
 use crate::actors::session::Sessions;
@@ -121,6 +122,8 @@ pub struct AuthService {
     pub signer: IdentitySigner,
     pub idp: Option<Idp>,
     pub sessions: Sessions,
+    /// The hosts routes serve: the only hosts that get route-host endpoints and sessions.
+    pub route_hosts: RouteHosts,
     identity_cache: IdentityCache,
     plan_template: PlanTemplate,
     /// Session handles (cookie or header values) whose signature was checked, by raw value: a
@@ -133,7 +136,11 @@ pub struct AuthService {
 }
 
 impl AuthService {
-    pub fn new(settings: AuthSettings, sessions: Sessions) -> Result<Arc<AuthService>, IdpError> {
+    pub fn new(
+        settings: AuthSettings,
+        sessions: Sessions,
+        route_hosts: RouteHosts,
+    ) -> Result<Arc<AuthService>, IdpError> {
         let idp = match (&settings.idp, &settings.authenticate_url) {
             (Some(idp), Some(authn)) => Some(Idp::new(
                 idp.clone(),
@@ -147,6 +154,7 @@ impl AuthService {
             settings,
             idp,
             sessions,
+            route_hosts,
             identity_cache: IdentityCache::default(),
             plan_template,
             verified_handles: quick_cache::sync::Cache::new(SESSION_CACHE_MAX),
@@ -203,9 +211,12 @@ impl AuthService {
         }
     }
 
-    /// The valid session of a request, if any (refreshing its tokens when they expired).
+    /// The valid session of a request to `host` (lower-case, no port), if any (refreshing its
+    /// tokens when they expired). A handle issued for another host is ignored unless the
+    /// cookie domain covers both hosts.
     pub async fn session_for(
         &self,
+        host: &str,
         headers: &HeaderMap,
         query: &str,
         cookie_name: &str,
@@ -226,6 +237,10 @@ impl AuthService {
                 },
             };
             if handle.idp_id != self.idp_id() {
+                continue;
+            }
+            if !handle.valid_for_host(host, self.settings.cookie.domain.as_deref()) {
+                tracing::debug!(?carrier, host, aud = ?handle.aud, "ignoring session handle issued for another host");
                 continue;
             }
             if let Some(s) = self.load_valid(&handle).await {

@@ -10,11 +10,13 @@ use actix_web::HttpResponse;
 use base64::Engine;
 
 use super::handle::SessionHandle;
+use super::route_hosts::RouteHosts;
 use super::service::AuthService;
 use super::signed_url::{build_url, query_param, sign_url, verify_signed_url};
 use super::state::{csrf_cookie_value, encode_state, new_csrf_token};
 use super::AuthSettings;
 use crate::actors::session::Sessions;
+use crate::config::route::HostMatch;
 use crate::config::Settings;
 use crate::store::memory::MemoryStore;
 use crate::store::{unix_now, Session, SessionStore};
@@ -47,7 +49,15 @@ fn env() -> Env {
     let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::default());
     let sessions = Sessions::start(store.clone());
     Env {
-        svc: AuthService::new(settings("http://127.0.0.1:9"), sessions).unwrap(),
+        svc: AuthService::new(
+            settings("http://127.0.0.1:9"),
+            sessions,
+            RouteHosts::new(&[
+                HostMatch::Exact("app.localhost".into()),
+                HostMatch::Exact("other.localhost".into()),
+            ]),
+        )
+        .unwrap(),
         store,
     }
 }
@@ -88,7 +98,7 @@ async fn signed_in(env: &Env, user: &str) -> (Session, String) {
     env.svc.sessions.put(s.clone()).await.unwrap();
     let handle = SessionHandle {
         iss: "authenticate.localhost".into(),
-        aud: vec!["app.localhost".into()],
+        aud: vec!["authenticate.localhost".into(), "app.localhost".into()],
         iat: unix_now(),
         jti: s.id.clone(),
         sub: s.user_id.clone(),
@@ -259,7 +269,7 @@ async fn route_callback_sets_cookie_only_with_valid_signature() {
     let (s, _) = signed_in(&e, "alice@example.com").await;
     let handle = SessionHandle {
         iss: "authenticate.localhost".into(),
-        aud: vec![],
+        aud: vec!["authenticate.localhost".into(), "app.localhost".into()],
         iat: unix_now(),
         jti: s.id.clone(),
         sub: s.user_id.clone(),
@@ -294,10 +304,37 @@ async fn route_callback_sets_cookie_only_with_valid_signature() {
         &e.svc,
         TestRequest::get()
             .uri(path)
-            .insert_header(("host", "evil.localhost:8000")),
+            .insert_header(("host", "other.localhost:8000")),
     )
     .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // A host no route serves gets no callback endpoint at all (the proxy's 404).
+    let req = TestRequest::get()
+        .uri(path)
+        .insert_header(("host", "evil.localhost:8000"))
+        .to_http_request();
+    assert!(e.svc.intercept(&req).is_none());
+    // Validly signed for a route host, but the session was issued for another: 400.
+    let mut other = handle.clone();
+    other.aud = vec!["authenticate.localhost".into(), "other.localhost".into()];
+    let url = build_url(
+        "http://app.localhost:8000/.pomerium/callback/",
+        &[
+            ("pomerium_redirect_uri", "http://app.localhost:8000/"),
+            (
+                "pomerium_session_encrypted",
+                &other.encrypt(&e.svc.settings.shared_secret),
+            ),
+        ],
+    );
+    let signed_other = sign_url(&[1; 32], &url, unix_now());
+    let r = call(
+        &e.svc,
+        app(&signed_other["http://app.localhost:8000".len()..]),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(body(r).contains("issued for other.localhost"));
     // Expired signature: 400.
     let old = sign_url(&[1; 32], &url, unix_now() - 700);
     let r = call(&e.svc, app(&old["http://app.localhost:8000".len()..])).await;
@@ -367,6 +404,76 @@ async fn sign_in_with_authenticate_session_hands_over_to_route_host() {
             "app.localhost".to_string()
         ]
     );
+}
+
+#[actix_rt::test]
+async fn sessions_go_only_to_route_hosts() {
+    let e = env();
+    let (s, cookie) = signed_in(&e, "alice@example.com").await;
+    // Route-host endpoints do not answer on a host that matches no route.
+    for path in [
+        "/.pomerium/api/v1/login?pomerium_redirect_uri=http%3A%2F%2Flocalhost%3A9%2Fcb",
+        "/.pomerium/user",
+        "/.pomerium/",
+        "/.pomerium/callback/",
+    ] {
+        let req = TestRequest::get()
+            .uri(path)
+            .insert_header(("host", "evil.localhost:8000"))
+            .to_http_request();
+        assert!(e.svc.intercept(&req).is_none(), "{path}");
+    }
+    // A validly signed sign-in URL for a non-route host: 400, no session handed over.
+    let url = e.svc.sign_in_url("http://evil.localhost:8000/x").unwrap();
+    let r = call(
+        &e.svc,
+        authn(&url[AUTHN.len()..])
+            .insert_header(("cookie", format!("_pomerium_authenticate={cookie}"))),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers().get("location").is_none());
+    assert!(body(r).contains("host evil.localhost matches no route"));
+    // The same for a programmatic callback to a non-route host.
+    let url = sign_url(
+        &[1; 32],
+        &build_url(
+            &format!("{AUTHN}/.pomerium/sign_in"),
+            &[
+                ("pomerium_redirect_uri", "http://localhost:9/cb"),
+                (
+                    "pomerium_callback_uri",
+                    "http://evil.localhost:8000/.pomerium/callback/",
+                ),
+                ("pomerium_is_programmatic", "true"),
+            ],
+        ),
+        unix_now(),
+    );
+    let r = call(
+        &e.svc,
+        authn(&url[AUTHN.len()..])
+            .insert_header(("cookie", format!("_pomerium_authenticate={cookie}"))),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(body(r).contains("pomerium_callback_uri: host evil.localhost"));
+    // A handle issued for app.localhost is a session there, not on other.localhost.
+    let headers = app("/")
+        .insert_header(("cookie", format!("_pomerium={cookie}")))
+        .to_http_request()
+        .headers()
+        .clone();
+    let found = e
+        .svc
+        .session_for("app.localhost", &headers, "", "_pomerium")
+        .await;
+    assert_eq!(found.unwrap().id, s.id);
+    assert!(e
+        .svc
+        .session_for("other.localhost", &headers, "", "_pomerium")
+        .await
+        .is_none());
 }
 
 #[actix_rt::test]
@@ -484,7 +591,7 @@ async fn upstream_identity_for_a_session() {
     let info = super::service::RequestInfo::from_request(&req);
     let found = e
         .svc
-        .session_for(&info.headers, &info.query, "_pomerium")
+        .session_for(&info.host, &info.headers, &info.query, "_pomerium")
         .await
         .unwrap();
     assert_eq!(found.id, s.id);
