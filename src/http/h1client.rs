@@ -169,14 +169,46 @@ thread_local! {
     static POOL: RefCell<HashMap<PoolKey, Vec<Idle>>> = RefCell::new(HashMap::new());
 }
 
-/// Whether an idle connection still looks open: no EOF, error or stray bytes are pending. Uses
-/// the runtime's cached readiness, so a healthy connection costs no system call.
+/// Whether an idle connection is still clean: no EOF, error or stray bytes pending. Asks the
+/// kernel directly (a non-blocking `MSG_PEEK` on the socket), since the runtime's cached
+/// readiness can lag behind bytes the upstream sent after the last response; a TLS stream is
+/// also polled once for plaintext or alerts rustls already buffered.
 fn looks_open(conn: &mut Conn) -> bool {
-    let mut scratch = [0u8; 1];
-    let mut buf = ReadBuf::new(&mut scratch);
-    let waker = futures::task::noop_waker();
-    let mut cx = Context::from_waker(&waker);
-    matches!(Pin::new(conn).poll_read(&mut cx, &mut buf), Poll::Pending)
+    let tcp = match conn {
+        Conn::Tcp(s) => &*s,
+        Conn::Tls(s) => s.get_ref().0,
+    };
+    if !socket_is_quiet(tcp) {
+        return false;
+    }
+    if let Conn::Tls(_) = conn {
+        let mut scratch = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut scratch);
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        return matches!(Pin::new(conn).poll_read(&mut cx, &mut buf), Poll::Pending);
+    }
+    true
+}
+
+/// `true` when the socket has nothing to read and no EOF or error pending.
+fn socket_is_quiet(tcp: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: `recv` writes at most 1 byte into `byte`, which outlives the call; the fd is
+    // owned by `tcp` and open for the duration of the borrow.
+    let n = unsafe {
+        libc::recv(
+            tcp.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && {
+        let e = io::Error::last_os_error();
+        e.kind() == io::ErrorKind::WouldBlock
+    }
 }
 
 fn take_idle(key: PoolKey, base: &str) -> Option<Conn> {
@@ -383,6 +415,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, SendError> {
         }
         Err(_) => return Err(SendError::Protocol("not an HTTP/1 response")),
     };
+    // The limit holds however the head arrived (one read or many).
+    if end > MAX_HEAD {
+        return Err(SendError::Protocol("response head too large"));
+    }
     let status = resp
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
@@ -406,15 +442,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, SendError> {
             .map_err(|_| SendError::Protocol("bad header value"))?;
         all.append(name, value);
     }
-    let length = match all.get(header::CONTENT_LENGTH) {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or(SendError::Protocol("bad content-length"))?,
-        ),
-        None => None,
-    };
+    let length = content_length(&all)?;
     let chunked = all
         .get_all(header::TRANSFER_ENCODING)
         .filter_map(|v| v.to_str().ok())
@@ -450,6 +478,32 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, SendError> {
         chunked,
         close,
     }))
+}
+
+/// The `Content-Length` of a response (RFC 9112 §6.3): digits only (no sign, no spaces
+/// inside); several fields or a list are accepted only when every value is the same, since
+/// differing lengths would let the upstream smuggle a second response.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, SendError> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value
+            .to_str()
+            .map_err(|_| SendError::Protocol("bad content-length"))?;
+        for part in text.split(',') {
+            let part = part.trim_matches([' ', '\t']);
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(SendError::Protocol("bad content-length"));
+            }
+            let n = part
+                .parse::<u64>()
+                .map_err(|_| SendError::Protocol("bad content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(SendError::Protocol("conflicting content-length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
 }
 
 fn finish(
@@ -761,6 +815,41 @@ mod tests {
         let mut http10 = BytesMut::from(&b"HTTP/1.0 200 OK\r\n\r\n"[..]);
         let head = parse_head(&mut http10).unwrap().unwrap();
         assert!(head.close && !head.http11);
+    }
+
+    #[test]
+    fn content_length_must_be_digits_and_agree() {
+        let parse = |head: &str| parse_head(&mut BytesMut::from(head.as_bytes())).map(|h| h.unwrap().length);
+        assert_eq!(parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n").unwrap(), Some(2));
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n").unwrap(),
+            Some(2)
+        );
+        assert_eq!(parse("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n").unwrap(), Some(3));
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 20\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0x2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+        ] {
+            assert!(matches!(parse(bad), Err(SendError::Protocol(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn head_limit_applies_to_a_head_read_at_once() {
+        let mut head = String::from("HTTP/1.1 200 OK\r\n");
+        while head.len() <= MAX_HEAD {
+            head.push_str(&format!("x-pad-{}: {}\r\n", head.len(), "a".repeat(1000)));
+        }
+        head.push_str("content-length: 0\r\n\r\n");
+        let mut buf = BytesMut::from(head.as_bytes());
+        assert!(matches!(
+            parse_head(&mut buf),
+            Err(SendError::Protocol("response head too large"))
+        ));
     }
 
     #[test]

@@ -95,10 +95,22 @@ impl Authorizer for SignInAuthorizer {
                 return deny(404, "route-not-found".into());
             };
             let cookie = &self.service.settings.cookie.name;
-            let session = self
+            // A store failure is not "signed out": answer 503 rather than send the user to
+            // sign in (the callback could not store the new session either).
+            let session = match self
                 .service
-                .session_for(req.headers(), req.query_string(), cookie)
-                .await;
+                .session_lookup(req.headers(), req.query_string(), cookie)
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(route = %entry.route.id, error = %e, "session store unavailable");
+                    return deny(
+                        503,
+                        "the session store is unavailable; please try again shortly".into(),
+                    );
+                }
+            };
             let identity = session.as_deref().map(|s| self.service.policy_identity(s));
             let path = normalize_path(req.uri().path()).unwrap_or_else(|_| req.path().to_string());
             let source_ip = req.peer_addr().map(|a| a.ip());
