@@ -817,6 +817,38 @@ mod tests {
         assert!(head.close && !head.http11);
     }
 
+    /// Bytes (or EOF) that reached the socket while the worker was busy, so the runtime has not
+    /// processed their readiness event yet, still make a pooled connection unusable.
+    #[tokio::test]
+    async fn pending_bytes_or_eof_are_seen_before_reuse() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut conn = Conn::Tcp(client);
+        peer.write_all(b"ok").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 2);
+        assert!(looks_open(&mut conn), "a quiet connection is reusable");
+        // No await from here on: this thread never lets the runtime poll its driver.
+        peer.write_all(b"HTTP/1.1 200 OK\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!looks_open(&mut conn), "stray bytes pending");
+
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut conn = Conn::Tcp(client);
+        peer.write_all(b"ok").unwrap();
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 2);
+        drop(peer);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!looks_open(&mut conn), "EOF pending");
+    }
+
     #[test]
     fn content_length_must_be_digits_and_agree() {
         let parse = |head: &str| parse_head(&mut BytesMut::from(head.as_bytes())).map(|h| h.unwrap().length);
