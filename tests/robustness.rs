@@ -27,7 +27,10 @@ fn ok_response() -> Vec<u8> {
 
 fn raw_response(path: &str) -> Vec<u8> {
     match path {
-        "/dup-length" => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 12\r\n\r\nokSMUGGLED!!".to_vec(),
+        "/dup-length" => {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 12\r\n\r\nokSMUGGLED!!"
+                .to_vec()
+        }
         "/plus-length" => b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok".to_vec(),
         "/big-head" => {
             let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n".to_vec();
@@ -142,7 +145,11 @@ async fn malformed_upstream_framing_is_a_502() {
     }
     assert_eq!(
         statuses,
-        [("/dup-length", 502), ("/plus-length", 502), ("/big-head", 502)]
+        [
+            ("/dup-length", 502),
+            ("/plus-length", 502),
+            ("/big-head", 502)
+        ]
     );
     // The same upstream still serves well-formed responses.
     let r = client
@@ -495,7 +502,9 @@ fn a_damaged_session_file_stops_serve_with_a_clear_error() {
     for (what, content) in [
         (
             "garbage",
-            (0..100_000u32).map(|i| (i * 7 % 253) as u8).collect::<Vec<u8>>(),
+            (0..100_000u32)
+                .map(|i| (i * 7 % 253) as u8)
+                .collect::<Vec<u8>>(),
         ),
         ("truncated", bytes[..bytes.len() / 2].to_vec()),
     ] {
@@ -505,7 +514,11 @@ fn a_damaged_session_file_stops_serve_with_a_clear_error() {
         let file = data.join("sessions.redb");
         std::fs::write(&file, &content).unwrap();
         let config = dir.path().join("config.yaml");
-        std::fs::write(&config, sign_in_config(free_port(), "", "http://127.0.0.1:9")).unwrap();
+        std::fs::write(
+            &config,
+            sign_in_config(free_port(), "", "http://127.0.0.1:9"),
+        )
+        .unwrap();
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&config)

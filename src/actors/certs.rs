@@ -253,7 +253,10 @@ mod tests {
         let (certs, errors) = loader.reload();
         assert_eq!(certs[0].names, vec!["old.test"], "previous pair kept");
         assert!(errors[0].contains("does not match"), "{errors:?}");
-        assert!(errors[0].contains("a.crt") && errors[0].contains("a.key"), "{errors:?}");
+        assert!(
+            errors[0].contains("a.crt") && errors[0].contains("a.key"),
+            "{errors:?}"
+        );
         std::fs::write(src.key.file().unwrap(), next.key_pair.serialize_pem()).unwrap();
         let (certs, errors) = loader.reload();
         assert!(errors.is_empty(), "{errors:?}");

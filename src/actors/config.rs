@@ -227,15 +227,27 @@ mod tests {
         for (text, expect) in [
             ("", "is empty"),
             ("  \n", "is empty"),
-            ("cookie_secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n", "removes all 1 routes"),
-            ("cookie_secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nroutes: []\n", "removes all 1 routes"),
-            ("routes:\n  - {from: https://a.test, to: http://x}\n", "removes `cookie_secret`"),
+            (
+                "cookie_secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+                "removes all 1 routes",
+            ),
+            (
+                "cookie_secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nroutes: []\n",
+                "removes all 1 routes",
+            ),
+            (
+                "routes:\n  - {from: https://a.test, to: http://x}\n",
+                "removes `cookie_secret`",
+            ),
         ] {
             std::fs::write(&path, text).unwrap();
             match r.reload() {
                 Reload::Rejected(e) => {
                     let e = e.to_string();
-                    assert!(e.contains(expect) && e.contains("config.yaml"), "{text:?}: {e}")
+                    assert!(
+                        e.contains(expect) && e.contains("config.yaml"),
+                        "{text:?}: {e}"
+                    )
                 }
                 other => panic!("{text:?}: {other:?}"),
             }
@@ -248,7 +260,11 @@ mod tests {
             Reload::Rejected(ConfigError::Empty { .. })
         ));
         // Routes going from N to M > 0, and the secret moving to a file, are ordinary edits.
-        std::fs::write(&path, "cookie_secret_file: /run/c\nroutes:\n  - {from: https://b.test, to: http://y}\n").unwrap();
+        std::fs::write(
+            &path,
+            "cookie_secret_file: /run/c\nroutes:\n  - {from: https://b.test, to: http://y}\n",
+        )
+        .unwrap();
         assert!(matches!(r.reload(), Reload::Accepted(_)));
     }
 

@@ -32,7 +32,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config file {path} is empty")]
     Empty { path: PathBuf },
-    #[error("config file {path}: {message}; if this is intended, restart rampart with the new file")]
+    #[error(
+        "config file {path}: {message}; if this is intended, restart rampart with the new file"
+    )]
     Suspicious { path: PathBuf, message: String },
     #[error("config: `{key}`: {message}")]
     Setting { key: &'static str, message: String },
@@ -112,7 +114,9 @@ pub fn lost_in_reload(prev: &Settings, next: &Settings) -> Option<String> {
         .iter()
         .find(|(_, before, after)| *before && !*after)
         .map(|(key, _, _)| {
-            format!("the edit removes `{key}` (a truncated file?); keeping the previous configuration")
+            format!(
+                "the edit removes `{key}` (a truncated file?); keeping the previous configuration"
+            )
         })
 }
 

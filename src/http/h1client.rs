@@ -851,13 +851,21 @@ mod tests {
 
     #[test]
     fn content_length_must_be_digits_and_agree() {
-        let parse = |head: &str| parse_head(&mut BytesMut::from(head.as_bytes())).map(|h| h.unwrap().length);
-        assert_eq!(parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n").unwrap(), Some(2));
+        let parse = |head: &str| {
+            parse_head(&mut BytesMut::from(head.as_bytes())).map(|h| h.unwrap().length)
+        };
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n").unwrap(),
+            Some(2)
+        );
         assert_eq!(
             parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n").unwrap(),
             Some(2)
         );
-        assert_eq!(parse("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n").unwrap(), Some(3));
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n").unwrap(),
+            Some(3)
+        );
         for bad in [
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 20\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\n",

@@ -321,8 +321,16 @@ mod tests {
         for (i, b) in garbage.iter_mut().enumerate().skip(64) {
             *b = (i * 31 % 251) as u8;
         }
+        let mut pages = bytes.clone();
+        for (i, b) in pages.iter_mut().enumerate().skip(4096) {
+            *b = (i * 13 % 241) as u8;
+        }
         let cases: Vec<(&str, Vec<u8>)> = vec![
-            ("garbage", (0..20000u32).map(|i| (i * 7 % 253) as u8).collect()),
+            ("damaged pages", pages),
+            (
+                "garbage",
+                (0..20000u32).map(|i| (i * 7 % 253) as u8).collect(),
+            ),
             ("garbage after the header", garbage),
             ("truncated", bytes[..bytes.len() / 2].to_vec()),
             ("truncated header", bytes[..100].to_vec()),
@@ -333,14 +341,38 @@ mod tests {
             match RedbStore::open_dir(dir.path()) {
                 Err(e) => {
                     let e = e.to_string();
-                    assert!(e.contains("sessions.redb") && e.contains("move it aside"), "{what}: {e}");
+                    assert!(
+                        e.contains("sessions.redb") && e.contains("move it aside"),
+                        "{what}: {e}"
+                    );
                 }
-                // redb may repair a file it can make sense of; then it must work.
+                // redb may repair a file it can make sense of; then it must work or fail
+                // with errors, never a panic.
                 Ok(store) => {
                     let _ = store.get("x").await;
+                    let _ = store.put(&Session::new_for_test("x", "x")).await;
+                    let _ = store.sweep(u64::MAX).await;
                 }
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_panic_inside_redb_is_an_error_of_that_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_dir(dir.path()).unwrap();
+        let e = store
+            .blocking(|_| -> Result<(), StoreError> { panic!("redb internal assertion") })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("redb internal assertion") && e.contains("sessions.redb"),
+            "{e}"
+        );
+        // The store keeps working.
+        store.put(&Session::new_for_test("s", "a")).await.unwrap();
+        assert!(store.get("s").await.unwrap().is_some());
     }
 
     #[tokio::test]

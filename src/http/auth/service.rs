@@ -256,10 +256,7 @@ impl AuthService {
         Ok(None)
     }
 
-    async fn load_valid(
-        &self,
-        handle: &SessionHandle,
-    ) -> Result<Option<Arc<Session>>, StoreError> {
+    async fn load_valid(&self, handle: &SessionHandle) -> Result<Option<Arc<Session>>, StoreError> {
         let Some(session) = self.sessions.get(&handle.jti).await? else {
             return Ok(None);
         };
