@@ -169,30 +169,43 @@ thread_local! {
     static POOL: RefCell<HashMap<PoolKey, Vec<Idle>>> = RefCell::new(HashMap::new());
 }
 
-/// Whether an idle connection is still clean: no EOF, error or stray bytes pending. Asks the
-/// kernel directly (a non-blocking `MSG_PEEK` on the socket), since the runtime's cached
-/// readiness can lag behind bytes the upstream sent after the last response; a TLS stream is
-/// also polled once for plaintext or alerts rustls already buffered.
-fn looks_open(conn: &mut Conn) -> bool {
-    let tcp = match conn {
-        Conn::Tcp(s) => &*s,
-        Conn::Tls(s) => s.get_ref().0,
-    };
-    if !socket_is_quiet(tcp) {
-        return false;
-    }
-    if let Conn::Tls(_) = conn {
-        let mut scratch = [0u8; 1];
-        let mut buf = ReadBuf::new(&mut scratch);
-        let waker = futures::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        return matches!(Pin::new(conn).poll_read(&mut cx, &mut buf), Poll::Pending);
-    }
-    true
+/// What an idle pooled connection has pending.
+#[derive(Debug, PartialEq, Eq)]
+enum IdleState {
+    /// Nothing: safe to reuse.
+    Quiet,
+    /// Response bytes nobody asked for: the upstream breaks HTTP framing.
+    Unread,
+    /// EOF, an error, or (TLS) a record such as a close alert.
+    Closed,
 }
 
-/// `true` when the socket has nothing to read and no EOF or error pending.
-fn socket_is_quiet(tcp: &TcpStream) -> bool {
+/// Checks an idle connection before reuse. Asks the kernel directly (a non-blocking
+/// `MSG_PEEK` on the socket), since the runtime's cached readiness can lag behind bytes the
+/// upstream sent after the last response while the worker was busy; a TLS stream is also
+/// polled once for plaintext rustls already buffered.
+fn idle_state(conn: &mut Conn) -> IdleState {
+    match conn {
+        Conn::Tcp(s) => socket_state(s),
+        Conn::Tls(s) => {
+            // Raw bytes on an idle TLS connection are usually a close alert.
+            if socket_state(s.get_ref().0) != IdleState::Quiet {
+                return IdleState::Closed;
+            }
+            let mut scratch = [0u8; 1];
+            let mut buf = ReadBuf::new(&mut scratch);
+            let waker = futures::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            match Pin::new(conn).poll_read(&mut cx, &mut buf) {
+                Poll::Pending => IdleState::Quiet,
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => IdleState::Unread,
+                Poll::Ready(_) => IdleState::Closed,
+            }
+        }
+    }
+}
+
+fn socket_state(tcp: &TcpStream) -> IdleState {
     use std::os::fd::AsRawFd;
     let mut byte = 0u8;
     // SAFETY: `recv` writes at most 1 byte into `byte`, which outlives the call; the fd is
@@ -205,27 +218,88 @@ fn socket_is_quiet(tcp: &TcpStream) -> bool {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    n < 0 && {
-        let e = io::Error::last_os_error();
-        e.kind() == io::ErrorKind::WouldBlock
+    match n {
+        1.. => IdleState::Unread,
+        0 => IdleState::Closed,
+        _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => IdleState::Quiet,
+        _ => IdleState::Closed,
     }
 }
 
-fn take_idle(key: PoolKey, base: &str) -> Option<Conn> {
+/// How long an upstream that sent unrequested response bytes gets no connection reuse: a
+/// stray response that arrives while the next request is in flight cannot be told apart
+/// from its answer, so connections to it are not shared between requests at all.
+const UNTRUSTED_FOR: Duration = Duration::from_secs(60);
+
+thread_local! {
+    static UNTRUSTED: RefCell<HashMap<(PoolKey, Box<str>), Instant>> = RefCell::new(HashMap::new());
+}
+
+/// Stops keep-alive to `base` (on this worker) for `UNTRUSTED_FOR`.
+fn distrust(key: PoolKey, base: &str) {
+    let fresh = UNTRUSTED.with(|u| {
+        u.borrow_mut()
+            .insert((key, base.into()), Instant::now())
+            .is_none_or(|since| since.elapsed() >= UNTRUSTED_FOR)
+    });
+    if fresh {
+        tracing::warn!(upstream = %base, "upstream sent bytes after a complete response; its connections are not reused for 60 s");
+    }
     POOL.with(|pool| {
+        if let Some(list) = pool.borrow_mut().get_mut(&key) {
+            list.retain(|i| &*i.base != base);
+        }
+    });
+}
+
+fn is_untrusted(key: PoolKey, base: &str) -> bool {
+    UNTRUSTED.with(|u| {
+        let mut u = u.borrow_mut();
+        if u.is_empty() {
+            return false;
+        }
+        match u.get(&(key, Box::from(base))) {
+            Some(since) if since.elapsed() < UNTRUSTED_FOR => true,
+            Some(_) => {
+                u.remove(&(key, Box::from(base)));
+                false
+            }
+            None => false,
+        }
+    })
+}
+
+fn take_idle(key: PoolKey, base: &str) -> Option<Conn> {
+    let mut stray = false;
+    let found = POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.get_mut(&key)?;
         while let Some(pos) = list.iter().rposition(|i| &*i.base == base) {
             let mut idle = list.swap_remove(pos);
-            if idle.since.elapsed() < IDLE_KEEP_ALIVE && looks_open(&mut idle.conn) {
-                return Some(idle.conn);
+            if idle.since.elapsed() >= IDLE_KEEP_ALIVE {
+                continue;
+            }
+            match idle_state(&mut idle.conn) {
+                IdleState::Quiet => return Some(idle.conn),
+                IdleState::Unread => {
+                    stray = true;
+                    return None;
+                }
+                IdleState::Closed => {}
             }
         }
         None
-    })
+    });
+    if stray {
+        distrust(key, base);
+    }
+    found
 }
 
 fn put_idle(key: PoolKey, base: &str, conn: Conn) {
+    if is_untrusted(key, base) {
+        return;
+    }
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.entry(key).or_default();
@@ -586,10 +660,11 @@ impl UpstreamBody {
         }
         if matches!(self.framing, Framing::Done) {
             let conn = self.conn.take();
-            // Bytes past the body mean the upstream broke framing: do not reuse.
-            if let (Some(conn), Some(lease), true) = (conn, self.lease.take(), self.buf.is_empty())
-            {
-                put_idle(lease.key, &lease.base, conn);
+            match (conn, self.lease.take()) {
+                // Bytes past the body mean the upstream broke framing: do not reuse.
+                (Some(_), Some(lease)) if !self.buf.is_empty() => distrust(lease.key, &lease.base),
+                (Some(conn), Some(lease)) => put_idle(lease.key, &lease.base, conn),
+                _ => {}
             }
         }
     }
@@ -831,11 +906,24 @@ mod tests {
         peer.write_all(b"ok").unwrap();
         let mut buf = [0u8; 16];
         assert_eq!(conn.read(&mut buf).await.unwrap(), 2);
-        assert!(looks_open(&mut conn), "a quiet connection is reusable");
+        assert_eq!(
+            idle_state(&mut conn),
+            IdleState::Quiet,
+            "a quiet connection"
+        );
         // No await from here on: this thread never lets the runtime poll its driver.
         peer.write_all(b"HTTP/1.1 200 OK\r\n").unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        assert!(!looks_open(&mut conn), "stray bytes pending");
+        assert_eq!(
+            idle_state(&mut conn),
+            IdleState::Unread,
+            "stray bytes pending"
+        );
+        // Through the pool: not handed out, and the upstream's connections are no longer kept.
+        put_idle(7, "http://stray", conn);
+        assert!(take_idle(7, "http://stray").is_none());
+        assert!(is_untrusted(7, "http://stray"));
+        assert!(!is_untrusted(7, "http://other"));
 
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -846,7 +934,7 @@ mod tests {
         assert_eq!(conn.read(&mut buf).await.unwrap(), 2);
         drop(peer);
         std::thread::sleep(Duration::from_millis(50));
-        assert!(!looks_open(&mut conn), "EOF pending");
+        assert_eq!(idle_state(&mut conn), IdleState::Closed, "EOF pending");
     }
 
     #[test]
