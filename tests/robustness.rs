@@ -206,27 +206,39 @@ async fn a_rotation_with_a_mismatched_key_keeps_the_previous_pair() {
 
     // The new certificate is written first; its key follows later.
     let next = ca.leaf(&["a.example.com", "next.example.com"]);
+    let published = || proxy.log().matches("certificates published").count();
+    let before = published();
     std::fs::write(&cert, &next.cert_pem).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !proxy.log().contains("does not match") {
+    while published() == before {
         assert!(
             Instant::now() < deadline,
-            "mismatch not reported:\n{}",
+            "certificate change not noticed:\n{}",
             proxy.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let log = proxy.log();
-    assert!(
-        log.contains(&cert.display().to_string()) && log.contains(&key.display().to_string()),
-        "{log}"
-    );
     assert_eq!(
         presented_names(proxy.addr(), "a.example.com").await,
         ["a.example.com"],
         "the previous pair is still served"
     );
-    assert_eq!(get().await.unwrap().status(), 200);
+    let r = get().await;
+    assert!(
+        r.as_ref().is_ok_and(|r| r.status() == 200),
+        "{r:?}\n{}",
+        proxy.log()
+    );
+    let log = proxy.log();
+    let reported = log
+        .lines()
+        .find(|l| l.contains("does not match"))
+        .unwrap_or_else(|| panic!("mismatch not reported:\n{log}"));
+    assert!(
+        reported.contains(&cert.display().to_string())
+            && reported.contains(&key.display().to_string()),
+        "{reported}"
+    );
 
     // Once the key matches, the new pair applies.
     std::fs::write(&key, &next.key_pem).unwrap();
@@ -278,19 +290,23 @@ async fn an_empty_or_truncated_config_file_keeps_the_previous_config() {
     assert_eq!(get().await, 200);
     let good = std::fs::read_to_string(&proxy.config_path).unwrap();
     let truncated = &good[..good.find("routes:").unwrap() + "routes:".len()];
+    let applied = || proxy.log().matches("config reloaded").count();
     for (i, text) in ["", truncated].into_iter().enumerate() {
         // Truncate in place, as `: > config.yaml` or an interrupted write does.
+        let before = applied();
         std::fs::write(&proxy.config_path, text).unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
-        while reload_errors(metrics_port).await <= i as u64 {
+        while reload_errors(metrics_port).await <= i as u64 && applied() == before {
             assert!(
                 Instant::now() < deadline,
-                "{text:?} not rejected:\n{}",
+                "{text:?} not noticed:\n{}",
                 proxy.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(get().await, 200, "{text:?}:\n{}", proxy.log());
+        assert_eq!(applied(), before, "{text:?} was applied:\n{}", proxy.log());
+        assert_eq!(reload_errors(metrics_port).await, i as u64 + 1);
     }
     let log = proxy.log();
     assert!(log.contains("is empty"), "{log}");
