@@ -376,7 +376,8 @@ fn sign_in_config(port: u16, storage: &str, upstream: &str) -> String {
          idp_provider: oidc\nidp_provider_url: http://127.0.0.1:9/op\n\
          idp_client_id: rampart\nidp_client_secret: secret\n\
          shared_secret: {}\ncookie_secret: {}\n{storage}\
-         routes:\n  - {{from: https://app.localhost, to: {upstream}, allow_any_authenticated_user: true}}\n",
+         routes:\n  - {{from: https://app.localhost, to: {upstream}, allow_any_authenticated_user: true}}\n\
+         \x20 - {{from: https://public.localhost, to: {upstream}, allow_public_unauthenticated_access: true}}\n",
         b64(&[7; 32]),
         b64(&[8; 32]),
     )
@@ -486,12 +487,12 @@ async fn redis_restarts_and_outages_never_sign_users_out() {
             .unwrap()
             .sealed_with(&auth.cookie_secret)
     };
-    let client = http_client(proxy.addr(), &["app.localhost"]);
-    let get = |cookie: String, accept: &'static str| {
+    let client = http_client(proxy.addr(), &["app.localhost", "public.localhost"]);
+    let get_from = |host: &'static str, cookie: String, accept: &'static str| {
         let client = client.clone();
         async move {
             client
-                .get(format!("http://app.localhost:{port}/"))
+                .get(format!("http://{host}:{port}/"))
                 .header("cookie", format!("_pomerium={cookie}"))
                 .header("accept", accept)
                 .send()
@@ -499,6 +500,7 @@ async fn redis_restarts_and_outages_never_sign_users_out() {
                 .unwrap()
         }
     };
+    let get = |cookie: String, accept: &'static str| get_from("app.localhost", cookie, accept);
     let first = sign_in_alice(&config, &store(redis.url()), "s1").await;
     let r = get(first, "application/json").await;
     assert_eq!(r.status(), 200, "{}", proxy.log());
@@ -522,6 +524,9 @@ async fn redis_restarts_and_outages_never_sign_users_out() {
             assert!(body.contains("session store is unavailable"), "{body}");
         }
     }
+    // A public route needs no session: it keeps working, cookie or not.
+    let r = get_from("public.localhost", third, "application/json").await;
+    assert_eq!(r.status(), 200, "{}", proxy.log());
 }
 
 #[test]
