@@ -75,7 +75,13 @@ impl CertLoader {
                         .key
                         .read()
                         .map_err(|e| format!("{}: {e}", src.key.describe()))?;
-                    load_pem(&cert, &key, &what).map_err(|e| e.to_string())
+                    load_pem(&cert, &key, &what).map_err(|e| match e {
+                        TlsError::KeyMismatch { .. } => format!(
+                            "{e} (key {}); keeping the previous pair until both files match",
+                            src.key.describe()
+                        ),
+                        e => e.to_string(),
+                    })
                 });
             match loaded {
                 Ok(c) => {
@@ -232,6 +238,29 @@ mod tests {
         let (certs, errors) = loader.reload();
         assert!(errors.is_empty());
         assert_eq!(certs[0].names, vec!["b.test"]);
+    }
+
+    #[test]
+    fn mismatched_rotation_keeps_the_previous_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = write_cert(dir.path(), "a", "old.test");
+        let mut loader = CertLoader::default();
+        loader.set_sources(vec![src.clone()]);
+        assert!(loader.reload().1.is_empty());
+        // The new certificate is written before its key.
+        let next = rcgen::generate_simple_self_signed(vec!["new.test".to_string()]).unwrap();
+        std::fs::write(src.cert.file().unwrap(), next.cert.pem()).unwrap();
+        let (certs, errors) = loader.reload();
+        assert_eq!(certs[0].names, vec!["old.test"], "previous pair kept");
+        assert!(errors[0].contains("does not match"), "{errors:?}");
+        assert!(
+            errors[0].contains("a.crt") && errors[0].contains("a.key"),
+            "{errors:?}"
+        );
+        std::fs::write(src.key.file().unwrap(), next.key_pair.serialize_pem()).unwrap();
+        let (certs, errors) = loader.reload();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(certs[0].names, vec!["new.test"]);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct ConfigHandle {
 pub struct ConfigReloader {
     path: PathBuf,
     last_text: Option<String>,
+    /// The settings of the configuration in force, to spot truncated edits.
+    last_settings: Option<config::Settings>,
 }
 
 /// Result of one reload attempt.
@@ -44,6 +46,7 @@ impl ConfigReloader {
         ConfigReloader {
             path: path.to_path_buf(),
             last_text: None,
+            last_settings: None,
         }
     }
 
@@ -62,10 +65,23 @@ impl ConfigReloader {
         if self.last_text.as_deref() == Some(text.as_str()) {
             return Reload::Unchanged;
         }
-        let result = config::parse(&text, &self.path).and_then(config::build);
+        let result = config::parse(&text, &self.path).and_then(|settings| {
+            if let Some(message) = self
+                .last_settings
+                .as_ref()
+                .and_then(|prev| config::lost_in_reload(prev, &settings))
+            {
+                return Err(ConfigError::Suspicious {
+                    path: self.path.clone(),
+                    message,
+                });
+            }
+            config::build(settings)
+        });
         match result {
             Ok(cfg) => {
                 self.last_text = Some(text);
+                self.last_settings = Some(cfg.settings.clone());
                 Reload::Accepted(Box::new(cfg))
             }
             Err(e) => Reload::Rejected(e),
@@ -198,6 +214,58 @@ mod tests {
             r.reload(),
             Reload::Rejected(ConfigError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn truncated_edits_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let good = "cookie_secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nroutes:\n  - {from: https://a.test, to: http://x}\n";
+        std::fs::write(&path, good).unwrap();
+        let mut r = ConfigReloader::new(&path);
+        assert!(matches!(r.reload(), Reload::Accepted(_)));
+        for (text, expect) in [
+            ("", "is empty"),
+            ("  \n", "is empty"),
+            (
+                "cookie_secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+                "removes all 1 routes",
+            ),
+            (
+                "cookie_secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nroutes: []\n",
+                "removes all 1 routes",
+            ),
+            (
+                "routes:\n  - {from: https://a.test, to: http://x}\n",
+                "removes `cookie_secret`",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            match r.reload() {
+                Reload::Rejected(e) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains(expect) && e.contains("config.yaml"),
+                        "{text:?}: {e}"
+                    )
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        // A file that was never loaded: empty is an error too.
+        let fresh = dir.path().join("fresh.yaml");
+        std::fs::write(&fresh, "").unwrap();
+        assert!(matches!(
+            ConfigReloader::new(&fresh).reload(),
+            Reload::Rejected(ConfigError::Empty { .. })
+        ));
+        // Routes going from N to M > 0, and the secret moving to a file, are ordinary edits.
+        std::fs::write(
+            &path,
+            "cookie_secret_file: /run/c\nroutes:\n  - {from: https://b.test, to: http://y}\n",
+        )
+        .unwrap();
+        assert!(matches!(r.reload(), Reload::Accepted(_)));
     }
 
     #[actix_rt::test]

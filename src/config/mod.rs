@@ -32,6 +32,12 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("config file {path} is empty")]
+    Empty { path: PathBuf },
+    #[error(
+        "config file {path}: {message}; if this is intended, restart rampart with the new file"
+    )]
+    Suspicious { path: PathBuf, message: String },
     #[error("config: `{key}`: {message}")]
     Setting { key: &'static str, message: String },
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
@@ -75,13 +81,47 @@ pub struct Config {
 
 /// Parses config text (YAML or JSON). `path` is only used in messages.
 pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
+    // An empty file is a half-written or truncated one, never a configuration.
     if text.trim().is_empty() {
-        return Ok(Settings::default());
+        return Err(ConfigError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// What a reload must not silently lose: returns why `next` looks like a truncated or
+/// half-written edit of `prev` (all routes gone, or a secret removed), `None` when it is fine.
+pub fn lost_in_reload(prev: &Settings, next: &Settings) -> Option<String> {
+    if !prev.routes.is_empty() && next.routes.is_empty() {
+        return Some(format!(
+            "the edit removes all {} routes (a truncated file?); keeping the previous configuration",
+            prev.routes.len()
+        ));
+    }
+    let secrets = [
+        (
+            "shared_secret",
+            prev.shared_secret.is_some() || prev.shared_secret_file.is_some(),
+            next.shared_secret.is_some() || next.shared_secret_file.is_some(),
+        ),
+        (
+            "cookie_secret",
+            prev.cookie_secret.is_some() || prev.cookie_secret_file.is_some(),
+            next.cookie_secret.is_some() || next.cookie_secret_file.is_some(),
+        ),
+    ];
+    secrets
+        .iter()
+        .find(|(_, before, after)| *before && !*after)
+        .map(|(key, _, _)| {
+            format!(
+                "the edit removes `{key}` (a truncated file?); keeping the previous configuration"
+            )
+        })
 }
 
 /// Reads, parses and checks a config file.

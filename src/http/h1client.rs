@@ -169,31 +169,137 @@ thread_local! {
     static POOL: RefCell<HashMap<PoolKey, Vec<Idle>>> = RefCell::new(HashMap::new());
 }
 
-/// Whether an idle connection still looks open: no EOF, error or stray bytes are pending. Uses
-/// the runtime's cached readiness, so a healthy connection costs no system call.
-fn looks_open(conn: &mut Conn) -> bool {
-    let mut scratch = [0u8; 1];
-    let mut buf = ReadBuf::new(&mut scratch);
-    let waker = futures::task::noop_waker();
-    let mut cx = Context::from_waker(&waker);
-    matches!(Pin::new(conn).poll_read(&mut cx, &mut buf), Poll::Pending)
+/// What an idle pooled connection has pending.
+#[derive(Debug, PartialEq, Eq)]
+enum IdleState {
+    /// Nothing: safe to reuse.
+    Quiet,
+    /// Response bytes nobody asked for: the upstream breaks HTTP framing.
+    Unread,
+    /// EOF, an error, or (TLS) a record such as a close alert.
+    Closed,
+}
+
+/// Checks an idle connection before reuse. Asks the kernel directly (a non-blocking
+/// `MSG_PEEK` on the socket), since the runtime's cached readiness can lag behind bytes the
+/// upstream sent after the last response while the worker was busy; a TLS stream is also
+/// polled once for plaintext rustls already buffered.
+fn idle_state(conn: &mut Conn) -> IdleState {
+    match conn {
+        Conn::Tcp(s) => socket_state(s),
+        Conn::Tls(s) => {
+            // Raw bytes on an idle TLS connection are usually a close alert.
+            if socket_state(s.get_ref().0) != IdleState::Quiet {
+                return IdleState::Closed;
+            }
+            let mut scratch = [0u8; 1];
+            let mut buf = ReadBuf::new(&mut scratch);
+            let waker = futures::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            match Pin::new(conn).poll_read(&mut cx, &mut buf) {
+                Poll::Pending => IdleState::Quiet,
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => IdleState::Unread,
+                Poll::Ready(_) => IdleState::Closed,
+            }
+        }
+    }
+}
+
+fn socket_state(tcp: &TcpStream) -> IdleState {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: `recv` writes at most 1 byte into `byte`, which outlives the call; the fd is
+    // owned by `tcp` and open for the duration of the borrow.
+    let n = unsafe {
+        libc::recv(
+            tcp.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        1.. => IdleState::Unread,
+        0 => IdleState::Closed,
+        _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => IdleState::Quiet,
+        _ => IdleState::Closed,
+    }
+}
+
+/// How long an upstream that sent unrequested response bytes gets no connection reuse: a
+/// stray response that arrives while the next request is in flight cannot be told apart
+/// from its answer, so connections to it are not shared between requests at all.
+const UNTRUSTED_FOR: Duration = Duration::from_secs(60);
+
+thread_local! {
+    static UNTRUSTED: RefCell<HashMap<(PoolKey, Box<str>), Instant>> = RefCell::new(HashMap::new());
+}
+
+/// Stops keep-alive to `base` (on this worker) for `UNTRUSTED_FOR`.
+fn distrust(key: PoolKey, base: &str) {
+    let fresh = UNTRUSTED.with(|u| {
+        u.borrow_mut()
+            .insert((key, base.into()), Instant::now())
+            .is_none_or(|since| since.elapsed() >= UNTRUSTED_FOR)
+    });
+    if fresh {
+        tracing::warn!(upstream = %base, "upstream sent bytes after a complete response; its connections are not reused for 60 s");
+    }
+    POOL.with(|pool| {
+        if let Some(list) = pool.borrow_mut().get_mut(&key) {
+            list.retain(|i| &*i.base != base);
+        }
+    });
+}
+
+fn is_untrusted(key: PoolKey, base: &str) -> bool {
+    UNTRUSTED.with(|u| {
+        let mut u = u.borrow_mut();
+        if u.is_empty() {
+            return false;
+        }
+        match u.get(&(key, Box::from(base))) {
+            Some(since) if since.elapsed() < UNTRUSTED_FOR => true,
+            Some(_) => {
+                u.remove(&(key, Box::from(base)));
+                false
+            }
+            None => false,
+        }
+    })
 }
 
 fn take_idle(key: PoolKey, base: &str) -> Option<Conn> {
-    POOL.with(|pool| {
+    let mut stray = false;
+    let found = POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.get_mut(&key)?;
         while let Some(pos) = list.iter().rposition(|i| &*i.base == base) {
             let mut idle = list.swap_remove(pos);
-            if idle.since.elapsed() < IDLE_KEEP_ALIVE && looks_open(&mut idle.conn) {
-                return Some(idle.conn);
+            if idle.since.elapsed() >= IDLE_KEEP_ALIVE {
+                continue;
+            }
+            match idle_state(&mut idle.conn) {
+                IdleState::Quiet => return Some(idle.conn),
+                IdleState::Unread => {
+                    stray = true;
+                    return None;
+                }
+                IdleState::Closed => {}
             }
         }
         None
-    })
+    });
+    if stray {
+        distrust(key, base);
+    }
+    found
 }
 
 fn put_idle(key: PoolKey, base: &str, conn: Conn) {
+    if is_untrusted(key, base) {
+        return;
+    }
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.entry(key).or_default();
@@ -383,6 +489,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, SendError> {
         }
         Err(_) => return Err(SendError::Protocol("not an HTTP/1 response")),
     };
+    // The limit holds however the head arrived (one read or many).
+    if end > MAX_HEAD {
+        return Err(SendError::Protocol("response head too large"));
+    }
     let status = resp
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
@@ -406,15 +516,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, SendError> {
             .map_err(|_| SendError::Protocol("bad header value"))?;
         all.append(name, value);
     }
-    let length = match all.get(header::CONTENT_LENGTH) {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or(SendError::Protocol("bad content-length"))?,
-        ),
-        None => None,
-    };
+    let length = content_length(&all)?;
     let chunked = all
         .get_all(header::TRANSFER_ENCODING)
         .filter_map(|v| v.to_str().ok())
@@ -450,6 +552,32 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, SendError> {
         chunked,
         close,
     }))
+}
+
+/// The `Content-Length` of a response (RFC 9112 §6.3): digits only (no sign, no spaces
+/// inside); several fields or a list are accepted only when every value is the same, since
+/// differing lengths would let the upstream smuggle a second response.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, SendError> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value
+            .to_str()
+            .map_err(|_| SendError::Protocol("bad content-length"))?;
+        for part in text.split(',') {
+            let part = part.trim_matches([' ', '\t']);
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(SendError::Protocol("bad content-length"));
+            }
+            let n = part
+                .parse::<u64>()
+                .map_err(|_| SendError::Protocol("bad content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(SendError::Protocol("conflicting content-length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
 }
 
 fn finish(
@@ -532,10 +660,11 @@ impl UpstreamBody {
         }
         if matches!(self.framing, Framing::Done) {
             let conn = self.conn.take();
-            // Bytes past the body mean the upstream broke framing: do not reuse.
-            if let (Some(conn), Some(lease), true) = (conn, self.lease.take(), self.buf.is_empty())
-            {
-                put_idle(lease.key, &lease.base, conn);
+            match (conn, self.lease.take()) {
+                // Bytes past the body mean the upstream broke framing: do not reuse.
+                (Some(_), Some(lease)) if !self.buf.is_empty() => distrust(lease.key, &lease.base),
+                (Some(conn), Some(lease)) => put_idle(lease.key, &lease.base, conn),
+                _ => {}
             }
         }
     }
@@ -761,6 +890,94 @@ mod tests {
         let mut http10 = BytesMut::from(&b"HTTP/1.0 200 OK\r\n\r\n"[..]);
         let head = parse_head(&mut http10).unwrap().unwrap();
         assert!(head.close && !head.http11);
+    }
+
+    /// Bytes (or EOF) that reached the socket while the worker was busy, so the runtime has not
+    /// processed their readiness event yet, still make a pooled connection unusable.
+    #[tokio::test]
+    async fn pending_bytes_or_eof_are_seen_before_reuse() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut conn = Conn::Tcp(client);
+        peer.write_all(b"ok").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 2);
+        assert_eq!(
+            idle_state(&mut conn),
+            IdleState::Quiet,
+            "a quiet connection"
+        );
+        // No await from here on: this thread never lets the runtime poll its driver.
+        peer.write_all(b"HTTP/1.1 200 OK\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            idle_state(&mut conn),
+            IdleState::Unread,
+            "stray bytes pending"
+        );
+        // Through the pool: not handed out, and the upstream's connections are no longer kept.
+        put_idle(7, "http://stray", conn);
+        assert!(take_idle(7, "http://stray").is_none());
+        assert!(is_untrusted(7, "http://stray"));
+        assert!(!is_untrusted(7, "http://other"));
+
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut conn = Conn::Tcp(client);
+        peer.write_all(b"ok").unwrap();
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 2);
+        drop(peer);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(idle_state(&mut conn), IdleState::Closed, "EOF pending");
+    }
+
+    #[test]
+    fn content_length_must_be_digits_and_agree() {
+        let parse = |head: &str| {
+            parse_head(&mut BytesMut::from(head.as_bytes())).map(|h| h.unwrap().length)
+        };
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n").unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n").unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n").unwrap(),
+            Some(3)
+        );
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 20\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0x2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+        ] {
+            assert!(matches!(parse(bad), Err(SendError::Protocol(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn head_limit_applies_to_a_head_read_at_once() {
+        let mut head = String::from("HTTP/1.1 200 OK\r\n");
+        while head.len() <= MAX_HEAD {
+            head.push_str(&format!("x-pad-{}: {}\r\n", head.len(), "a".repeat(1000)));
+        }
+        head.push_str("content-length: 0\r\n\r\n");
+        let mut buf = BytesMut::from(head.as_bytes());
+        assert!(matches!(
+            parse_head(&mut buf),
+            Err(SendError::Protocol("response head too large"))
+        ));
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub enum TlsError {
     BadKey { what: String, reason: String },
     #[error("{what}: cannot parse certificate: {reason}")]
     BadCertificate { what: String, reason: String },
+    #[error("{what}: the private key does not match the certificate")]
+    KeyMismatch { what: String },
     #[error("cannot generate the fallback certificate: {0}")]
     Fallback(String),
 }
@@ -62,8 +64,18 @@ pub fn load_pem(cert_pem: &[u8], key_pem: &[u8], what: &str) -> Result<LoadedCer
             what: what.to_string(),
             reason,
         })?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    // A rotation that replaced one file before the other must not be served: every handshake
+    // would fail.
+    if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
+        certified.keys_match()
+    {
+        return Err(TlsError::KeyMismatch {
+            what: what.to_string(),
+        });
+    }
     Ok(LoadedCert {
-        key: Arc::new(CertifiedKey::new(chain, signing_key)),
+        key: Arc::new(certified),
         names,
         not_after,
         source: what.to_string(),
@@ -259,5 +271,16 @@ mod tests {
         let c = rcgen::generate_simple_self_signed(vec!["a".to_string()]).unwrap();
         let err = load_pem(c.cert.pem().as_bytes(), b"", "k.pem").unwrap_err();
         assert_eq!(err.to_string(), "k.pem: no PEM private key found");
+        let other = rcgen::generate_simple_self_signed(vec!["b".to_string()]).unwrap();
+        let err = load_pem(
+            c.cert.pem().as_bytes(),
+            other.key_pair.serialize_pem().as_bytes(),
+            "c.pem",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "c.pem: the private key does not match the certificate"
+        );
     }
 }

@@ -40,8 +40,29 @@ impl RedbStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| open_err(format!("cannot create directory: {e}")))?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
-        migrate(&db).map_err(|e| open_err(e.to_string()))?;
+        let damaged = |reason: String| {
+            open_err(format!(
+                "the file is damaged ({reason}); stop rampart and move it aside \
+                 (mv {p} {p}.corrupt) or start with another --data-dir; \
+                 signed-in users will have to sign in again",
+                p = path.display()
+            ))
+        };
+        // redb panics on some damaged files rather than returning an error.
+        let db = match catch_panic(|| Database::create(&path)) {
+            Err(panic) => return Err(damaged(panic)),
+            Ok(Err(e)) if is_damage(&e) => return Err(damaged(e.to_string())),
+            Ok(Err(e)) => return Err(open_err(e.to_string())),
+            Ok(Ok(db)) => db,
+        };
+        match catch_panic(|| migrate(&db)) {
+            Err(panic) => return Err(damaged(panic)),
+            Ok(Err(e @ StoreError::Backend(_))) if !e.to_string().contains("schema version") => {
+                return Err(damaged(e.to_string()))
+            }
+            Ok(Err(e)) => return Err(open_err(e.to_string())),
+            Ok(Ok(())) => {}
+        }
         Ok(RedbStore {
             db: Arc::new(db),
             path,
@@ -57,10 +78,57 @@ impl RedbStore {
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| StoreError::Backend(format!("blocking task failed: {e}")))?
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            catch_panic(|| f(&db)).unwrap_or_else(|panic| {
+                Err(StoreError::Backend(format!(
+                    "{}: redb failed ({panic}); the file may be damaged: stop rampart and move it aside",
+                    path.display()
+                )))
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("blocking task failed: {e}")))?
     }
+}
+
+/// Open errors that mean the file's contents are bad (as opposed to permissions, a lock held
+/// by another process, and so on).
+fn is_damage(e: &redb::DatabaseError) -> bool {
+    matches!(
+        e,
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))
+            | redb::DatabaseError::UpgradeRequired(_)
+    ) || matches!(e, redb::DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() == std::io::ErrorKind::UnexpectedEof || io.kind() == std::io::ErrorKind::InvalidData)
+}
+
+thread_local! {
+    /// Set while `catch_panic` runs on this thread: the panic hook stays quiet.
+    static CATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into an error carrying its message. The panic is not printed
+/// (no backtrace on stderr): the caller reports it as an error.
+fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !CATCHING.with(|c| c.get()) {
+                previous(info);
+            }
+        }));
+    });
+    let was = CATCHING.with(|c| c.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(was));
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "internal error".to_string())
+    })
 }
 
 /// Creates the tables and records the schema version; refuses a newer schema.
@@ -242,6 +310,69 @@ mod tests {
         let e = RedbStore::open_dir(dir.path()).err().unwrap().to_string();
         assert!(e.contains("schema version 99"), "{e}");
         assert!(e.contains("sessions.redb"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn damaged_files_are_clear_errors_not_panics() {
+        let good = tempfile::tempdir().unwrap();
+        drop(RedbStore::open_dir(good.path()).unwrap());
+        let bytes = std::fs::read(good.path().join(FILE_NAME)).unwrap();
+        let mut garbage = bytes.clone();
+        for (i, b) in garbage.iter_mut().enumerate().skip(64) {
+            *b = (i * 31 % 251) as u8;
+        }
+        let mut pages = bytes.clone();
+        for (i, b) in pages.iter_mut().enumerate().skip(4096) {
+            *b = (i * 13 % 241) as u8;
+        }
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("damaged pages", pages),
+            (
+                "garbage",
+                (0..20000u32).map(|i| (i * 7 % 253) as u8).collect(),
+            ),
+            ("garbage after the header", garbage),
+            ("truncated", bytes[..bytes.len() / 2].to_vec()),
+            ("truncated header", bytes[..100].to_vec()),
+        ];
+        for (what, content) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(FILE_NAME), content).unwrap();
+            match RedbStore::open_dir(dir.path()) {
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("sessions.redb") && e.contains("move it aside"),
+                        "{what}: {e}"
+                    );
+                }
+                // redb may repair a file it can make sense of; then it must work or fail
+                // with errors, never a panic.
+                Ok(store) => {
+                    let _ = store.get("x").await;
+                    let _ = store.put(&Session::new_for_test("x", "x")).await;
+                    let _ = store.sweep(u64::MAX).await;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_inside_redb_is_an_error_of_that_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_dir(dir.path()).unwrap();
+        let e = store
+            .blocking(|_| -> Result<(), StoreError> { panic!("redb internal assertion") })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("redb internal assertion") && e.contains("sessions.redb"),
+            "{e}"
+        );
+        // The store keeps working.
+        store.put(&Session::new_for_test("s", "a")).await.unwrap();
+        assert!(store.get("s").await.unwrap().is_some());
     }
 
     #[tokio::test]

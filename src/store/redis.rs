@@ -119,19 +119,50 @@ impl RedisStore {
             .cloned()
     }
 
+    /// Runs `op` on the connection; a connection failure (e.g. the first command after a
+    /// Redis restart finds a broken pipe) is retried once, on the manager's new connection.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let first = op(self.conn().await?).await;
+        match first {
+            Ok(v) => Ok(v),
+            Err(e) if is_connection_error(&e) => {
+                tracing::warn!(redis = %self.display, error = %e, "redis connection lost; reconnecting and retrying once");
+                op(self.conn().await?)
+                    .await
+                    .map_err(|e| backend(&self.display, e))
+            }
+            Err(e) => Err(backend(&self.display, e)),
+        }
+    }
+
     fn key(id: &str) -> String {
         format!("{KEY_PREFIX}{id}")
     }
 }
 
+/// Errors of the connection rather than of the command: worth one retry on a new connection.
+fn is_connection_error(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+}
+
 impl SessionStore for RedisStore {
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Session>> {
         Box::pin(async move {
-            let mut c = self.conn().await?;
-            let raw: Option<Vec<u8>> = c
-                .get(Self::key(id))
-                .await
-                .map_err(|e| backend(&self.display, e))?;
+            let key = Self::key(id);
+            let raw: Option<Vec<u8>> = self
+                .run(|mut c| {
+                    let key = key.clone();
+                    async move { c.get(key).await }
+                })
+                .await?;
             raw.map(|bytes| self.decode(id, &bytes)).transpose()
         })
     }
@@ -139,34 +170,40 @@ impl SessionStore for RedisStore {
     fn put<'a>(&'a self, session: &'a Session) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let bytes = self.encode(session)?;
-            let mut c = self.conn().await?;
             let key = Self::key(&session.id);
             if session.expires_at <= unix_now() {
                 // Already over: make sure no stale copy stays behind.
-                let _: i64 = c.del(key).await.map_err(|e| backend(&self.display, e))?;
+                let _: i64 = self
+                    .run(|mut c| {
+                        let key = key.clone();
+                        async move { c.del(key).await }
+                    })
+                    .await?;
                 return Ok(());
             }
             let opts = redis::SetOptions::default()
                 .with_expiration(redis::SetExpiry::EXAT(session.expires_at));
-            let _: () = c
-                .set_options(key, bytes, opts)
-                .await
-                .map_err(|e| backend(&self.display, e))?;
-            Ok(())
+            self.run(|mut c| {
+                let (key, bytes, opts) = (key.clone(), bytes.clone(), opts.clone());
+                async move { c.set_options::<_, _, ()>(key, bytes, opts).await }
+            })
+            .await
         })
     }
 
     fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let mut c = self.conn().await?;
-            let n: i64 = c
-                .del(Self::key(id))
-                .await
-                .map_err(|e| backend(&self.display, e))?;
-            let _: i64 = c
-                .publish(DELETED_CHANNEL, id)
-                .await
-                .map_err(|e| backend(&self.display, e))?;
+            let key = Self::key(id);
+            let n: i64 = self
+                .run(|mut c| {
+                    let key = key.clone();
+                    async move {
+                        let n: i64 = c.del(key).await?;
+                        let _: i64 = c.publish(DELETED_CHANNEL, id).await?;
+                        Ok(n)
+                    }
+                })
+                .await?;
             Ok(n > 0)
         })
     }

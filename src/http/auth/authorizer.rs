@@ -96,19 +96,33 @@ impl Authorizer for SignInAuthorizer {
                 return deny(404, "route-not-found".into());
             };
             let cookie = &self.service.settings.cookie.name;
-            let session = self
+            let lookup = self
                 .service
-                .session_for(
+                .session_lookup(
                     &host_of(crate::http::proxy::request_host_str(req)),
                     req.headers(),
                     req.query_string(),
                     cookie,
                 )
                 .await;
+            let store_error = lookup.as_ref().err().map(|e| e.to_string());
+            let session = lookup.unwrap_or(None);
             let identity = session.as_deref().map(|s| self.service.policy_identity(s));
             let source_ip = req.peer_addr().map(|a| a.ip());
             let view = ActixRequestView::new(req, path, source_ip, None);
             let eval = policy.evaluate(&view, identity.as_deref());
+            // A store failure is not "signed out": unless the route lets the request in
+            // without a session, answer 503 rather than send the user to sign in or deny
+            // (the callback could not store a new session either).
+            if let Some(e) = store_error {
+                if eval.decision != Decision::Allow {
+                    tracing::error!(route = %entry.route.id, error = %e, "session store unavailable");
+                    return deny(
+                        503,
+                        "the session store is unavailable; please try again shortly".into(),
+                    );
+                }
+            }
             match eval.decision {
                 Decision::Allow => {
                     let pass = entry

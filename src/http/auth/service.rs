@@ -22,7 +22,7 @@ use super::settings::AuthSettings;
 use super::signed_url::{build_url, sign_url};
 use crate::actors::session::Sessions;
 use crate::policy::Identity;
-use crate::store::{unix_now, Session};
+use crate::store::{unix_now, Session, StoreError};
 
 /// Refresh this long before the access token expires.
 pub const REFRESH_MARGIN_SECS: u64 = 60;
@@ -221,6 +221,24 @@ impl AuthService {
         query: &str,
         cookie_name: &str,
     ) -> Option<Arc<Session>> {
+        match self.session_lookup(host, headers, query, cookie_name).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "session lookup failed");
+                None
+            }
+        }
+    }
+
+    /// Like `session_for`, but a session store failure is an error rather than "not signed
+    /// in", so the caller can answer 503 instead of sending a signed-in user to sign in.
+    pub async fn session_lookup(
+        &self,
+        host: &str,
+        headers: &HeaderMap,
+        query: &str,
+        cookie_name: &str,
+    ) -> Result<Option<Arc<Session>>, StoreError> {
         for (token, carrier) in session_tokens(headers, query, cookie_name) {
             let handle = match self.verified_handles.get(token.as_ref()) {
                 Some(h) => h,
@@ -243,40 +261,35 @@ impl AuthService {
                 tracing::debug!(?carrier, host, aud = ?handle.aud, "ignoring session handle issued for another host");
                 continue;
             }
-            if let Some(s) = self.load_valid(&handle).await {
-                return Some(s);
+            if let Some(s) = self.load_valid(&handle).await? {
+                return Ok(Some(s));
             }
         }
-        None
+        Ok(None)
     }
 
-    async fn load_valid(&self, handle: &SessionHandle) -> Option<Arc<Session>> {
-        let session = match self.sessions.get(&handle.jti).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!(error = %e, "session lookup failed");
-                return None;
-            }
+    async fn load_valid(&self, handle: &SessionHandle) -> Result<Option<Arc<Session>>, StoreError> {
+        let Some(session) = self.sessions.get(&handle.jti).await? else {
+            return Ok(None);
         };
         if session.user_id != handle.sub {
-            return None;
+            return Ok(None);
         }
         let now = unix_now();
         if session.is_expired(now) {
             self.sessions.delete_nowait(&session.id);
-            return None;
+            return Ok(None);
         }
         if !session.access_token_expired(now, REFRESH_MARGIN_SECS) {
-            return Some(session);
+            return Ok(Some(session));
         }
-        match self.refresh(&session).await {
+        Ok(match self.refresh(&session).await {
             Ok(s) => Some(s),
             Err(RefreshFailure::Temporary) if !session.access_token_expired(now, 0) => {
                 Some(session)
             }
             Err(_) => None,
-        }
+        })
     }
 
     fn refresh_lock(&self, id: &str) -> &futures::lock::Mutex<()> {
