@@ -269,3 +269,6 @@ fn proxy_settings(s: &Settings) -> Result<ProxySettings, ConfigError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz_tests;
