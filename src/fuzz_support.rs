@@ -101,6 +101,16 @@ pub fn mutated_text(
     mutated(seeds, dict).prop_map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
+/// Seeds computed at run time (signed cookies, sealed values) as the `'static` slice
+/// [`mutated`] takes; call it once per test (from a `OnceLock`).
+pub fn leak_seeds(seeds: Vec<String>) -> &'static [&'static str] {
+    let strs: Vec<&'static str> = seeds
+        .into_iter()
+        .map(|s| &*Box::leak(s.into_boxed_str()))
+        .collect();
+    Box::leak(strs.into_boxed_slice())
+}
+
 /// The case count for a no-panic test: `default` unless `RAMPART_FUZZ_CASES` is set (run
 /// longer locally with e.g. `RAMPART_FUZZ_CASES=100000 cargo test --lib fuzz`).
 pub fn cases(default: u32) -> u32 {

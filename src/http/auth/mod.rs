@@ -23,3 +23,6 @@ pub mod service;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz_tests;
