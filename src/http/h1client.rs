@@ -679,6 +679,9 @@ impl UpstreamBody {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
