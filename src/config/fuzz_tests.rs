@@ -88,7 +88,7 @@ fn tokens() -> &'static [&'static str] {
 }
 
 proptest! {
-    #![proptest_config(config(800))]
+    #![proptest_config(config(2500))]
 
     #[test]
     fn config_text_never_panics(text in mutated_text(CONFIG_SEEDS, tokens())) {

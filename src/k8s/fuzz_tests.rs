@@ -175,7 +175,7 @@ fn manifest_tokens() -> &'static [&'static str] {
 }
 
 proptest! {
-    #![proptest_config(config(1500))]
+    #![proptest_config(config(3000))]
 
     #[test]
     fn annotation_parser_never_panics(map in annotations()) {
@@ -199,7 +199,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(300))]
+    #![proptest_config(config(800))]
 
     #[test]
     fn render_never_panics(text in mutated_text(MANIFEST_SEEDS, manifest_tokens())) {

@@ -510,7 +510,7 @@ mod no_panic {
     }
 
     proptest! {
-        #![proptest_config(config(1500))]
+        #![proptest_config(config(3000))]
 
         #[test]
         fn ppl_text_never_panics(text in mutated_text(PPL_SEEDS, tokens())) {

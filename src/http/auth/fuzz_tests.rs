@@ -109,7 +109,7 @@ fn tokens() -> &'static [&'static str] {
 }
 
 proptest! {
-    #![proptest_config(config(1500))]
+    #![proptest_config(config(3000))]
 
     #[test]
     fn session_cookie_never_panics_or_verifies_as_another(token in mutated_text(signed_handles(), tokens())) {

@@ -119,7 +119,7 @@ fn encode_chunked(body: &[u8], sizes: &[usize], ext: bool, trailers: bool) -> Ve
 }
 
 proptest! {
-    #![proptest_config(config(2000))]
+    #![proptest_config(config(4000))]
 
     #[test]
     fn response_heads_never_panic_and_parse_the_same_in_pieces(
