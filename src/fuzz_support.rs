@@ -73,10 +73,49 @@ pub fn apply(mut data: Vec<u8>, edits: &[Edit], dict: &[&str]) -> Vec<u8> {
 
 /// Tokens that matter to YAML and JSON documents.
 pub const YAML_TOKENS: &[&str] = &[
-    "\n", "\n  ", "\n- ", "  ", ": ", ":", "- ", "{", "}", "[", "]", ",", "\"", "'", "#", "&a ",
-    "*a", "<<: ", "!!str ", "!!binary ", "!tag ", "|\n  ", ">\n  ", "~", "null", "true", "false",
-    "0", "-1", "1e999", "0x10", ".inf", ".nan", "\\u0000", "\t", "\r\n", "---\n", "...\n", "?",
-    "%YAML 1.2\n", "\u{feff}", "é", "\u{10ffff}",
+    "\n",
+    "\n  ",
+    "\n- ",
+    "  ",
+    ": ",
+    ":",
+    "- ",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    "\"",
+    "'",
+    "#",
+    "&a ",
+    "*a",
+    "<<: ",
+    "!!str ",
+    "!!binary ",
+    "!tag ",
+    "|\n  ",
+    ">\n  ",
+    "~",
+    "null",
+    "true",
+    "false",
+    "0",
+    "-1",
+    "1e999",
+    "0x10",
+    ".inf",
+    ".nan",
+    "\\u0000",
+    "\t",
+    "\r\n",
+    "---\n",
+    "...\n",
+    "?",
+    "%YAML 1.2\n",
+    "\u{feff}",
+    "é",
+    "\u{10ffff}",
 ];
 
 /// Bytes that are either arbitrary or a seed (unchanged or mutated with 1–8 edits, tokens from
@@ -153,17 +192,7 @@ mod tests {
                 apply(seed.to_vec(), &all(i), &[]);
             }
         }
-        assert_eq!(
-            apply(b"abc".to_vec(), &[Edit::Truncate(0)], &[]),
-            b""
-        );
-        assert_eq!(
-            apply(
-                b"ab".to_vec(),
-                &[Edit::Token(2, 0)],
-                &["X"]
-            ),
-            b"abX"
-        );
+        assert_eq!(apply(b"abc".to_vec(), &[Edit::Truncate(0)], &[]), b"");
+        assert_eq!(apply(b"ab".to_vec(), &[Edit::Token(2, 0)], &["X"]), b"abX");
     }
 }

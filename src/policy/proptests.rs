@@ -419,13 +419,58 @@ mod no_panic {
 
     /// Tokens that steer mutations towards PPL structure.
     const PPL_TOKENS: &[&str] = &[
-        "allow", "deny", "and", "or", "not", "nor", "action", "email", "domain", "user", "groups",
-        "claim/", "claim/a/b", "http_method", "http_path", "source_ip", "client_certificate",
-        "invalid_client_certificate", "device", "cors_preflight", "accept", "reject",
-        "authenticated_user", "pomerium_routes", "mcp_tool", "is", "in", "not_in", "has",
-        "exclude", "starts_with", "ends_with", "contains", "fingerprint", "spki_hash",
-        "san_email", "san_dns", "san_uri", "0.0.0.0/0", "::/0", "1.2.3.4/33", "[]", "{}",
-        "- {}", "\n- ", ": [", ": {", "null", "true", "1.5", "-0", "\"\"",
+        "allow",
+        "deny",
+        "and",
+        "or",
+        "not",
+        "nor",
+        "action",
+        "email",
+        "domain",
+        "user",
+        "groups",
+        "claim/",
+        "claim/a/b",
+        "http_method",
+        "http_path",
+        "source_ip",
+        "client_certificate",
+        "invalid_client_certificate",
+        "device",
+        "cors_preflight",
+        "accept",
+        "reject",
+        "authenticated_user",
+        "pomerium_routes",
+        "mcp_tool",
+        "is",
+        "in",
+        "not_in",
+        "has",
+        "exclude",
+        "starts_with",
+        "ends_with",
+        "contains",
+        "fingerprint",
+        "spki_hash",
+        "san_email",
+        "san_dns",
+        "san_uri",
+        "0.0.0.0/0",
+        "::/0",
+        "1.2.3.4/33",
+        "[]",
+        "{}",
+        "- {}",
+        "\n- ",
+        ": [",
+        ": {",
+        "null",
+        "true",
+        "1.5",
+        "-0",
+        "\"\"",
     ];
 
     fn tokens() -> &'static [&'static str] {
@@ -457,8 +502,8 @@ mod no_panic {
 
     /// A well-shaped document whose criterion values are anything at all.
     fn shaped_document() -> impl Strategy<Value = Value> {
-        let criterion = (prop::sample::select(PPL_TOKENS), wild_value())
-            .prop_map(|(k, v)| json!({ k: v }));
+        let criterion =
+            (prop::sample::select(PPL_TOKENS), wild_value()).prop_map(|(k, v)| json!({ k: v }));
         let block = prop::collection::btree_map(
             prop::sample::select(&["and", "or", "not", "nor", "action"][..]),
             prop_oneof![
@@ -468,12 +513,11 @@ mod no_panic {
             1..3,
         )
         .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()));
-        let rule_set = prop::collection::btree_map(
-            prop::sample::select(&["allow", "deny"][..]),
-            block,
-            1..3,
-        )
-        .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()));
+        let rule_set =
+            prop::collection::btree_map(prop::sample::select(&["allow", "deny"][..]), block, 1..3)
+                .prop_map(|m| {
+                    Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                });
         prop_oneof![
             rule_set.clone(),
             prop::collection::vec(rule_set, 0..3).prop_map(Value::Array),

@@ -24,10 +24,40 @@ const NOW: u64 = 1_700_000_000;
 
 /// Base64, JWT and cookie syntax.
 const TOKENS: &[&str] = &[
-    ".", "=", "==", "-", "_", "+", "/", "%3D", "%2F", ";", "; ", ",", " ", "\"", "eyJ", "e30",
-    "eyJhbGciOiJub25lIn0", "eyJhbGciOiJIUzI1NiJ9", "AAAA", "|", "&", "?", "#", "%", "%zz",
-    "_pomerium=", "pomerium_session=", "pomerium_signature=", "pomerium_issued=",
-    "pomerium_expiry=", "0", "18446744073709551615", "99999999999999999999", "Pomerium ",
+    ".",
+    "=",
+    "==",
+    "-",
+    "_",
+    "+",
+    "/",
+    "%3D",
+    "%2F",
+    ";",
+    "; ",
+    ",",
+    " ",
+    "\"",
+    "eyJ",
+    "e30",
+    "eyJhbGciOiJub25lIn0",
+    "eyJhbGciOiJIUzI1NiJ9",
+    "AAAA",
+    "|",
+    "&",
+    "?",
+    "#",
+    "%",
+    "%zz",
+    "_pomerium=",
+    "pomerium_session=",
+    "pomerium_signature=",
+    "pomerium_issued=",
+    "pomerium_expiry=",
+    "0",
+    "18446744073709551615",
+    "99999999999999999999",
+    "Pomerium ",
     "Bearer Pomerium-",
 ];
 
@@ -83,7 +113,13 @@ fn csrf_cookies() -> &'static [&'static str] {
 
 fn pkce_cookies() -> &'static [&'static str] {
     static S: OnceLock<&'static [&'static str]> = OnceLock::new();
-    S.get_or_init(|| leak_seeds(vec![pkce_cookie_value(&KEY, "_pomerium_pkce_x", "verifier")]))
+    S.get_or_init(|| {
+        leak_seeds(vec![pkce_cookie_value(
+            &KEY,
+            "_pomerium_pkce_x",
+            "verifier",
+        )])
+    })
 }
 
 fn signed_urls() -> &'static [&'static str] {

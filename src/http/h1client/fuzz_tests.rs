@@ -18,9 +18,29 @@ const HEADS: &[&str] = &[
 ];
 
 const HEAD_TOKENS: &[&str] = &[
-    "\r\n", "\r\n\r\n", "\n", ": ", ":", " ", "\t", "HTTP/1.1 ", "HTTP/1.0 ", "HTTP/2 ", "999",
-    "000", "Content-Length: ", "-1", "18446744073709551616", "Transfer-Encoding: chunked",
-    "Connection: ", "close", "keep-alive", "\0", "\x7f", "\u{80}", "é",
+    "\r\n",
+    "\r\n\r\n",
+    "\n",
+    ": ",
+    ":",
+    " ",
+    "\t",
+    "HTTP/1.1 ",
+    "HTTP/1.0 ",
+    "HTTP/2 ",
+    "999",
+    "000",
+    "Content-Length: ",
+    "-1",
+    "18446744073709551616",
+    "Transfer-Encoding: chunked",
+    "Connection: ",
+    "close",
+    "keep-alive",
+    "\0",
+    "\x7f",
+    "\u{80}",
+    "é",
 ];
 
 const CHUNKED: &[&str] = &[
@@ -30,8 +50,18 @@ const CHUNKED: &[&str] = &[
 ];
 
 const CHUNK_TOKENS: &[&str] = &[
-    "\r\n", "\r", "\n", ";", "0", "ffffffffffffffff", "10000000000000000", "FFFF", " ", "\t",
-    "0\r\n\r\n", "x:y\r\n",
+    "\r\n",
+    "\r",
+    "\n",
+    ";",
+    "0",
+    "ffffffffffffffff",
+    "10000000000000000",
+    "FFFF",
+    " ",
+    "\t",
+    "0\r\n\r\n",
+    "x:y\r\n",
 ];
 
 /// What a parsed head means, comparable.
