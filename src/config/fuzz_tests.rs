@@ -157,3 +157,18 @@ fn seeds_are_valid_configs() {
         AuthSettings::from_settings(&settings).unwrap();
     }
 }
+
+/// Regression (found by `http::fuzz_tests`): a wildcard route's suffix compared against a host
+/// whose byte at the cut is inside a multi-byte character sliced the string off a character
+/// boundary and panicked.
+#[test]
+fn wildcard_host_match_with_multibyte_host_does_not_panic() {
+    let suffix = super::route::HostMatch::Wildcard(".example.com".into());
+    // 12 bytes from the end falls inside `é` (2 bytes).
+    assert!(!suffix.matches("éxample.com"));
+    assert!(!suffix.matches("aé.xample.com"));
+    assert!(!suffix.matches("ԧ���;�a.b"));
+    assert!(suffix.matches("é.example.com"));
+    assert!(suffix.matches("A.EXAMPLE.com"));
+    assert!(!suffix.matches(".example.com"));
+}
