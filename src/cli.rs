@@ -108,11 +108,42 @@ pub enum PolicyCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("source")
+        .required(true)
+        .args(["policy", "config", "manifests"])
+))]
 pub struct PolicyEvalArgs {
     /// Policy file (YAML or JSON), `-` for stdin.
     #[arg(long)]
-    pub policy: PathBuf,
-    /// Input JSON file, `-` for stdin.
+    pub policy: Option<PathBuf>,
+    /// Config file (as for `rampart serve`, `-` for stdin): evaluate the effective policy of one
+    /// of its routes (legacy fields such as `allowed_users` plus `policy`), chosen with
+    /// `--route`, `--path`, `--id`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Kubernetes manifests (as for `rampart render`, repeatable, `-` for stdin): evaluate the
+    /// effective policy of one of the routes they render to, chosen with `--ingress`, `--route`,
+    /// `--path`, `--id`.
+    #[arg(short = 'f', long = "filename")]
+    pub manifests: Vec<PathBuf>,
+    /// The route's `from` URL (`https://app.example.com`; the scheme may be left out).
+    #[arg(long, conflicts_with = "policy")]
+    pub route: Option<String>,
+    /// The route's `path`, `prefix` or `regex`, when several routes share a `from`.
+    #[arg(long, conflicts_with = "policy")]
+    pub path: Option<String>,
+    /// The route's `id` (in a config file, routes without one are `route-N`, N counted from 0
+    /// in file order).
+    #[arg(long, conflicts_with = "policy")]
+    pub id: Option<String>,
+    /// With `-f`: only the routes of this Ingress (`namespace/name`).
+    #[arg(long, conflicts_with_all = ["policy", "config"])]
+    pub ingress: Option<String>,
+    /// With `-f`: annotation prefix, without the `/`.
+    #[arg(long, default_value = "ingress.pomerium.io")]
+    pub prefix: String,
+    /// Input JSON file (request and identity), `-` for stdin.
     #[arg(long)]
     pub input: PathBuf,
 }

@@ -16,3 +16,6 @@ pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod verify;
+
+#[cfg(test)]
+mod fuzz_support;

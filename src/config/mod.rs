@@ -353,3 +353,6 @@ fn request_rules(s: &Settings) -> Result<RequestRules, ConfigError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz_tests;

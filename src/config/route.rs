@@ -90,9 +90,11 @@ impl HostMatch {
     pub fn matches(&self, host: &str) -> bool {
         match self {
             HostMatch::Exact(h) => h.eq_ignore_ascii_case(host),
+            // Compared as bytes: the cut may fall inside a multi-byte character.
             HostMatch::Wildcard(suffix) => {
                 host.len() > suffix.len()
-                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                    && host.as_bytes()[host.len() - suffix.len()..]
+                        .eq_ignore_ascii_case(suffix.as_bytes())
             }
             HostMatch::Any => true,
         }

@@ -808,6 +808,9 @@ impl UpstreamBody {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

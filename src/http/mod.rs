@@ -18,3 +18,6 @@ pub mod server;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;
+
+#[cfg(test)]
+mod fuzz_tests;

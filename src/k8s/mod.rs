@@ -18,6 +18,9 @@ pub mod crd;
 pub mod reconcile;
 pub mod render;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use crd::Pomerium;
 
 /// The object kinds the conversion reads.

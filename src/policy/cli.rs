@@ -1,14 +1,24 @@
 //! `rampart policy check|eval|explain`: the logic, as functions returning output and exit code.
+//! `eval`/`explain` take a policy file, or a route of a config file or of Kubernetes manifests
+//! (its effective policy: legacy fields plus `policy`, compiled as the proxy does).
 
 use std::io::Read;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
 use super::identity::{flatten_claims, groups_from_claim};
-use super::{compile, parse_document, ClientCertificate, Decision, Identity, OwnedRequest};
+use super::route_choice::{
+    choose, config_candidates, describe, ChoiceError, RouteCandidate, RouteSelector,
+};
+use super::{
+    compile, compile_route_config, parse_document, ClientCertificate, Decision, Identity,
+    OwnedRequest,
+};
 use crate::cli::{PolicyCommand, PolicyEvalArgs};
+use crate::k8s::convert::ConvertOptions;
+use crate::k8s::render::{parse_documents, render};
 
 /// Exit code for any policy or input error.
 pub const EXIT_ERROR: i32 = 2;
@@ -68,25 +78,177 @@ pub fn run(cmd: &PolicyCommand) -> CliOutput {
             Ok(text) => check(&text),
             Err(e) => CliOutput::error(e),
         },
-        PolicyCommand::Eval(args) => with_sources(args, eval),
-        PolicyCommand::Explain(args) => with_sources(args, explain),
+        PolicyCommand::Eval(args) => run_eval(args, Mode::Eval),
+        PolicyCommand::Explain(args) => run_eval(args, Mode::Explain),
     }
 }
 
-fn with_sources(args: &PolicyEvalArgs, f: fn(&str, &str) -> CliOutput) -> CliOutput {
-    let stdin = Path::new("-");
-    if args.policy == stdin && args.input == stdin {
-        return CliOutput::error("only one of --policy and --input may be `-` (stdin)");
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Eval,
+    Explain,
+}
+
+fn run_eval(args: &PolicyEvalArgs, mode: Mode) -> CliOutput {
+    match eval_with_sources(args, mode) {
+        Ok(out) | Err(out) => out,
     }
-    let policy = match read_source(&args.policy) {
-        Ok(t) => t,
-        Err(e) => return CliOutput::error(e),
+}
+
+fn eval_with_sources(args: &PolicyEvalArgs, mode: Mode) -> Result<CliOutput, CliOutput> {
+    let stdin = Path::new("-");
+    let readers = [args.policy.as_deref(), args.config.as_deref()]
+        .into_iter()
+        .flatten()
+        .chain(args.manifests.iter().map(PathBuf::as_path))
+        .chain([args.input.as_path()])
+        .filter(|p| *p == stdin)
+        .count();
+    if readers > 1 {
+        let what = if args.policy.is_some() {
+            "--policy"
+        } else if args.config.is_some() {
+            "--config"
+        } else {
+            "-f"
+        };
+        return Err(CliOutput::error(format!(
+            "only one of {what} and --input may be `-` (stdin)"
+        )));
+    }
+    if let Some(policy) = &args.policy {
+        let policy = read_source(policy).map_err(CliOutput::error)?;
+        let input = read_source(&args.input).map_err(CliOutput::error)?;
+        return Ok(match mode {
+            Mode::Eval => eval(&policy, &input),
+            Mode::Explain => explain(&policy, &input),
+        });
+    }
+    let (routes, rejected) = match &args.config {
+        Some(path) => (config_routes(path)?, Vec::new()),
+        None => manifest_routes(&args.manifests, &args.prefix)?,
     };
-    let input = match read_source(&args.input) {
-        Ok(t) => t,
-        Err(e) => return CliOutput::error(e),
+    let selector = RouteSelector {
+        from: args.route.clone(),
+        path: args.path.clone(),
+        id: args.id.clone(),
+        ingress: args.ingress.clone(),
     };
-    f(&policy, &input)
+    if let Some(ing) = &args.ingress {
+        let prefix = format!("{ing}: ");
+        if let Some(reason) = rejected.iter().find_map(|r| r.strip_prefix(&prefix)) {
+            return Err(CliOutput::error(format!(
+                "Ingress {ing} is rejected, so it has no routes: {reason}"
+            )));
+        }
+    }
+    let route = choose(&routes, &selector).map_err(|e| {
+        let mut message = e.to_string();
+        if matches!(e, ChoiceError::NotFound { .. } | ChoiceError::NoRoutes) && !rejected.is_empty()
+        {
+            message.push_str("\nrejected Ingresses (no routes):\n  ");
+            message.push_str(&rejected.join("\n  "));
+        }
+        CliOutput::error(message)
+    })?;
+    let input = read_source(&args.input).map_err(CliOutput::error)?;
+    Ok(match mode {
+        Mode::Eval => eval_route(route, &input),
+        Mode::Explain => explain_route(route, &input),
+    })
+}
+
+/// The routes of a config file (key names and types checked as `rampart serve` does; only the
+/// chosen route's policy is compiled).
+fn config_routes(path: &Path) -> Result<Vec<RouteCandidate>, CliOutput> {
+    let text = read_source(path).map_err(CliOutput::error)?;
+    let name = if path == Path::new("-") {
+        Path::new("(stdin)")
+    } else {
+        path
+    };
+    let settings = crate::config::parse(&text, name).map_err(CliOutput::error)?;
+    Ok(config_candidates(&settings.routes))
+}
+
+/// The routes Kubernetes manifests render to (as `rampart render`), and the rejected Ingresses.
+fn manifest_routes(
+    files: &[PathBuf],
+    prefix: &str,
+) -> Result<(Vec<RouteCandidate>, Vec<String>), CliOutput> {
+    let mut objects = Vec::new();
+    for path in files {
+        let text = read_source(path).map_err(CliOutput::error)?;
+        let (objs, _skipped) = parse_documents(&text, path).map_err(CliOutput::error)?;
+        objects.extend(objs);
+    }
+    let options = ConvertOptions {
+        prefix: prefix.to_string(),
+        ..ConvertOptions::default()
+    };
+    let rendered = render(objects, options, None);
+    let routes = rendered
+        .settings
+        .routes
+        .into_iter()
+        .map(|config| RouteCandidate {
+            id: config.id.clone().unwrap_or_default(),
+            config,
+        })
+        .collect();
+    Ok((routes, rendered.errors))
+}
+
+/// `policy eval` for a route: `{"decision", "reasons", "route"}` (the route's id).
+pub fn eval_route(route: &RouteCandidate, input_text: &str) -> CliOutput {
+    let (policy, input) = match prepare_route(route, input_text) {
+        Ok(x) => x,
+        Err(out) => return out,
+    };
+    let ev = policy.evaluate(&input.request, input.identity.as_ref());
+    let line = json!({
+        "route": route.id,
+        "decision": decision_text(ev.decision),
+        "reasons": ev.decisive_reasons().to_strings(),
+    });
+    CliOutput::ok(format!("{line}\n"), warnings_text(policy.warnings()))
+}
+
+/// `policy explain` for a route: the route, then the trace of its effective policy (the legacy
+/// fields are the `allow` rule labelled `legacy fields`).
+pub fn explain_route(route: &RouteCandidate, input_text: &str) -> CliOutput {
+    let (policy, input) = match prepare_route(route, input_text) {
+        Ok(x) => x,
+        Err(out) => return out,
+    };
+    CliOutput::ok(
+        format!(
+            "route: {}\n{}",
+            describe(route),
+            policy.explain(&input.request, input.identity.as_ref())
+        ),
+        String::new(),
+    )
+}
+
+/// Compiles a route's effective policy exactly as the proxy does (legacy fields, then
+/// `policy`).
+fn prepare_route(
+    route: &RouteCandidate,
+    input_text: &str,
+) -> Result<(super::CompiledPolicy, EvalInput), CliOutput> {
+    let policy = compile_route_config(&route.config)
+        .map_err(|e| CliOutput::error(format!("route {}: policy: {e}", route.id)))?;
+    let input = parse_input(input_text).map_err(CliOutput::error)?;
+    Ok((policy, input))
+}
+
+fn decision_text(d: Decision) -> &'static str {
+    match d {
+        Decision::Allow => "allow",
+        Decision::Login => "login",
+        Decision::Deny | Decision::ClientCertificateRequired => "deny",
+    }
 }
 
 fn read_source(path: &Path) -> Result<String, String> {
@@ -121,12 +283,10 @@ pub fn eval(policy_text: &str, input_text: &str) -> CliOutput {
         Err(out) => return out,
     };
     let ev = policy.evaluate(&input.request, input.identity.as_ref());
-    let decision = match ev.decision {
-        Decision::Allow => "allow",
-        Decision::Login => "login",
-        Decision::Deny | Decision::ClientCertificateRequired => "deny",
-    };
-    let line = json!({"decision": decision, "reasons": ev.decisive_reasons().to_strings()});
+    let line = json!({
+        "decision": decision_text(ev.decision),
+        "reasons": ev.decisive_reasons().to_strings(),
+    });
     CliOutput::ok(format!("{line}\n"), warnings_text(policy.warnings()))
 }
 

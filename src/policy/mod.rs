@@ -21,6 +21,7 @@ mod matcher;
 mod reason;
 mod request;
 mod route;
+pub mod route_choice;
 
 pub mod cli;
 

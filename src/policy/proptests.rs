@@ -395,3 +395,190 @@ proptest! {
         }
     }
 }
+
+// ---- no-panic: PPL parser and compiler (issue 10) ----
+//
+// Whatever the text, parsing and compiling return a value or an error, and a compiled policy
+// evaluates and explains any request without panicking.
+
+mod no_panic {
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::super::*;
+    use crate::fuzz_support::{config, mutated_text, YAML_TOKENS};
+
+    /// Valid documents in YAML and JSON using every criterion and matcher.
+    const PPL_SEEDS: &[&str] = &[
+        include_str!("../../examples/policy.yaml"),
+        "allow:\n  and:\n    - email: {is: alice@example.com}\n    - groups: {has: admins}\n  or:\n    - domain: {ends_with: example.com}\n    - user: {in: [u1, u2]}\ndeny:\n  not:\n    - http_method: {not_in: [GET, HEAD]}\n  nor:\n    - http_path: {starts_with: /admin, contains: x}\n",
+        "- allow:\n    or:\n      - claim/org/level: {is: 3}\n      - claim/team: {exclude: ops}\n      - source_ip: [10.0.0.0/8, \"::1\"]\n      - cors_preflight: true\n      - accept: true\n- deny:\n    or:\n      - reject: true\n      - authenticated_user: true\n      - invalid_client_certificate: true\n",
+        r#"{"allow":{"or":[{"client_certificate":{"fingerprint":"0d6f7b2e0e3b1f4ba2f0e5c8c7b5e0c1d6a4e2f3b1c0d9e8f7a6b5c4d3e2f1a0","san_dns":{"ends_with":".example.com"}}},{"device":{"is":"x"}},{"pomerium_routes":true},{"mcp_tool":{"in":["a"]}}]},"deny":{"and":[{"http_method":"DELETE"},{"email":{"not":"x@y"}}]}}"#,
+        r#"[{"allow":{"and":[{"groups":{"is":"devs"}},{"claim/email_verified":true},{"source_ip":"192.168.0.1"}],"action":"allow"}},{"deny":{"or":[{"client_certificate":{"spki_hash":["AAAA"],"san_email":"a@b","san_uri":{"starts_with":"spiffe://"}}}]}}]"#,
+    ];
+
+    /// Tokens that steer mutations towards PPL structure.
+    const PPL_TOKENS: &[&str] = &[
+        "allow",
+        "deny",
+        "and",
+        "or",
+        "not",
+        "nor",
+        "action",
+        "email",
+        "domain",
+        "user",
+        "groups",
+        "claim/",
+        "claim/a/b",
+        "http_method",
+        "http_path",
+        "source_ip",
+        "client_certificate",
+        "invalid_client_certificate",
+        "device",
+        "cors_preflight",
+        "accept",
+        "reject",
+        "authenticated_user",
+        "pomerium_routes",
+        "mcp_tool",
+        "is",
+        "in",
+        "not_in",
+        "has",
+        "exclude",
+        "starts_with",
+        "ends_with",
+        "contains",
+        "fingerprint",
+        "spki_hash",
+        "san_email",
+        "san_dns",
+        "san_uri",
+        "0.0.0.0/0",
+        "::/0",
+        "1.2.3.4/33",
+        "[]",
+        "{}",
+        "- {}",
+        "\n- ",
+        ": [",
+        ": {",
+        "null",
+        "true",
+        "1.5",
+        "-0",
+        "\"\"",
+    ];
+
+    fn tokens() -> &'static [&'static str] {
+        static ALL: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+        ALL.get_or_init(|| PPL_TOKENS.iter().chain(YAML_TOKENS).copied().collect())
+    }
+
+    /// Any JSON value, nested a little, with PPL words among the strings and keys.
+    fn wild_value() -> impl Strategy<Value = Value> {
+        let word = prop_oneof![
+            prop::sample::select(PPL_TOKENS).prop_map(str::to_string),
+            ".{0,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            word.clone().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 24, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(word.clone(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A well-shaped document whose criterion values are anything at all.
+    fn shaped_document() -> impl Strategy<Value = Value> {
+        let criterion =
+            (prop::sample::select(PPL_TOKENS), wild_value()).prop_map(|(k, v)| json!({ k: v }));
+        let block = prop::collection::btree_map(
+            prop::sample::select(&["and", "or", "not", "nor", "action"][..]),
+            prop_oneof![
+                4 => prop::collection::vec(criterion, 0..4).prop_map(Value::Array),
+                1 => wild_value(),
+            ],
+            1..3,
+        )
+        .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()));
+        let rule_set =
+            prop::collection::btree_map(prop::sample::select(&["allow", "deny"][..]), block, 1..3)
+                .prop_map(|m| {
+                    Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                });
+        prop_oneof![
+            rule_set.clone(),
+            prop::collection::vec(rule_set, 0..3).prop_map(Value::Array),
+        ]
+    }
+
+    fn requests() -> Vec<(OwnedRequest, Option<Identity>)> {
+        let alice = Identity::from_claims(&json!({
+            "sub": "u1", "email": "alice@example.com", "groups": ["admins"],
+            "org": {"level": 3}, "team": ["ops"], "email_verified": true,
+        }));
+        vec![
+            (OwnedRequest::new("GET", "/"), None),
+            (
+                OwnedRequest::new("OPTIONS", "/admin")
+                    .with_header("Origin", "https://x")
+                    .with_header("Access-Control-Request-Method", "GET"),
+                Some(alice),
+            ),
+        ]
+    }
+
+    /// Compiles and, when it compiles, evaluates and explains: nothing may panic.
+    fn exercise(value: &Value) {
+        if let Ok(policy) = compile(value) {
+            for (req, identity) in requests() {
+                let ev = policy.evaluate(&req, identity.as_ref());
+                let _ = ev.decisive_reasons().to_strings();
+                let _ = policy.explain(&req, identity.as_ref());
+            }
+        }
+        let _ = compile_route(&LegacyPolicy::default(), std::slice::from_ref(value));
+        let _ = crate::k8s::annotations::check_policy(value);
+    }
+
+    proptest! {
+        #![proptest_config(config(3000))]
+
+        #[test]
+        fn ppl_text_never_panics(text in mutated_text(PPL_SEEDS, tokens())) {
+            if let Ok(value) = parse_document(&text) {
+                exercise(&value);
+            }
+            let _ = crate::k8s::annotations::parse_policy(&text);
+            let _ = cli::check(&text);
+        }
+
+        #[test]
+        fn ppl_documents_with_any_values_never_panic(doc in shaped_document()) {
+            exercise(&doc);
+            // As YAML text it parses; as JSON text it parses or is an error
+            // (YAML refuses raw control characters that JSON strings may hold).
+            let yaml_text = serde_yaml::to_string(&doc).unwrap();
+            let parsed = parse_document(&yaml_text);
+            prop_assert!(parsed.is_ok(), "{yaml_text}: {parsed:?}");
+            if let Ok(parsed) = parsed {
+                exercise(&parsed);
+            }
+            if let Ok(parsed) = parse_document(&serde_json::to_string(&doc).unwrap()) {
+                exercise(&parsed);
+            }
+        }
+    }
+}

@@ -24,3 +24,6 @@ pub mod service;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz_tests;
