@@ -1678,3 +1678,62 @@ async fn endpoint_changes_keep_open_websockets() {
     );
     running.stop().await;
 }
+
+/// Issue 11 item 1: status merge patches delete a fixed error and an emptied warnings list
+/// (RFC 7386: `null` deletes) instead of omitting the keys, which would keep the old values.
+/// Item 6: a bootstrap Secret reference without a namespace reads as in Pomerium.
+#[actix_rt::test]
+async fn fixed_errors_and_warnings_leave_the_status() {
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    let mut bad_settings = pomerium_global();
+    bad_settings["spec"]["secrets"] = json!("bootstrap");
+    kube.apply(bad_settings);
+    let mut bad = ingress("bad", "bad.example.com", "web");
+    bad["metadata"]["annotations"]["ingress.pomerium.io/foo"] = json!("x");
+    kube.apply(bad);
+    let r = start(kube, &[]).await;
+    let kube = &r.kube;
+    eventually("settings error", || {
+        crd_status(kube)["settingsStatus"]["error"]
+            == json!("secrets: bootstrap secret: parse bootstrap: missing namespace for resource")
+    })
+    .await;
+
+    // Fix the settings: the error goes, the storage warning stays.
+    kube.apply(pomerium_global());
+    eventually("settings reconciled", || {
+        crd_status(kube)["settingsStatus"]["reconciled"] == json!(true)
+    })
+    .await;
+    let st = crd_status(kube)["settingsStatus"].clone();
+    assert!(st.get("error").is_none(), "stale settings error: {st}");
+    assert_eq!(st["warnings"].as_array().map(Vec::len), Some(1), "{st}");
+
+    // The Ingress error is there, then fixed.
+    eventually("ingress error", || {
+        crd_status(kube)["ingress"]["default/bad"]["reconciled"] == json!(false)
+    })
+    .await;
+    kube.apply(ingress("bad", "bad.example.com", "web"));
+    eventually("ingress reconciled", || {
+        crd_status(kube)["ingress"]["default/bad"]["reconciled"] == json!(true)
+    })
+    .await;
+    let entry = crd_status(kube)["ingress"]["default/bad"].clone();
+    assert!(entry.get("error").is_none(), "stale ingress error: {entry}");
+
+    // Storage configured: the warnings list becomes empty and leaves the status.
+    let mut with_storage = pomerium_global();
+    with_storage["spec"]["storage"] = json!({"file": {"path": "/tmp/rampart-test-storage"}});
+    let generation = kube.apply(with_storage)["metadata"]["generation"].clone();
+    eventually("warnings gone", || {
+        let st = crd_status(kube)["settingsStatus"].clone();
+        st["observedGeneration"] == generation && st.get("warnings").is_none()
+    })
+    .await;
+    assert_eq!(
+        crd_status(kube)["settingsStatus"]["reconciled"],
+        json!(true)
+    );
+}
