@@ -541,7 +541,7 @@ pub async fn start(args: &ControllerArgs) -> Result<Running, ControllerError> {
     tracing::info!(address = %server_addr, "proxy listening");
     if let Some(addr) = redirect_addr {
         servers.push(
-            redirect_server(addr, server_addr.port(), Some(acme.clone()), &opts)
+            redirect_server(addr, None, Some(acme.clone()), &opts)
                 .map_err(listen_err("http-redirect-addr", addr))?,
         );
         tracing::info!(address = %addr, "redirect listener");

@@ -1534,11 +1534,13 @@ async fn http01_solver_is_served_on_the_plain_http_listener() {
     );
 
     // Other paths, and challenges for hosts without a solver, still redirect to https.
+    // The redirect names no port, as Pomerium's: the Service exposes 443, not the container's
+    // `--server-addr` port (issue 11 item 2).
     let (code, location, _) = get("/dashboard?x=1").await.unwrap();
     assert_eq!(code, 301);
     assert_eq!(
         location.as_deref(),
-        Some(format!("https://app.example.com:{port}/dashboard?x=1").as_str())
+        Some("https://app.example.com/dashboard?x=1")
     );
     let other = client
         .get(format!(
@@ -1549,6 +1551,10 @@ async fn http01_solver_is_served_on_the_plain_http_listener() {
         .await
         .unwrap();
     assert_eq!(other.status().as_u16(), 301);
+    assert_eq!(
+        other.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
     running.stop().await;
 }
 
