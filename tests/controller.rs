@@ -605,6 +605,35 @@ async fn watches_recover_from_dropped_streams_and_410_gone() {
     assert_eq!(updated_b(kube), before);
 }
 
+/// Issue 11 item 3: after an API server outage of several seconds, a change made once it is back
+/// is served within 2 s (kube-runtime's default backoff had grown to tens of seconds).
+#[actix_rt::test]
+async fn changes_after_an_api_server_restart_are_served_within_two_seconds() {
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    kube.apply(ingress("a", "a.example.com", "web"));
+    let mut r = start(kube, &[]).await;
+    eventually("initial", || r.published.has_host("a.example.com")).await;
+    eventually("ingress watch open", || {
+        r.kube.open_watches("networking.k8s.io/v1", "Ingress") == 1
+    })
+    .await;
+
+    r.kube.stop();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    r.kube.restart();
+    let back = std::time::Instant::now();
+    r.kube.apply(ingress("b", "b.example.com", "web"));
+    eventually("b after the restart", || r.published.has_host("b.example.com")).await;
+    let took = back.elapsed();
+    eprintln!("served {took:?} after the API server came back");
+    assert!(
+        took < Duration::from_secs(2),
+        "served {took:?} after the API server came back"
+    );
+    assert!(r.published.has_host("a.example.com"));
+}
+
 async fn get_status(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
     let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
     let code = resp.status().as_u16();

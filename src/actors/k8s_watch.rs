@@ -1,6 +1,7 @@
 //! Watcher actor: one per watched kind, a thin shell over `kube::runtime::watcher` (list, then
 //! watch; it re-watches from the last resourceVersion after a dropped stream and re-lists after
-//! 410 Gone, with backoff on errors). It buffers a list (`Init`..`InitDone`) into one
+//! 410 Gone, with backoff on errors: `WatchBackoff`, capped at 1 s so recovery after an API
+//! server outage is quick). It buffers a list (`Init`..`InitDone`) into one
 //! `Listed` message and forwards single changes, all to the reconciler actor.
 
 use std::fmt::Debug;
@@ -11,6 +12,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 
+use crate::k8s::backoff::WatchBackoff;
 use crate::k8s::watch::WatchEvent;
 use crate::k8s::{Kind, KubeObject};
 
@@ -77,7 +79,9 @@ where
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let api = self.api.take().expect("watcher started once");
-        let stream = watcher(api, self.config.clone()).default_backoff().boxed();
+        let stream = watcher(api, self.config.clone())
+            .backoff(WatchBackoff::default())
+            .boxed();
         ctx.add_stream(stream);
         tracing::debug!(kind = %format!("{:?}", self.kind), "watch started");
     }
