@@ -509,6 +509,19 @@ async fn broken_ingress_is_rejected_alone() {
     })
     .await;
     assert!(published.has_host("good.example.com"));
+    // A TCP route: rejected with a clear "not supported yet" (issue 11 item 5).
+    let mut tcp = ingress("tcp", "db.example.com", "web");
+    tcp["metadata"]["annotations"]["ingress.pomerium.io/tcp_upstream"] = json!("true");
+    tcp["spec"]["rules"][0]["http"]["paths"][0] =
+        json!({"pathType": "ImplementationSpecific", "backend": {"service": {"name": "web", "port": {"number": 80}}}});
+    kube.apply(tcp);
+    eventually("tcp route error", || {
+        crd_status(kube)["ingress"]["default/tcp"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("TCP and UDP routes (tcp+https://, udp+https://; the tcp_upstream and udp_upstream annotations) are not supported by rampart yet"))
+    })
+    .await;
+    assert!(published.has_host("good.example.com"));
 }
 
 #[actix_rt::test]

@@ -855,7 +855,8 @@ fn tcp_upstream_paths() {
         e.ends_with("path: udp services must have ImplementationSpecific path type"),
         "{e}"
     );
-    // A well-formed TCP route converts, but the proxy does not serve tcp+https routes.
+    // A well-formed TCP route converts, but the proxy does not serve tcp+https routes: the
+    // error says so (not "must start with https://").
     let e = convert(&ingress_paths(
         &path("", "ImplementationSpecific", "{number: 80}"),
         ann,
@@ -863,6 +864,10 @@ fn tcp_upstream_paths() {
     .unwrap_err();
     assert!(e.starts_with("config validation: "), "{e}");
     assert!(e.contains("tcp+https://a.example.com:80"), "{e}");
+    assert!(
+        e.contains(crate::config::route::TCP_UDP_UNSUPPORTED) && !e.contains("must start with"),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
