@@ -1785,3 +1785,88 @@ async fn fixed_errors_and_warnings_leave_the_status() {
         json!(true)
     );
 }
+
+/// Issue 11 item 8: `ingress.pomerium.io/*` annotations on the IngressClass are defaults for
+/// every Ingress of the class; an Ingress's own annotation wins; a change to the class
+/// re-converts its Ingresses; a bad default names the IngressClass.
+#[actix_rt::test]
+async fn ingress_class_annotations_are_route_defaults() {
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    let mut class = ingress_class();
+    class["metadata"]["annotations"] = json!({
+        "ingress.pomerium.io/timeout": "7s",
+        "ingress.pomerium.io/allow_any_authenticated_user": "true",
+        "ingressclass.kubernetes.io/is-default-class": "true",
+    });
+    kube.apply(class.clone());
+    kube.apply(ingress("plain", "plain.example.com", "web"));
+    let mut own = ingress("own", "own.example.com", "web");
+    own["metadata"]["annotations"]["ingress.pomerium.io/timeout"] = json!("9s");
+    kube.apply(own);
+    // No class named: the default class's annotations apply.
+    let mut classless = ingress("classless", "classless.example.com", "web");
+    classless["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ingressClassName");
+    kube.apply(classless);
+    let r = start(kube, &[]).await;
+    let (kube, published) = (&r.kube, &r.published);
+    let route = |host: &str| {
+        published
+            .routes
+            .load()
+            .iter()
+            .find(|r| r.from == format!("https://{host}"))
+            .cloned()
+    };
+    eventually("routes", || {
+        ["plain", "own", "classless"]
+            .iter()
+            .all(|h| published.has_host(&format!("{h}.example.com")))
+    })
+    .await;
+    let plain = route("plain.example.com").unwrap();
+    assert_eq!(plain.timeout.as_deref(), Some("7s"));
+    assert_eq!(plain.allow_any_authenticated_user, Some(true));
+    let own = route("own.example.com").unwrap();
+    assert_eq!(own.timeout.as_deref(), Some("9s"), "the Ingress's own wins");
+    assert_eq!(own.allow_any_authenticated_user, Some(true));
+    assert_eq!(
+        route("classless.example.com").unwrap().timeout.as_deref(),
+        Some("7s")
+    );
+
+    // Changing the class re-converts its Ingresses.
+    class["metadata"]["annotations"]["ingress.pomerium.io/timeout"] = json!("8s");
+    kube.apply(class.clone());
+    eventually("new default", || {
+        route("plain.example.com").and_then(|r| r.timeout.clone()) == Some("8s".into())
+    })
+    .await;
+    assert_eq!(
+        route("own.example.com").unwrap().timeout.as_deref(),
+        Some("9s")
+    );
+
+    // A bad default rejects the class's Ingresses (keeping their last good routes), naming
+    // the IngressClass.
+    class["metadata"]["annotations"]["ingress.pomerium.io/timout"] = json!("1s");
+    kube.apply(class.clone());
+    let text = "parsing ingress: annotations: IngressClass pomerium defaults: unknown ingress.pomerium.io/timout";
+    eventually("class error in status", || {
+        crd_status(kube)["ingress"]["default/plain"]["error"] == json!(text)
+    })
+    .await;
+    assert!(published.has_host("plain.example.com"));
+    // Removed again: every Ingress converts cleanly without the defaults.
+    class["metadata"]["annotations"] =
+        json!({"ingressclass.kubernetes.io/is-default-class": "true"});
+    kube.apply(class);
+    eventually("defaults gone", || {
+        route("plain.example.com").is_some_and(|r| r.timeout.is_none())
+            && crd_status(kube)["ingress"]["default/plain"]["reconciled"] == json!(true)
+    })
+    .await;
+}

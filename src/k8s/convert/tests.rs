@@ -948,7 +948,8 @@ fn host_set_san_matching() {
 #[test]
 fn dependencies_cover_every_reference() {
     let ing = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: ing\n  namespace: ns\n  annotations: {ingress.pomerium.io/tls_custom_ca_secret: ca, ingress.pomerium.io/set_request_headers_secret: hdrs}\nspec:\n  defaultBackend: {service: {name: dflt, port: {number: 80}}}\n  tls: [{secretName: cert}, {secretName: ''}]\n  rules:\n  - host: a\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: s1, port: {number: 80}}}}]}\n";
-    let deps = ingress_dependencies(&ingress(ing), &ConvertOptions::default());
+    let (st, opts) = (ClusterState::new(), ConvertOptions::default());
+    let deps = ingress_dependencies(&ingress(ing), &ConversionContext::new(&st, &opts));
     let got: Vec<String> = deps.iter().map(|d| d.to_string()).collect();
     assert_eq!(
         got,
