@@ -1870,3 +1870,72 @@ async fn ingress_class_annotations_are_route_defaults() {
     })
     .await;
 }
+
+/// Issue 11 item 4: with `--namespaces`, namespaced kinds are listed and watched per namespace
+/// (least privilege: no cluster-wide list/watch of Ingresses, Services, Endpoints(lices) or
+/// Secrets); Secrets also in the controller's namespace, Services also in the status Service's.
+#[actix_rt::test]
+async fn namespaces_flag_watches_only_those_namespaces() {
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    kube.apply(ingress("a", "a.example.com", "web"));
+    let mut other = ingress("o", "o.example.com", "web");
+    other["metadata"]["namespace"] = json!("other");
+    kube.apply(other);
+    let r = start(
+        kube,
+        &[
+            "--namespaces",
+            "default,b",
+            "--pod-namespace",
+            "pomerium",
+            "--update-status-from-service",
+            "edge/proxy",
+        ],
+    )
+    .await;
+    let (kube, published) = (&r.kube, &r.published);
+    eventually("route in default", || published.has_host("a.example.com")).await;
+    eventually("settings from the bootstrap Secret in pomerium", || {
+        crd_status(kube)["settingsStatus"]["reconciled"] == json!(true)
+    })
+    .await;
+    kube.apply(ingress("a2", "a2.example.com", "web"));
+    eventually("watched change", || published.has_host("a2.example.com")).await;
+    assert!(!published.has_host("o.example.com"));
+
+    let gets: std::collections::BTreeSet<String> = kube
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == "GET")
+        .map(|q| q.path)
+        .collect();
+    for cluster_wide in [
+        "/apis/networking.k8s.io/v1/ingresses",
+        "/api/v1/services",
+        "/api/v1/secrets",
+        "/api/v1/endpoints",
+        "/apis/discovery.k8s.io/v1/endpointslices",
+    ] {
+        assert!(
+            !gets.contains(cluster_wide),
+            "cluster-wide {cluster_wide} requested: {gets:?}"
+        );
+    }
+    for ns in ["default", "b"] {
+        for plural in [
+            "apis/networking.k8s.io/v1/namespaces/NS/ingresses",
+            "api/v1/namespaces/NS/services",
+            "api/v1/namespaces/NS/secrets",
+            "apis/discovery.k8s.io/v1/namespaces/NS/endpointslices",
+        ] {
+            let path = format!("/{}", plural.replace("NS", ns));
+            assert!(gets.contains(&path), "{path} not watched: {gets:?}");
+        }
+    }
+    assert!(gets.contains("/api/v1/namespaces/pomerium/secrets"));
+    assert!(gets.contains("/api/v1/namespaces/edge/services"));
+    assert!(!gets.iter().any(|p| p.contains("/namespaces/other/")));
+    assert!(!gets.contains("/api/v1/namespaces/pomerium/services"));
+    assert!(!gets.contains("/apis/networking.k8s.io/v1/namespaces/pomerium/ingresses"));
+}

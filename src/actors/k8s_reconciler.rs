@@ -127,7 +127,7 @@ pub struct ReconcilerActor {
 impl ReconcilerActor {
     pub fn new(
         core: Reconciler,
-        expected: Vec<Kind>,
+        expected: Vec<crate::k8s::watch::Source>,
         options: ReconcilerOptions,
         publisher: Publisher,
         health: Health,

@@ -28,6 +28,8 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Unpin + 'static,
 {
     kind: Kind,
+    /// The namespace `api` is limited to; `None`: cluster-wide.
+    namespace: Option<String>,
     api: Option<Api<K>>,
     config: watcher::Config,
     wrap: fn(K) -> KubeObject,
@@ -43,8 +45,10 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Unpin + 'static,
     K::DynamicType: Default,
 {
+    /// `namespace` must be the one `api` is limited to (`None` for `Api::all`).
     pub fn new(
         kind: Kind,
+        namespace: Option<String>,
         api: Api<K>,
         config: watcher::Config,
         wrap: fn(K) -> KubeObject,
@@ -52,6 +56,7 @@ where
     ) -> Self {
         WatcherActor {
             kind,
+            namespace,
             api: Some(api),
             config,
             wrap,
@@ -83,7 +88,7 @@ where
             .backoff(WatchBackoff::default())
             .boxed();
         ctx.add_stream(stream);
-        tracing::debug!(kind = %format!("{:?}", self.kind), "watch started");
+        tracing::debug!(kind = ?self.kind, namespace = ?self.namespace, "watch started");
     }
 }
 
@@ -110,6 +115,7 @@ where
                 tracing::debug!(kind = ?self.kind, count = objects.len(), "listed");
                 send(WatchEvent::Listed {
                     kind: self.kind,
+                    namespace: self.namespace.clone(),
                     objects,
                 });
             }
@@ -119,7 +125,7 @@ where
                 if !self.listed_once && not_served(&e) {
                     if let Some(f) = self.on_unavailable.take() {
                         tracing::warn!(kind = ?self.kind, error = %e, "kind not served; falling back");
-                        send(WatchEvent::Unavailable(self.kind));
+                        send(WatchEvent::Unavailable(self.kind, self.namespace.clone()));
                         f();
                         ctx.stop();
                         return;
@@ -129,7 +135,7 @@ where
                     watcher::Error::WatchError(ref s) if s.code == 410 => {
                         tracing::info!(kind = ?self.kind, "watch expired (410 Gone), re-listing")
                     }
-                    _ => tracing::warn!(kind = ?self.kind, error = %e, "watch error, retrying"),
+                    _ => tracing::warn!(kind = ?self.kind, namespace = ?self.namespace, error = %e, "watch error, retrying"),
                 }
             }
         }
