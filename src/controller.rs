@@ -415,8 +415,7 @@ impl Controller {
             Kind::Pomerium,
             None,
             Api::<Pomerium>::all(client.clone()),
-            watcher::Config::default()
-                .fields(&format!("metadata.name={}", options.pomerium_name)),
+            watcher::Config::default().fields(&format!("metadata.name={}", options.pomerium_name)),
             wrap_pomerium,
             target.clone(),
         )

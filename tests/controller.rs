@@ -512,8 +512,7 @@ async fn broken_ingress_is_rejected_alone() {
     // A TCP route: rejected with a clear "not supported yet" (issue 11 item 5).
     let mut tcp = ingress("tcp", "db.example.com", "web");
     tcp["metadata"]["annotations"]["ingress.pomerium.io/tcp_upstream"] = json!("true");
-    tcp["spec"]["rules"][0]["http"]["paths"][0] =
-        json!({"pathType": "ImplementationSpecific", "backend": {"service": {"name": "web", "port": {"number": 80}}}});
+    tcp["spec"]["rules"][0]["http"]["paths"][0] = json!({"pathType": "ImplementationSpecific", "backend": {"service": {"name": "web", "port": {"number": 80}}}});
     kube.apply(tcp);
     eventually("tcp route error", || {
         crd_status(kube)["ingress"]["default/tcp"]["error"]
@@ -637,7 +636,10 @@ async fn changes_after_an_api_server_restart_are_served_within_two_seconds() {
     r.kube.restart();
     let back = std::time::Instant::now();
     r.kube.apply(ingress("b", "b.example.com", "web"));
-    eventually("b after the restart", || r.published.has_host("b.example.com")).await;
+    eventually("b after the restart", || {
+        r.published.has_host("b.example.com")
+    })
+    .await;
     let took = back.elapsed();
     eprintln!("served {took:?} after the API server came back");
     assert!(

@@ -74,11 +74,23 @@ fn base_and_namespaced_overlay_render() {
     }
     assert!(find(&ns, "ClusterRole", "pomerium-gen-secrets", None).is_none());
     let apps = find(&ns, "Role", "pomerium-controller", Some("apps")).unwrap();
-    for r in ["secrets", "services", "endpointslices", "ingresses", "ingresses/status"] {
+    for r in [
+        "secrets",
+        "services",
+        "endpointslices",
+        "ingresses",
+        "ingresses/status",
+    ] {
         assert!(resources(apps).contains(&r.to_string()), "{r}");
     }
     assert!(find(&ns, "RoleBinding", "pomerium-controller", Some("apps")).is_some());
-    let own = find(&ns, "Role", "pomerium-controller-own-namespace", Some("pomerium")).unwrap();
+    let own = find(
+        &ns,
+        "Role",
+        "pomerium-controller-own-namespace",
+        Some("pomerium"),
+    )
+    .unwrap();
     assert!(resources(own).contains(&"secrets".to_string()));
     let dep = find(&ns, "Deployment", "pomerium", Some("pomerium")).unwrap();
     let args = &dep["spec"]["template"]["spec"]["containers"][0]["args"];

@@ -135,7 +135,9 @@ where
                     watcher::Error::WatchError(ref s) if s.code == 410 => {
                         tracing::info!(kind = ?self.kind, "watch expired (410 Gone), re-listing")
                     }
-                    _ => tracing::warn!(kind = ?self.kind, namespace = ?self.namespace, error = %e, "watch error, retrying"),
+                    _ => {
+                        tracing::warn!(kind = ?self.kind, namespace = ?self.namespace, error = %e, "watch error, retrying")
+                    }
                 }
             }
         }

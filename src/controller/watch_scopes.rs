@@ -86,11 +86,7 @@ mod tests {
 
     #[test]
     fn per_namespace_with_namespaces() {
-        let s = WatchScopes::new(
-            &["b".into(), "a".into()],
-            Some("edge"),
-            Some("pomerium"),
-        );
+        let s = WatchScopes::new(&["b".into(), "a".into()], Some("edge"), Some("pomerium"));
         assert_eq!(s.namespaces(Kind::Ingress), some(&["a", "b"]));
         assert_eq!(s.namespaces(Kind::EndpointSlice), some(&["a", "b"]));
         assert_eq!(s.namespaces(Kind::Service), some(&["a", "b", "edge"]));

@@ -21,8 +21,8 @@ use k8s_openapi::api::networking::v1::Ingress;
 use crate::config::RouteConfig;
 use crate::k8s::convert::certs::{from_host, HostSet};
 use crate::k8s::convert::{
-    class_defaults, convert_ingress, ingress_dependencies, is_managed, ClusterState, ConversionContext,
-    ConvertOptions, ConvertedIngress, TlsCert,
+    class_defaults, convert_ingress, ingress_dependencies, is_managed, ClusterState,
+    ConversionContext, ConvertOptions, ConvertedIngress, TlsCert,
 };
 use crate::k8s::crd::Pomerium;
 use crate::k8s::{ns_of, IngressKey, Kind, KubeObject, ObjectKey};

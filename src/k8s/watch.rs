@@ -351,7 +351,11 @@ mod tests {
         let Step::Initial(objs) = t.handle(listed(&b, vec![ing_in("b", "y", "2")])) else {
             panic!("expected the initial sync")
         };
-        assert_eq!(objs.len(), 2, "one namespace's list keeps the other's objects");
+        assert_eq!(
+            objs.len(),
+            2,
+            "one namespace's list keeps the other's objects"
+        );
         // A re-list of `b` without `y` deletes `y` only, not `a/x`.
         let Step::Changes(c) = t.handle(listed(&b, vec![ing_in("b", "z", "3")])) else {
             panic!()

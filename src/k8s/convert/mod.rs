@@ -165,7 +165,10 @@ fn managing_class<'a>(ing: &Ingress, ctx: &ConversionContext<'a>) -> Option<&'a 
 /// Default route annotations for every Ingress of a class: the `‹prefix›/…` annotations of
 /// its IngressClass (rampart only; an Ingress's own annotations override them key by key).
 /// Returns the class name and the defaults; empty when the class has none.
-pub fn class_defaults(ing: &Ingress, ctx: &ConversionContext) -> (String, BTreeMap<String, String>) {
+pub fn class_defaults(
+    ing: &Ingress,
+    ctx: &ConversionContext,
+) -> (String, BTreeMap<String, String>) {
     let Some(class) = managing_class(ing, ctx) else {
         return (String::new(), BTreeMap::new());
     };
@@ -182,12 +185,21 @@ pub fn class_defaults(ing: &Ingress, ctx: &ConversionContext) -> (String, BTreeM
 }
 
 /// The annotations a conversion reads: the class defaults with the Ingress's own on top.
-fn effective_annotations(ing: &Ingress, ctx: &ConversionContext) -> Option<BTreeMap<String, String>> {
+fn effective_annotations(
+    ing: &Ingress,
+    ctx: &ConversionContext,
+) -> Option<BTreeMap<String, String>> {
     let (_, mut merged) = class_defaults(ing, ctx);
     if merged.is_empty() {
         return ing.metadata.annotations.clone();
     }
-    merged.extend(ing.metadata.annotations.iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
+    merged.extend(
+        ing.metadata
+            .annotations
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     Some(merged)
 }
 
