@@ -377,6 +377,7 @@ impl Controller {
             Reconciler::new(options.convert.clone()),
             expected,
             ReconcilerOptions {
+                secret_namespaces: options.watch_scopes.secret_namespaces(),
                 pomerium_name: options.pomerium_name.clone(),
                 status_service: options.status_service.clone(),
             },

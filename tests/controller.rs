@@ -1940,4 +1940,17 @@ async fn namespaces_flag_watches_only_those_namespaces() {
     assert!(!gets.iter().any(|p| p.contains("/namespaces/other/")));
     assert!(!gets.contains("/api/v1/namespaces/pomerium/services"));
     assert!(!gets.contains("/apis/networking.k8s.io/v1/namespaces/pomerium/ingresses"));
+
+    // A Secret in a namespace that is not watched: the error says why it cannot be read.
+    let mut elsewhere = bootstrap_secret();
+    elsewhere["metadata"]["namespace"] = json!("elsewhere");
+    kube.apply(elsewhere);
+    let mut p = pomerium_global();
+    p["spec"]["secrets"] = json!("elsewhere/bootstrap");
+    kube.apply(p);
+    eventually("unwatched namespace error", || {
+        crd_status(kube)["settingsStatus"]["error"]
+            == json!("secrets: bootstrap secret: get elsewhere/bootstrap: Secret \"bootstrap\" not found (namespace elsewhere is not watched: with --namespaces, Secrets are read from the managed namespaces and the controller's own namespace)")
+    })
+    .await;
 }

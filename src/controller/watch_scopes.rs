@@ -59,6 +59,11 @@ impl WatchScopes {
         }
     }
 
+    /// Namespaces whose Secrets are watched; `None`: all.
+    pub fn secret_namespaces(&self) -> Option<Vec<String>> {
+        self.secrets.clone()
+    }
+
     /// Every watcher of these kinds.
     pub fn sources(&self, kinds: &[Kind]) -> Vec<Source> {
         kinds

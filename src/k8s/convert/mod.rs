@@ -24,7 +24,7 @@ use crate::k8s::annotations::{self, Flags, ParsedAnnotations};
 use crate::k8s::{ns_of, Kind, ObjectKey};
 
 pub use certs::TlsCert;
-pub use context::{ClusterState, ConversionContext, ConvertOptions, SecretLookup};
+pub use context::{ClusterState, ConversionContext, ConvertOptions, SecretLookup, WatchedSecrets};
 pub use settings::pomerium_to_settings;
 
 /// Legacy class annotation (cert-manager HTTP-01 solvers still use it).

@@ -35,9 +35,14 @@ fn fetch<'a>(
     r: &str,
 ) -> Result<(&'a Secret, String), String> {
     let (ns, name) = split_ref(r).map_err(|e| format!("secrets: {step}: parse {r}: {e}"))?;
-    let s = secrets
-        .get_secret(ns, name)
-        .ok_or_else(|| format!("secrets: {step}: get {ns}/{name}: Secret {name:?} not found"))?;
+    let s = secrets.get_secret(ns, name).ok_or_else(|| {
+        let hint = if secrets.not_watched(ns) {
+            format!(" (namespace {ns} is not watched: with --namespaces, Secrets are read from the managed namespaces and the controller's own namespace)")
+        } else {
+            String::new()
+        };
+        format!("secrets: {step}: get {ns}/{name}: Secret {name:?} not found{hint}")
+    })?;
     Ok((s, format!("{ns}/{name}")))
 }
 
