@@ -799,6 +799,40 @@ async fn endpoint_slices_not_served_fall_back_to_endpoints() {
     .await;
 }
 
+/// The same fallback with `--namespaces`: one Endpoints watcher per namespace.
+#[actix_rt::test]
+async fn endpoint_slices_not_served_fall_back_per_namespace() {
+    let kube = FakeKube::start();
+    kube.unserve("discovery.k8s.io/v1", "EndpointSlice");
+    kube.apply(ingress_class());
+    kube.apply(bootstrap_secret());
+    kube.apply(pomerium_global());
+    kube.apply(backend_service("web"));
+    kube.apply(endpoints("web", "10.3.0.1"));
+    kube.apply(ingress("a", "a.example.com", "web"));
+    let r = start(
+        kube,
+        &["--namespaces", "default,b", "--pod-namespace", "pomerium"],
+    )
+    .await;
+    let published = &r.published;
+    eventually("route via fallback Endpoints", || {
+        published.routes.load().iter().any(|r| {
+            r.from == "https://a.example.com"
+                && r.to.as_ref().unwrap().to_vec() == vec!["http://10.3.0.1:8080".to_string()]
+        })
+    })
+    .await;
+    let paths: Vec<String> = r.kube.requests().into_iter().map(|q| q.path).collect();
+    for p in [
+        "/api/v1/namespaces/default/endpoints",
+        "/api/v1/namespaces/b/endpoints",
+    ] {
+        assert!(paths.iter().any(|x| x == p), "{p} not watched: {paths:?}");
+    }
+    assert!(!paths.iter().any(|x| x == "/api/v1/endpoints"));
+}
+
 #[test]
 fn controller_flags_and_env() {
     use clap::Parser;
