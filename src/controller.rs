@@ -6,6 +6,7 @@
 pub mod gen_secrets;
 pub mod health;
 pub mod proxy;
+pub mod watch_scopes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use crate::k8s::reconcile::Reconciler;
 use crate::k8s::{Kind, KubeObject, Pomerium};
 use health::Health;
 use proxy::ProxyFeed;
+use watch_scopes::WatchScopes;
 
 /// Flags of `rampart controller` (alias `all-in-one`). Every flag can also come from the env
 /// var of the same name in SCREAMING_SNAKE case; an explicit flag wins.
@@ -76,6 +78,10 @@ pub struct ControllerArgs {
     /// Pod name, the events' reporting instance.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+    /// The controller's namespace: with `--namespaces`, Secrets are also watched there (the
+    /// `Pomerium` object's bootstrap/IdP/storage Secrets).
+    #[arg(long, env = "POD_NAMESPACE", hide = true)]
+    pub pod_namespace: Option<String>,
     /// Watch Endpoints instead of EndpointSlices (automatic when EndpointSlices are not served).
     #[arg(long, env = "USE_ENDPOINTS", default_value_t = false)]
     pub use_endpoints: bool,
@@ -166,6 +172,8 @@ pub struct ControllerOptions {
     pub pod_name: Option<String>,
     pub use_endpoints: bool,
     pub leader_election: Option<LeaderElection>,
+    /// Where each kind is watched (`--namespaces`).
+    pub watch_scopes: WatchScopes,
 }
 
 /// Where and how to elect a leader.
@@ -195,17 +203,24 @@ impl ControllerArgs {
                 _ => return Err(ControllerError::StatusService(v.to_string())),
             },
         };
+        let namespaces: Vec<String> = self
+            .namespaces
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let watch_scopes = WatchScopes::new(
+            &namespaces,
+            status_service.as_ref().map(|(ns, _)| ns.as_str()),
+            self.pod_namespace.as_deref(),
+        );
         Ok(ControllerOptions {
             convert: ConvertOptions {
                 prefix: self.prefix.clone(),
                 controller_name: self.name.clone(),
-                namespaces: self
-                    .namespaces
-                    .iter()
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect(),
+                namespaces,
             },
+            watch_scopes,
             pomerium_name,
             status_service,
             events_controller_name: self.events_controller_name.clone(),
@@ -337,18 +352,20 @@ impl Controller {
         publisher: Publisher,
         health: Health,
     ) -> Controller {
-        let mut expected = vec![
+        let endpoints_kind = if options.use_endpoints {
+            Kind::Endpoints
+        } else {
+            Kind::EndpointSlice
+        };
+        let scopes = &options.watch_scopes;
+        let expected = scopes.sources(&[
             Kind::Ingress,
             Kind::IngressClass,
             Kind::Service,
             Kind::Secret,
             Kind::Pomerium,
-        ];
-        expected.push(if options.use_endpoints {
-            Kind::Endpoints
-        } else {
-            Kind::EndpointSlice
-        });
+            endpoints_kind,
+        ]);
         let events = EventRecorderActor::new(
             client.clone(),
             &options.events_controller_name,
@@ -360,6 +377,7 @@ impl Controller {
             Reconciler::new(options.convert.clone()),
             expected,
             ReconcilerOptions {
+                secret_namespaces: options.watch_scopes.secret_namespaces(),
                 pomerium_name: options.pomerium_name.clone(),
                 status_service: options.status_service.clone(),
             },
@@ -385,76 +403,50 @@ impl Controller {
             .start()
         });
         let target: Recipient<Watched> = reconciler.clone().recipient();
-        let cfg = watcher::Config::default;
-        WatcherActor::new(
-            Kind::Ingress,
-            Api::<Ingress>::all(client.clone()),
-            cfg(),
-            wrap_ingress,
-            target.clone(),
-        )
-        .start();
         WatcherActor::new(
             Kind::IngressClass,
+            None,
             Api::<IngressClass>::all(client.clone()),
-            cfg(),
+            watcher::Config::default(),
             wrap_class,
             target.clone(),
         )
         .start();
         WatcherActor::new(
-            Kind::Service,
-            Api::<Service>::all(client.clone()),
-            cfg(),
-            wrap_service,
-            target.clone(),
-        )
-        .start();
-        WatcherActor::new(
-            Kind::Secret,
-            Api::<Secret>::all(client.clone()),
-            cfg(),
-            wrap_secret,
-            target.clone(),
-        )
-        .start();
-        WatcherActor::new(
             Kind::Pomerium,
+            None,
             Api::<Pomerium>::all(client.clone()),
-            cfg().fields(&format!("metadata.name={}", options.pomerium_name)),
+            watcher::Config::default().fields(&format!("metadata.name={}", options.pomerium_name)),
             wrap_pomerium,
             target.clone(),
         )
         .start();
-        let endpoints = {
-            let client = client.clone();
-            let target = target.clone();
-            move || {
-                WatcherActor::new(
-                    Kind::Endpoints,
-                    Api::<Endpoints>::all(client),
-                    cfg(),
-                    wrap_endpoints,
-                    target,
-                )
-                .start();
+        for ns in scopes.namespaces(Kind::Ingress) {
+            watch_in(&client, Kind::Ingress, ns, wrap_ingress, &target).start();
+        }
+        for ns in scopes.namespaces(Kind::Service) {
+            watch_in(&client, Kind::Service, ns, wrap_service, &target).start();
+        }
+        for ns in scopes.namespaces(Kind::Secret) {
+            watch_in(&client, Kind::Secret, ns, wrap_secret, &target).start();
+        }
+        for ns in scopes.namespaces(endpoints_kind) {
+            let endpoints = {
+                let (client, target, ns) = (client.clone(), target.clone(), ns.clone());
+                move || {
+                    watch_in(&client, Kind::Endpoints, ns, wrap_endpoints, &target).start();
+                }
+            };
+            if options.use_endpoints {
+                endpoints();
+            } else {
+                let arbiter = actix::Arbiter::current();
+                watch_in(&client, Kind::EndpointSlice, ns, wrap_slice, &target)
+                    .on_unavailable(move || {
+                        arbiter.spawn_fn(endpoints);
+                    })
+                    .start();
             }
-        };
-        if options.use_endpoints {
-            endpoints();
-        } else {
-            let arbiter = actix::Arbiter::current();
-            WatcherActor::new(
-                Kind::EndpointSlice,
-                Api::<EndpointSlice>::all(client),
-                cfg(),
-                wrap_slice,
-                target,
-            )
-            .on_unavailable(move || {
-                arbiter.spawn_fn(endpoints);
-            })
-            .start();
         }
         Controller {
             reconciler,
@@ -462,6 +454,37 @@ impl Controller {
             health,
         }
     }
+}
+
+/// A watcher of a namespaced kind, in one namespace or (`None`) cluster-wide.
+fn watch_in<K>(
+    client: &kube::Client,
+    kind: Kind,
+    namespace: Option<String>,
+    wrap: fn(K) -> KubeObject,
+    target: &Recipient<Watched>,
+) -> WatcherActor<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Unpin
+        + 'static,
+{
+    let api = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    WatcherActor::new(
+        kind,
+        namespace,
+        api,
+        watcher::Config::default(),
+        wrap,
+        target.clone(),
+    )
 }
 
 /// Serves the health probes; returns the bound address.
@@ -541,7 +564,7 @@ pub async fn start(args: &ControllerArgs) -> Result<Running, ControllerError> {
     tracing::info!(address = %server_addr, "proxy listening");
     if let Some(addr) = redirect_addr {
         servers.push(
-            redirect_server(addr, server_addr.port(), Some(acme.clone()), &opts)
+            redirect_server(addr, None, Some(acme.clone()), &opts)
                 .map_err(listen_err("http-redirect-addr", addr))?,
         );
         tracing::info!(address = %addr, "redirect listener");

@@ -131,7 +131,7 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
     tracing::info!(address = %proxy.address, tls = !proxy.insecure_server, "proxy listening");
     if let Some(addr) = proxy.http_redirect_addr {
         servers.push(
-            redirect_server(addr, proxy.address.port(), None, &opts).map_err(|source| {
+            redirect_server(addr, proxy.http_redirect_port, None, &opts).map_err(|source| {
                 ServeError::Listen {
                     what: "http_redirect_addr",
                     addr,

@@ -509,6 +509,18 @@ async fn broken_ingress_is_rejected_alone() {
     })
     .await;
     assert!(published.has_host("good.example.com"));
+    // A TCP route: rejected with a clear "not supported yet" (issue 11 item 5).
+    let mut tcp = ingress("tcp", "db.example.com", "web");
+    tcp["metadata"]["annotations"]["ingress.pomerium.io/tcp_upstream"] = json!("true");
+    tcp["spec"]["rules"][0]["http"]["paths"][0] = json!({"pathType": "ImplementationSpecific", "backend": {"service": {"name": "web", "port": {"number": 80}}}});
+    kube.apply(tcp);
+    eventually("tcp route error", || {
+        crd_status(kube)["ingress"]["default/tcp"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("TCP and UDP routes (tcp+https://, udp+https://; the tcp_upstream and udp_upstream annotations) are not supported by rampart yet"))
+    })
+    .await;
+    assert!(published.has_host("good.example.com"));
 }
 
 #[actix_rt::test]
@@ -603,6 +615,38 @@ async fn watches_recover_from_dropped_streams_and_410_gone() {
     kube.apply(ingress("d", "d.example.com", "web"));
     eventually("d", || published.has_host("d.example.com")).await;
     assert_eq!(updated_b(kube), before);
+}
+
+/// Issue 11 item 3: after an API server outage of several seconds, a change made once it is back
+/// is served within 2 s (kube-runtime's default backoff had grown to tens of seconds).
+#[actix_rt::test]
+async fn changes_after_an_api_server_restart_are_served_within_two_seconds() {
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    kube.apply(ingress("a", "a.example.com", "web"));
+    let mut r = start(kube, &[]).await;
+    eventually("initial", || r.published.has_host("a.example.com")).await;
+    eventually("ingress watch open", || {
+        r.kube.open_watches("networking.k8s.io/v1", "Ingress") == 1
+    })
+    .await;
+
+    r.kube.stop();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    r.kube.restart();
+    let back = std::time::Instant::now();
+    r.kube.apply(ingress("b", "b.example.com", "web"));
+    eventually("b after the restart", || {
+        r.published.has_host("b.example.com")
+    })
+    .await;
+    let took = back.elapsed();
+    eprintln!("served {took:?} after the API server came back");
+    assert!(
+        took < Duration::from_secs(2),
+        "served {took:?} after the API server came back"
+    );
+    assert!(r.published.has_host("a.example.com"));
 }
 
 async fn get_status(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
@@ -753,6 +797,40 @@ async fn endpoint_slices_not_served_fall_back_to_endpoints() {
         })
     })
     .await;
+}
+
+/// The same fallback with `--namespaces`: one Endpoints watcher per namespace.
+#[actix_rt::test]
+async fn endpoint_slices_not_served_fall_back_per_namespace() {
+    let kube = FakeKube::start();
+    kube.unserve("discovery.k8s.io/v1", "EndpointSlice");
+    kube.apply(ingress_class());
+    kube.apply(bootstrap_secret());
+    kube.apply(pomerium_global());
+    kube.apply(backend_service("web"));
+    kube.apply(endpoints("web", "10.3.0.1"));
+    kube.apply(ingress("a", "a.example.com", "web"));
+    let r = start(
+        kube,
+        &["--namespaces", "default,b", "--pod-namespace", "pomerium"],
+    )
+    .await;
+    let published = &r.published;
+    eventually("route via fallback Endpoints", || {
+        published.routes.load().iter().any(|r| {
+            r.from == "https://a.example.com"
+                && r.to.as_ref().unwrap().to_vec() == vec!["http://10.3.0.1:8080".to_string()]
+        })
+    })
+    .await;
+    let paths: Vec<String> = r.kube.requests().into_iter().map(|q| q.path).collect();
+    for p in [
+        "/api/v1/namespaces/default/endpoints",
+        "/api/v1/namespaces/b/endpoints",
+    ] {
+        assert!(paths.iter().any(|x| x == p), "{p} not watched: {paths:?}");
+    }
+    assert!(!paths.iter().any(|x| x == "/api/v1/endpoints"));
 }
 
 #[test]
@@ -1534,11 +1612,13 @@ async fn http01_solver_is_served_on_the_plain_http_listener() {
     );
 
     // Other paths, and challenges for hosts without a solver, still redirect to https.
+    // The redirect names no port, as Pomerium's: the Service exposes 443, not the container's
+    // `--server-addr` port (issue 11 item 2).
     let (code, location, _) = get("/dashboard?x=1").await.unwrap();
     assert_eq!(code, 301);
     assert_eq!(
         location.as_deref(),
-        Some(format!("https://app.example.com:{port}/dashboard?x=1").as_str())
+        Some("https://app.example.com/dashboard?x=1")
     );
     let other = client
         .get(format!(
@@ -1549,6 +1629,10 @@ async fn http01_solver_is_served_on_the_plain_http_listener() {
         .await
         .unwrap();
     assert_eq!(other.status().as_u16(), 301);
+    assert_eq!(
+        other.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
     running.stop().await;
 }
 
@@ -1677,4 +1761,230 @@ async fn endpoint_changes_keep_open_websockets() {
         Some(503)
     );
     running.stop().await;
+}
+
+/// Issue 11 item 1: status merge patches delete a fixed error and an emptied warnings list
+/// (RFC 7386: `null` deletes) instead of omitting the keys, which would keep the old values.
+/// Item 6: a bootstrap Secret reference without a namespace reads as in Pomerium.
+#[actix_rt::test]
+async fn fixed_errors_and_warnings_leave_the_status() {
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    let mut bad_settings = pomerium_global();
+    bad_settings["spec"]["secrets"] = json!("bootstrap");
+    kube.apply(bad_settings);
+    let mut bad = ingress("bad", "bad.example.com", "web");
+    bad["metadata"]["annotations"]["ingress.pomerium.io/foo"] = json!("x");
+    kube.apply(bad);
+    let r = start(kube, &[]).await;
+    let kube = &r.kube;
+    eventually("settings error", || {
+        crd_status(kube)["settingsStatus"]["error"]
+            == json!("secrets: bootstrap secret: parse bootstrap: missing namespace for resource")
+    })
+    .await;
+
+    // Fix the settings: the error goes, the storage warning stays.
+    kube.apply(pomerium_global());
+    eventually("settings reconciled", || {
+        crd_status(kube)["settingsStatus"]["reconciled"] == json!(true)
+    })
+    .await;
+    let st = crd_status(kube)["settingsStatus"].clone();
+    assert!(st.get("error").is_none(), "stale settings error: {st}");
+    assert_eq!(st["warnings"].as_array().map(Vec::len), Some(1), "{st}");
+
+    // The Ingress error is there, then fixed.
+    eventually("ingress error", || {
+        crd_status(kube)["ingress"]["default/bad"]["reconciled"] == json!(false)
+    })
+    .await;
+    kube.apply(ingress("bad", "bad.example.com", "web"));
+    eventually("ingress reconciled", || {
+        crd_status(kube)["ingress"]["default/bad"]["reconciled"] == json!(true)
+    })
+    .await;
+    let entry = crd_status(kube)["ingress"]["default/bad"].clone();
+    assert!(entry.get("error").is_none(), "stale ingress error: {entry}");
+
+    // Storage configured: the warnings list becomes empty and leaves the status.
+    let mut with_storage = pomerium_global();
+    with_storage["spec"]["storage"] = json!({"file": {"path": "/tmp/rampart-test-storage"}});
+    let generation = kube.apply(with_storage)["metadata"]["generation"].clone();
+    eventually("warnings gone", || {
+        let st = crd_status(kube)["settingsStatus"].clone();
+        st["observedGeneration"] == generation && st.get("warnings").is_none()
+    })
+    .await;
+    assert_eq!(
+        crd_status(kube)["settingsStatus"]["reconciled"],
+        json!(true)
+    );
+}
+
+/// Issue 11 item 8: `ingress.pomerium.io/*` annotations on the IngressClass are defaults for
+/// every Ingress of the class; an Ingress's own annotation wins; a change to the class
+/// re-converts its Ingresses; a bad default names the IngressClass.
+#[actix_rt::test]
+async fn ingress_class_annotations_are_route_defaults() {
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    let mut class = ingress_class();
+    class["metadata"]["annotations"] = json!({
+        "ingress.pomerium.io/timeout": "7s",
+        "ingress.pomerium.io/allow_any_authenticated_user": "true",
+        "ingressclass.kubernetes.io/is-default-class": "true",
+    });
+    kube.apply(class.clone());
+    kube.apply(ingress("plain", "plain.example.com", "web"));
+    let mut own = ingress("own", "own.example.com", "web");
+    own["metadata"]["annotations"]["ingress.pomerium.io/timeout"] = json!("9s");
+    kube.apply(own);
+    // No class named: the default class's annotations apply.
+    let mut classless = ingress("classless", "classless.example.com", "web");
+    classless["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ingressClassName");
+    kube.apply(classless);
+    let r = start(kube, &[]).await;
+    let (kube, published) = (&r.kube, &r.published);
+    let route = |host: &str| {
+        published
+            .routes
+            .load()
+            .iter()
+            .find(|r| r.from == format!("https://{host}"))
+            .cloned()
+    };
+    eventually("routes", || {
+        ["plain", "own", "classless"]
+            .iter()
+            .all(|h| published.has_host(&format!("{h}.example.com")))
+    })
+    .await;
+    let plain = route("plain.example.com").unwrap();
+    assert_eq!(plain.timeout.as_deref(), Some("7s"));
+    assert_eq!(plain.allow_any_authenticated_user, Some(true));
+    let own = route("own.example.com").unwrap();
+    assert_eq!(own.timeout.as_deref(), Some("9s"), "the Ingress's own wins");
+    assert_eq!(own.allow_any_authenticated_user, Some(true));
+    assert_eq!(
+        route("classless.example.com").unwrap().timeout.as_deref(),
+        Some("7s")
+    );
+
+    // Changing the class re-converts its Ingresses.
+    class["metadata"]["annotations"]["ingress.pomerium.io/timeout"] = json!("8s");
+    kube.apply(class.clone());
+    eventually("new default", || {
+        route("plain.example.com").and_then(|r| r.timeout.clone()) == Some("8s".into())
+    })
+    .await;
+    assert_eq!(
+        route("own.example.com").unwrap().timeout.as_deref(),
+        Some("9s")
+    );
+
+    // A bad default rejects the class's Ingresses (keeping their last good routes), naming
+    // the IngressClass.
+    class["metadata"]["annotations"]["ingress.pomerium.io/timout"] = json!("1s");
+    kube.apply(class.clone());
+    let text = "parsing ingress: annotations: IngressClass pomerium defaults: unknown ingress.pomerium.io/timout";
+    eventually("class error in status", || {
+        crd_status(kube)["ingress"]["default/plain"]["error"] == json!(text)
+    })
+    .await;
+    assert!(published.has_host("plain.example.com"));
+    // Removed again: every Ingress converts cleanly without the defaults.
+    class["metadata"]["annotations"] =
+        json!({"ingressclass.kubernetes.io/is-default-class": "true"});
+    kube.apply(class);
+    eventually("defaults gone", || {
+        route("plain.example.com").is_some_and(|r| r.timeout.is_none())
+            && crd_status(kube)["ingress"]["default/plain"]["reconciled"] == json!(true)
+    })
+    .await;
+}
+
+/// Issue 11 item 4: with `--namespaces`, namespaced kinds are listed and watched per namespace
+/// (least privilege: no cluster-wide list/watch of Ingresses, Services, Endpoints(lices) or
+/// Secrets); Secrets also in the controller's namespace, Services also in the status Service's.
+#[actix_rt::test]
+async fn namespaces_flag_watches_only_those_namespaces() {
+    let kube = FakeKube::start();
+    seed_cluster(&kube);
+    kube.apply(ingress("a", "a.example.com", "web"));
+    let mut other = ingress("o", "o.example.com", "web");
+    other["metadata"]["namespace"] = json!("other");
+    kube.apply(other);
+    let r = start(
+        kube,
+        &[
+            "--namespaces",
+            "default,b",
+            "--pod-namespace",
+            "pomerium",
+            "--update-status-from-service",
+            "edge/proxy",
+        ],
+    )
+    .await;
+    let (kube, published) = (&r.kube, &r.published);
+    eventually("route in default", || published.has_host("a.example.com")).await;
+    eventually("settings from the bootstrap Secret in pomerium", || {
+        crd_status(kube)["settingsStatus"]["reconciled"] == json!(true)
+    })
+    .await;
+    kube.apply(ingress("a2", "a2.example.com", "web"));
+    eventually("watched change", || published.has_host("a2.example.com")).await;
+    assert!(!published.has_host("o.example.com"));
+
+    let gets: std::collections::BTreeSet<String> = kube
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == "GET")
+        .map(|q| q.path)
+        .collect();
+    for cluster_wide in [
+        "/apis/networking.k8s.io/v1/ingresses",
+        "/api/v1/services",
+        "/api/v1/secrets",
+        "/api/v1/endpoints",
+        "/apis/discovery.k8s.io/v1/endpointslices",
+    ] {
+        assert!(
+            !gets.contains(cluster_wide),
+            "cluster-wide {cluster_wide} requested: {gets:?}"
+        );
+    }
+    for ns in ["default", "b"] {
+        for plural in [
+            "apis/networking.k8s.io/v1/namespaces/NS/ingresses",
+            "api/v1/namespaces/NS/services",
+            "api/v1/namespaces/NS/secrets",
+            "apis/discovery.k8s.io/v1/namespaces/NS/endpointslices",
+        ] {
+            let path = format!("/{}", plural.replace("NS", ns));
+            assert!(gets.contains(&path), "{path} not watched: {gets:?}");
+        }
+    }
+    assert!(gets.contains("/api/v1/namespaces/pomerium/secrets"));
+    assert!(gets.contains("/api/v1/namespaces/edge/services"));
+    assert!(!gets.iter().any(|p| p.contains("/namespaces/other/")));
+    assert!(!gets.contains("/api/v1/namespaces/pomerium/services"));
+    assert!(!gets.contains("/apis/networking.k8s.io/v1/namespaces/pomerium/ingresses"));
+
+    // A Secret in a namespace that is not watched: the error says why it cannot be read.
+    let mut elsewhere = bootstrap_secret();
+    elsewhere["metadata"]["namespace"] = json!("elsewhere");
+    kube.apply(elsewhere);
+    let mut p = pomerium_global();
+    p["spec"]["secrets"] = json!("elsewhere/bootstrap");
+    kube.apply(p);
+    eventually("unwatched namespace error", || {
+        crd_status(kube)["settingsStatus"]["error"]
+            == json!("secrets: bootstrap secret: get elsewhere/bootstrap: Secret \"bootstrap\" not found (namespace elsewhere is not watched: with --namespaces, Secrets are read from the managed namespaces and the controller's own namespace)")
+    })
+    .await;
 }

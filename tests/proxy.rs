@@ -76,6 +76,7 @@ async fn tls_sni_fallback_http2_and_redirect() {
     let config = format!(
         "address: 127.0.0.1:{port}
 http_redirect_addr: 127.0.0.1:{redirect_port}
+http_redirect_port: {port}
 certificates:
   - {{cert: {}, key: {}}}
   - {{cert: {}, key: {}}}
@@ -129,7 +130,8 @@ routes:
         .await
         .is_err());
 
-    // The HTTP listener redirects to HTTPS on the proxy port, keeping path and query.
+    // The HTTP listener redirects to HTTPS on the proxy port (`http_redirect_port`; by default
+    // no port), keeping path and query.
     let plain = http_client(
         std::net::SocketAddr::from(([127, 0, 0, 1], redirect_port)),
         &["app.example.com"],

@@ -17,7 +17,7 @@ use crate::actors::k8s_status::WriteStatus;
 use crate::actors::k8s_watch::Watched;
 use crate::config::{RouteConfig, Settings};
 use crate::controller::health::{CheckState, Health, CHECK_BOOTSTRAP, CHECK_INGRESS_SYNC};
-use crate::k8s::convert::{pomerium_to_settings, TlsCert};
+use crate::k8s::convert::{pomerium_to_settings, TlsCert, WatchedSecrets};
 use crate::k8s::events as ev;
 use crate::k8s::reconcile::{Change, IngressResult, Outcome, Reconciler};
 use crate::k8s::status;
@@ -82,6 +82,8 @@ pub struct ReconcilerOptions {
     pub pomerium_name: String,
     /// `--update-status-from-service` as (namespace, name).
     pub status_service: Option<(String, String)>,
+    /// Namespaces whose Secrets are watched (`--namespaces`); `None`: all.
+    pub secret_namespaces: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -127,7 +129,7 @@ pub struct ReconcilerActor {
 impl ReconcilerActor {
     pub fn new(
         core: Reconciler,
-        expected: Vec<Kind>,
+        expected: Vec<crate::k8s::watch::Source>,
         options: ReconcilerOptions,
         publisher: Publisher,
         health: Health,
@@ -439,7 +441,11 @@ impl ReconcilerActor {
         let generation = p.metadata.generation;
         // Settings the proxy cannot use (e.g. a bad header name) are rejected here, with the
         // same reporting as a conversion error, instead of failing later in the proxy.
-        let result = pomerium_to_settings(p, self.core.state())
+        let secrets = WatchedSecrets {
+            secrets: self.core.state(),
+            namespaces: self.options.secret_namespaces.as_deref(),
+        };
+        let result = pomerium_to_settings(p, &secrets)
             .and_then(|(s, w)| crate::controller::proxy::check_settings(&s).map(|_| (s, w)));
         let (settings, warnings) = match &result {
             Ok((s, w)) => (Ok(s.clone()), w.clone()),

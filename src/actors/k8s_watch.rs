@@ -1,6 +1,7 @@
 //! Watcher actor: one per watched kind, a thin shell over `kube::runtime::watcher` (list, then
 //! watch; it re-watches from the last resourceVersion after a dropped stream and re-lists after
-//! 410 Gone, with backoff on errors). It buffers a list (`Init`..`InitDone`) into one
+//! 410 Gone, with backoff on errors: `WatchBackoff`, capped at 1 s so recovery after an API
+//! server outage is quick). It buffers a list (`Init`..`InitDone`) into one
 //! `Listed` message and forwards single changes, all to the reconciler actor.
 
 use std::fmt::Debug;
@@ -11,6 +12,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 
+use crate::k8s::backoff::WatchBackoff;
 use crate::k8s::watch::WatchEvent;
 use crate::k8s::{Kind, KubeObject};
 
@@ -26,6 +28,8 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Unpin + 'static,
 {
     kind: Kind,
+    /// The namespace `api` is limited to; `None`: cluster-wide.
+    namespace: Option<String>,
     api: Option<Api<K>>,
     config: watcher::Config,
     wrap: fn(K) -> KubeObject,
@@ -41,8 +45,10 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Unpin + 'static,
     K::DynamicType: Default,
 {
+    /// `namespace` must be the one `api` is limited to (`None` for `Api::all`).
     pub fn new(
         kind: Kind,
+        namespace: Option<String>,
         api: Api<K>,
         config: watcher::Config,
         wrap: fn(K) -> KubeObject,
@@ -50,6 +56,7 @@ where
     ) -> Self {
         WatcherActor {
             kind,
+            namespace,
             api: Some(api),
             config,
             wrap,
@@ -77,9 +84,11 @@ where
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let api = self.api.take().expect("watcher started once");
-        let stream = watcher(api, self.config.clone()).default_backoff().boxed();
+        let stream = watcher(api, self.config.clone())
+            .backoff(WatchBackoff::default())
+            .boxed();
         ctx.add_stream(stream);
-        tracing::debug!(kind = %format!("{:?}", self.kind), "watch started");
+        tracing::debug!(kind = ?self.kind, namespace = ?self.namespace, "watch started");
     }
 }
 
@@ -106,6 +115,7 @@ where
                 tracing::debug!(kind = ?self.kind, count = objects.len(), "listed");
                 send(WatchEvent::Listed {
                     kind: self.kind,
+                    namespace: self.namespace.clone(),
                     objects,
                 });
             }
@@ -115,7 +125,7 @@ where
                 if !self.listed_once && not_served(&e) {
                     if let Some(f) = self.on_unavailable.take() {
                         tracing::warn!(kind = ?self.kind, error = %e, "kind not served; falling back");
-                        send(WatchEvent::Unavailable(self.kind));
+                        send(WatchEvent::Unavailable(self.kind, self.namespace.clone()));
                         f();
                         ctx.stop();
                         return;
@@ -125,7 +135,9 @@ where
                     watcher::Error::WatchError(ref s) if s.code == 410 => {
                         tracing::info!(kind = ?self.kind, "watch expired (410 Gone), re-listing")
                     }
-                    _ => tracing::warn!(kind = ?self.kind, error = %e, "watch error, retrying"),
+                    _ => {
+                        tracing::warn!(kind = ?self.kind, namespace = ?self.namespace, error = %e, "watch error, retrying")
+                    }
                 }
             }
         }

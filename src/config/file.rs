@@ -53,6 +53,10 @@ pub struct Settings {
     pub address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_redirect_addr: Option<String>,
+    /// rampart only: port named in the redirects of `http_redirect_addr` (default: none,
+    /// `https://host/…`, as Pomerium).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_redirect_port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_server: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

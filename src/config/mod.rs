@@ -59,6 +59,8 @@ pub struct ProxySettings {
     pub insecure_server: bool,
     /// Plain HTTP listener that redirects to https.
     pub http_redirect_addr: Option<SocketAddr>,
+    /// Port named in those redirects (`https://host:port/…`); none: `https://host/…`.
+    pub http_redirect_port: Option<u16>,
     pub metrics_address: Option<SocketAddr>,
     pub certificates: Vec<CertificateSource>,
     pub default_upstream_timeout: Duration,
@@ -305,6 +307,7 @@ fn proxy_settings(s: &Settings) -> Result<ProxySettings, ConfigError> {
         address,
         insecure_server,
         http_redirect_addr,
+        http_redirect_port: s.http_redirect_port,
         metrics_address,
         certificates,
         default_upstream_timeout,

@@ -361,11 +361,18 @@ fn header_name(key: &'static str, name: &str) -> Result<HeaderName, RouteErrorKi
     })
 }
 
+/// Why a `tcp+https://` / `udp+https://` route (Pomerium's TCP and UDP tunnelling over HTTP
+/// CONNECT) is rejected.
+pub const TCP_UDP_UNSUPPORTED: &str = "TCP and UDP routes (tcp+https://, udp+https://; the tcp_upstream and udp_upstream annotations) are not supported by rampart yet";
+
 fn parse_from(from: &str) -> Result<(String, HostMatch), RouteErrorKind> {
     let bad = |reason: &str| RouteErrorKind::BadFrom {
         value: from.to_string(),
         reason: reason.to_string(),
     };
+    if from.starts_with("tcp+") || from.starts_with("udp+") {
+        return Err(bad(TCP_UDP_UNSUPPORTED));
+    }
     // `*` and `*.` hosts are not valid URL hosts for every parser; handle them by hand.
     let rest = from
         .strip_prefix("https://")

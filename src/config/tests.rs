@@ -52,6 +52,7 @@ fn route_errors_name_the_route() {
         ("from: https://a.example.com\n    to: http://x\n    tls_custom_ca_file: /nonexistent/ca.pem", "`tls_custom_ca`: cannot read /nonexistent/ca.pem"),
         ("from: https://a.example.com\n    to: ['http://x,0']", "zero load balancing weight not permitted"),
         ("from: ftp://a.example.com\n    to: http://x", "must start with https://"),
+        ("from: tcp+https://db.example.com:5432\n    to: tcp://db:5432", "TCP and UDP routes (tcp+https://, udp+https://; the tcp_upstream and udp_upstream annotations) are not supported by rampart yet"),
         ("from: https://a.example.com\n    to: http://x\n    set_request_headers: {'bad header': x}", "invalid header name \"bad header\""),
         ("from: https://a.example.com\n    to: http://x\n    load_balancing_policy: FASTEST", "unknown policy \"FASTEST\""),
     ];

@@ -222,19 +222,23 @@ fn no_delay(conn: &dyn std::any::Any, _ext: &mut actix_web::dev::Extensions) {
     }
 }
 
-/// Where the HTTP listener sends a request: `https://host[:port]path?query`, the port omitted
-/// when the HTTPS listener is on 443.
-pub fn redirect_location(host_header: &str, path_and_query: &str, https_port: u16) -> String {
+/// Where the HTTP listener sends a request: `https://host/path?query` as Pomerium does (the
+/// client's port dropped: in a cluster the Service maps 443 to the container port), or
+/// `https://host:port/path?query` when a port other than 443 is configured.
+pub fn redirect_location(
+    host_header: &str,
+    path_and_query: &str,
+    https_port: Option<u16>,
+) -> String {
     let host = super::request::host_without_port(host_header);
     let pq = if path_and_query.is_empty() {
         "/"
     } else {
         path_and_query
     };
-    if https_port == 443 {
-        format!("https://{host}{pq}")
-    } else {
-        format!("https://{host}:{https_port}{pq}")
+    match https_port {
+        None | Some(443) => format!("https://{host}{pq}"),
+        Some(port) => format!("https://{host}:{port}{pq}"),
     }
 }
 
@@ -259,7 +263,8 @@ pub fn is_acme_challenge(req: &HttpRequest, solvers: &ProxyState) -> bool {
 
 /// What the plain HTTP listener serves besides redirects.
 struct RedirectState {
-    https_port: u16,
+    /// Port named in redirects; none: `https://host/…`.
+    https_port: Option<u16>,
     /// HTTP-01 solver routes (public, served over plain HTTP), if any are published.
     acme: Option<Arc<ProxyState>>,
 }
@@ -283,13 +288,15 @@ async fn redirect(
         .unwrap_or("/");
     HttpResponse::MovedPermanently()
         .insert_header((header::LOCATION, redirect_location(&host, pq, port)))
+        .force_close()
         .finish()
 }
 
-/// The plain-HTTP listener that redirects everything to HTTPS on `https_port`.
+/// The plain-HTTP listener that redirects everything to HTTPS (on `https_port` if given, else
+/// the default port).
 pub fn redirect_server(
     addr: SocketAddr,
-    https_port: u16,
+    https_port: Option<u16>,
     acme: Option<Arc<ProxyState>>,
     opts: &ListenOptions,
 ) -> std::io::Result<Server> {
@@ -313,13 +320,20 @@ mod tests {
     #[test]
     fn redirect_locations() {
         assert_eq!(
-            redirect_location("a.test", "/x?y=1", 443),
+            redirect_location("a.test", "/x?y=1", Some(443)),
             "https://a.test/x?y=1"
         );
         assert_eq!(
-            redirect_location("a.test:80", "/", 8443),
+            redirect_location("a.test:80", "/", Some(8443)),
             "https://a.test:8443/"
         );
-        assert_eq!(redirect_location("A.test:8080", "", 443), "https://a.test/");
+        assert_eq!(
+            redirect_location("A.test:8080", "", None),
+            "https://a.test/"
+        );
+        assert_eq!(
+            redirect_location("a.test:8080", "/p?q", None),
+            "https://a.test/p?q"
+        );
     }
 }

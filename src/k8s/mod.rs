@@ -174,6 +174,7 @@ pub(crate) fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Objec
         .unwrap_or("default")
 }
 
+pub mod backoff;
 pub mod events;
 pub mod leader;
 pub mod status;

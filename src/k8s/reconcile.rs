@@ -21,8 +21,8 @@ use k8s_openapi::api::networking::v1::Ingress;
 use crate::config::RouteConfig;
 use crate::k8s::convert::certs::{from_host, HostSet};
 use crate::k8s::convert::{
-    convert_ingress, ingress_dependencies, is_managed, ClusterState, ConversionContext,
-    ConvertOptions, ConvertedIngress, TlsCert,
+    class_defaults, convert_ingress, ingress_dependencies, is_managed, ClusterState,
+    ConversionContext, ConvertOptions, ConvertedIngress, TlsCert,
 };
 use crate::k8s::crd::Pomerium;
 use crate::k8s::{ns_of, IngressKey, Kind, KubeObject, ObjectKey};
@@ -121,6 +121,8 @@ impl Good {
 struct Entry {
     last_good: Option<Good>,
     error: Option<String>,
+    /// The IngressClass default annotations the last conversion read.
+    class_defaults: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default)]
@@ -300,21 +302,23 @@ impl Reconciler {
         }
     }
 
-    /// After an IngressClass change: re-converts Ingresses whose managed state flipped, and
-    /// retries failing ones. Unchanged managed Ingresses are not re-converted (their
-    /// conversion does not depend on the class).
+    /// After an IngressClass change: re-converts Ingresses whose managed state flipped or
+    /// whose class default annotations changed, and retries failing ones. Other managed
+    /// Ingresses are not re-converted.
     fn reevaluate_all(&mut self, out: &mut Outcome) {
         let mut keys: Vec<IngressKey> = self.ingresses.keys().cloned().collect();
         keys.sort();
         for key in keys {
-            let managed = {
+            let (managed, defaults) = {
                 let ctx = ConversionContext::new(&self.state, &self.options);
-                is_managed(&self.ingresses[&key], &ctx).is_ok()
+                let ing = &self.ingresses[&key];
+                (is_managed(ing, &ctx).is_ok(), class_defaults(ing, &ctx).1)
             };
             let entry = self.entries.get(&key);
             let was = entry.is_some();
             let failing = entry.is_some_and(|e| e.error.is_some());
-            if managed != was || failing {
+            let defaults_changed = entry.is_some_and(|e| e.class_defaults != defaults);
+            if managed != was || failing || defaults_changed {
                 self.reconcile_one(&key, out);
             }
         }
@@ -323,7 +327,11 @@ impl Reconciler {
     fn reconcile_one(&mut self, key: &IngressKey, out: &mut Outcome) {
         enum Step {
             Remove(String),
-            Converted(Vec<ObjectKey>, Result<ConvertedIngress, String>),
+            Converted(
+                Vec<ObjectKey>,
+                BTreeMap<String, String>,
+                Result<ConvertedIngress, String>,
+            ),
         }
         let step = match self.ingresses.get(key) {
             None => Step::Remove(DELETED_REASON.into()),
@@ -332,7 +340,8 @@ impl Reconciler {
                 match is_managed(ing, &ctx) {
                     Err(reason) => Step::Remove(reason.0),
                     Ok(()) => Step::Converted(
-                        ingress_dependencies(ing, &self.options),
+                        ingress_dependencies(ing, &ctx),
+                        class_defaults(ing, &ctx).1,
                         convert_ingress(ing, &ctx).map_err(|e| e.to_string()),
                     ),
                 }
@@ -349,7 +358,7 @@ impl Reconciler {
                         .push((key.clone(), IngressResult::Removed(reason)));
                 }
             }
-            Step::Converted(deps, result) => {
+            Step::Converted(deps, class_defaults, result) => {
                 self.set_deps(key, deps);
                 let entry = self.entries.remove(key).unwrap_or_default();
                 let entry = match result {
@@ -360,6 +369,7 @@ impl Reconciler {
                         Entry {
                             last_good: Some(new),
                             error: None,
+                            class_defaults,
                         }
                     }
                     Err(e) => {
@@ -368,6 +378,7 @@ impl Reconciler {
                         Entry {
                             last_good: entry.last_good,
                             error: Some(e),
+                            class_defaults,
                         }
                     }
                 };

@@ -17,23 +17,21 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// Merge patch for `status.ingress["<ns>/<name>"]`.
+/// Merge patch for `status.ingress["<ns>/<name>"]`. Every field is written, absent ones as
+/// `null`: a merge patch (RFC 7386) leaves keys it omits untouched, so an error fixed since the
+/// last write would otherwise stay in the status.
 pub fn ingress_entry_patch(
     key: &str,
     generation: Option<i64>,
     observed_at: &str,
     error: Option<&str>,
 ) -> Value {
-    let mut entry = json!({
+    let entry = json!({
         "observedAt": observed_at,
+        "observedGeneration": generation,
         "reconciled": error.is_none(),
+        "error": error,
     });
-    if let Some(g) = generation {
-        entry["observedGeneration"] = json!(g);
-    }
-    if let Some(e) = error {
-        entry["error"] = json!(e);
-    }
     json!({"status": {"ingress": {key: entry}}})
 }
 
@@ -44,26 +42,21 @@ pub fn ingress_entry_remove(key: &str) -> Value {
     json!({"status": {"ingress": {key: null}}})
 }
 
-/// Merge patch for `status.settingsStatus`.
+/// Merge patch for `status.settingsStatus`; absent fields (no error, no warnings) are `null`
+/// so they are removed, as in `ingress_entry_patch`.
 pub fn settings_status_patch(
     generation: Option<i64>,
     observed_at: &str,
     error: Option<&str>,
     warnings: &[String],
 ) -> Value {
-    let mut s = json!({
+    let s = json!({
         "observedAt": observed_at,
+        "observedGeneration": generation,
         "reconciled": error.is_none(),
+        "error": error,
+        "warnings": if warnings.is_empty() { Value::Null } else { json!(warnings) },
     });
-    if let Some(g) = generation {
-        s["observedGeneration"] = json!(g);
-    }
-    if let Some(e) = error {
-        s["error"] = json!(e);
-    }
-    if !warnings.is_empty() {
-        s["warnings"] = json!(warnings);
-    }
     json!({"status": {"settingsStatus": s}})
 }
 
@@ -221,7 +214,7 @@ mod tests {
         let p = ingress_entry_patch("default/web", Some(3), "2024-01-01T00:00:00Z", None);
         assert_eq!(
             p,
-            json!({"status": {"ingress": {"default/web": {"observedGeneration": 3, "observedAt": "2024-01-01T00:00:00Z", "reconciled": true}}}})
+            json!({"status": {"ingress": {"default/web": {"observedGeneration": 3, "observedAt": "2024-01-01T00:00:00Z", "reconciled": true, "error": null}}}})
         );
         let p = ingress_entry_patch("default/web", Some(3), "t", Some("boom"));
         assert_eq!(p["status"]["ingress"]["default/web"]["error"], "boom");
@@ -233,6 +226,12 @@ mod tests {
         let p = settings_status_patch(Some(2), "t", Some("settings: x"), &["w".into()]);
         assert_eq!(p["status"]["settingsStatus"]["reconciled"], false);
         assert_eq!(p["status"]["settingsStatus"]["warnings"], json!(["w"]));
+        // Fixed: the error and the warnings are deleted by the merge patch (null), not omitted.
+        let p = settings_status_patch(Some(3), "t", None, &[]);
+        let s = p["status"]["settingsStatus"].as_object().unwrap();
+        assert_eq!(s["error"], Value::Null);
+        assert_eq!(s["warnings"], Value::Null);
+        assert!(s.contains_key("error") && s.contains_key("warnings"));
         assert!(now_rfc3339().ends_with('Z'));
     }
 

@@ -1,8 +1,10 @@
 //! Turning watcher output into reconciler changes (plain logic, no runtime).
 //!
 //! Watchers report a full list (`Listed`, at start and after every re-list, e.g. after a 410
-//! Gone), and single `Applied`/`Deleted` objects in between. `SyncTracker`:
-//! - holds back everything until every expected kind has been listed once, then hands out the
+//! Gone), and single `Applied`/`Deleted` objects in between. A watcher covers one kind,
+//! cluster-wide or in one namespace (`--namespaces`: one watcher per namespace), and its list
+//! replaces only what it covers. `SyncTracker`:
+//! - holds back everything until every expected watcher has listed once, then hands out the
 //!   whole initial state at once (non-Ingress objects first, so Ingresses convert against a
 //!   complete cluster view);
 //! - on a re-list, turns objects that vanished meanwhile into deletes;
@@ -13,19 +15,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::reconcile::Change;
 use super::{Kind, KubeObject};
 
+/// One watcher: a kind, cluster-wide (`None`) or in one namespace.
+pub type Source = (Kind, Option<String>);
+
 /// What a watcher reports.
 #[derive(Debug, Clone)]
 pub enum WatchEvent {
-    /// A complete list of one kind (initial list or re-list).
+    /// A complete list of one kind in the watcher's scope (initial list or re-list).
     Listed {
         kind: Kind,
+        /// The watcher's namespace; `None`: cluster-wide.
+        namespace: Option<String>,
         objects: Vec<KubeObject>,
     },
     Applied(KubeObject),
     Deleted(KubeObject),
     /// The API for this kind is not served (404) or not allowed (403); stop waiting for it.
     /// For EndpointSlice, Endpoints are expected instead (the fallback watcher reports them).
-    Unavailable(Kind),
+    Unavailable(Kind, Option<String>),
 }
 
 /// What to do after a watch event.
@@ -43,13 +50,18 @@ type Key = (String, String);
 
 #[derive(Debug, Default)]
 pub struct SyncTracker {
-    expected: BTreeSet<Kind>,
-    listed: BTreeSet<Kind>,
+    expected: BTreeSet<Source>,
+    listed: BTreeSet<Source>,
     /// Objects applied so far, with their resourceVersion.
     known: BTreeMap<Kind, BTreeMap<Key, Option<String>>>,
     /// Before the initial sync: the latest full state per kind.
     pending: BTreeMap<Kind, BTreeMap<Key, KubeObject>>,
     synced: bool,
+}
+
+/// Whether an object key is covered by a watcher of `namespace`.
+fn in_scope(key: &Key, namespace: &Option<String>) -> bool {
+    namespace.as_ref().is_none_or(|ns| key.0 == *ns)
 }
 
 fn key(obj: &KubeObject) -> Key {
@@ -72,7 +84,7 @@ fn order(kind: Kind) -> u8 {
 }
 
 impl SyncTracker {
-    pub fn new(expected: impl IntoIterator<Item = Kind>) -> Self {
+    pub fn new(expected: impl IntoIterator<Item = Source>) -> Self {
         SyncTracker {
             expected: expected.into_iter().collect(),
             ..Default::default()
@@ -84,15 +96,16 @@ impl SyncTracker {
         self.synced
     }
 
-    /// Kinds whose first list has not arrived yet.
-    pub fn waiting_for(&self) -> Vec<Kind> {
-        self.expected.difference(&self.listed).copied().collect()
+    /// Watchers whose first list has not arrived yet.
+    pub fn waiting_for(&self) -> Vec<Source> {
+        self.expected.difference(&self.listed).cloned().collect()
     }
 
-    /// Replace an expected kind (EndpointSlice → Endpoints when slices are not served).
-    pub fn replace_expected(&mut self, from: Kind, to: Kind) {
-        if self.expected.remove(&from) {
-            self.expected.insert(to);
+    /// Replace an expected watcher's kind (EndpointSlice → Endpoints when slices are not
+    /// served).
+    pub fn replace_expected(&mut self, from: Kind, to: Kind, namespace: Option<String>) {
+        if self.expected.remove(&(from, namespace.clone())) {
+            self.expected.insert((to, namespace));
         }
     }
 
@@ -114,7 +127,11 @@ impl SyncTracker {
             return Step::Waiting;
         }
         let changes = match ev {
-            WatchEvent::Listed { kind, objects } => self.relisted(kind, objects),
+            WatchEvent::Listed {
+                kind,
+                namespace,
+                objects,
+            } => self.relisted(kind, namespace, objects),
             WatchEvent::Applied(o) => {
                 let seen = self
                     .known
@@ -137,28 +154,33 @@ impl SyncTracker {
                     Vec::new()
                 }
             }
-            WatchEvent::Unavailable(kind) => {
-                self.unavailable(kind);
+            WatchEvent::Unavailable(kind, namespace) => {
+                self.unavailable(kind, namespace);
                 Vec::new()
             }
         };
         Step::Changes(changes)
     }
 
-    fn unavailable(&mut self, kind: Kind) {
+    fn unavailable(&mut self, kind: Kind, namespace: Option<String>) {
         if kind == Kind::EndpointSlice {
-            self.replace_expected(kind, Kind::Endpoints);
+            self.replace_expected(kind, Kind::Endpoints, namespace);
         } else {
-            self.expected.remove(&kind);
+            self.expected.remove(&(kind, namespace));
         }
     }
 
     fn buffer(&mut self, ev: WatchEvent) {
         match ev {
-            WatchEvent::Listed { kind, objects } => {
-                self.listed.insert(kind);
-                self.pending
-                    .insert(kind, objects.into_iter().map(|o| (key(&o), o)).collect());
+            WatchEvent::Listed {
+                kind,
+                namespace,
+                objects,
+            } => {
+                let pending = self.pending.entry(kind).or_default();
+                pending.retain(|k, _| !in_scope(k, &namespace));
+                pending.extend(objects.into_iter().map(|o| (key(&o), o)));
+                self.listed.insert((kind, namespace));
             }
             WatchEvent::Applied(o) => {
                 self.pending.entry(o.kind()).or_default().insert(key(&o), o);
@@ -168,16 +190,28 @@ impl SyncTracker {
                     m.remove(&key(&o));
                 }
             }
-            WatchEvent::Unavailable(kind) => self.unavailable(kind),
+            WatchEvent::Unavailable(kind, namespace) => self.unavailable(kind, namespace),
         }
     }
 
     /// A re-list: deletes for objects that are gone, upserts for new or changed ones
     /// (an unchanged resourceVersion is skipped, so a re-list does not re-report everything).
-    fn relisted(&mut self, kind: Kind, objects: Vec<KubeObject>) -> Vec<Change> {
-        self.listed.insert(kind);
+    fn relisted(
+        &mut self,
+        kind: Kind,
+        namespace: Option<String>,
+        objects: Vec<KubeObject>,
+    ) -> Vec<Change> {
         let now: BTreeMap<Key, Option<String>> = objects.iter().map(|o| (key(o), rv(o))).collect();
-        let before = self.known.insert(kind, now.clone()).unwrap_or_default();
+        let known = self.known.entry(kind).or_default();
+        let before: BTreeMap<Key, Option<String>> = known
+            .iter()
+            .filter(|(k, _)| in_scope(k, &namespace))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        known.retain(|k, _| !in_scope(k, &namespace));
+        known.extend(now.clone());
+        self.listed.insert((kind, namespace));
         let mut changes: Vec<Change> = before
             .keys()
             .filter(|k| !now.contains_key(*k))
@@ -230,9 +264,10 @@ mod tests {
 
     #[test]
     fn initial_sync_waits_for_every_kind_and_orders_ingresses_last() {
-        let mut t = SyncTracker::new([Kind::Ingress, Kind::Service]);
+        let mut t = SyncTracker::new([(Kind::Ingress, None), (Kind::Service, None)]);
         let step = t.handle(WatchEvent::Listed {
             kind: Kind::Ingress,
+            namespace: None,
             objects: vec![ing("a", "1")],
         });
         assert!(matches!(step, Step::Waiting));
@@ -241,9 +276,10 @@ mod tests {
             t.handle(WatchEvent::Applied(ing("b", "2"))),
             Step::Waiting
         ));
-        assert_eq!(t.waiting_for(), vec![Kind::Service]);
+        assert_eq!(t.waiting_for(), vec![(Kind::Service, None)]);
         let Step::Initial(objs) = t.handle(WatchEvent::Listed {
             kind: Kind::Service,
+            namespace: None,
             objects: vec![svc("s", "3")],
         }) else {
             panic!("expected the initial sync")
@@ -255,9 +291,10 @@ mod tests {
 
     #[test]
     fn relist_deletes_vanished_and_skips_unchanged() {
-        let mut t = SyncTracker::new([Kind::Ingress]);
+        let mut t = SyncTracker::new([(Kind::Ingress, None)]);
         t.handle(WatchEvent::Listed {
             kind: Kind::Ingress,
+            namespace: None,
             objects: vec![ing("a", "1"), ing("b", "2")],
         });
         let Step::Changes(c) = t.handle(WatchEvent::Applied(ing("c", "3"))) else {
@@ -271,6 +308,7 @@ mod tests {
         assert!(c.is_empty());
         let Step::Changes(c) = t.handle(WatchEvent::Listed {
             kind: Kind::Ingress,
+            namespace: None,
             objects: vec![ing("b", "2"), ing("c", "4"), ing("d", "5")],
         }) else {
             panic!()
@@ -287,17 +325,60 @@ mod tests {
         assert!(c.is_empty());
     }
 
+    fn ing_in(ns: &str, name: &str, rv: &str) -> KubeObject {
+        let KubeObject::Ingress(mut i) = ing(name, rv) else {
+            unreachable!()
+        };
+        i.metadata.namespace = Some(ns.into());
+        KubeObject::Ingress(i)
+    }
+
     #[test]
-    fn endpoint_slices_unavailable_expects_endpoints() {
-        let mut t = SyncTracker::new([Kind::EndpointSlice]);
+    fn namespaced_watchers_list_and_relist_only_their_namespace() {
+        let a = Some("a".to_string());
+        let b = Some("b".to_string());
+        let mut t = SyncTracker::new([(Kind::Ingress, a.clone()), (Kind::Ingress, b.clone())]);
+        let listed = |ns: &Option<String>, objects| WatchEvent::Listed {
+            kind: Kind::Ingress,
+            namespace: ns.clone(),
+            objects,
+        };
         assert!(matches!(
-            t.handle(WatchEvent::Unavailable(Kind::EndpointSlice)),
+            t.handle(listed(&a, vec![ing_in("a", "x", "1")])),
             Step::Waiting
         ));
-        assert_eq!(t.waiting_for(), vec![Kind::Endpoints]);
+        assert_eq!(t.waiting_for(), vec![(Kind::Ingress, b.clone())]);
+        let Step::Initial(objs) = t.handle(listed(&b, vec![ing_in("b", "y", "2")])) else {
+            panic!("expected the initial sync")
+        };
+        assert_eq!(
+            objs.len(),
+            2,
+            "one namespace's list keeps the other's objects"
+        );
+        // A re-list of `b` without `y` deletes `y` only, not `a/x`.
+        let Step::Changes(c) = t.handle(listed(&b, vec![ing_in("b", "z", "3")])) else {
+            panic!()
+        };
+        assert_eq!(names(&c), vec!["-y", "+z"]);
+        let Step::Changes(c) = t.handle(listed(&a, vec![ing_in("a", "x", "1")])) else {
+            panic!()
+        };
+        assert!(c.is_empty(), "{:?}", names(&c));
+    }
+
+    #[test]
+    fn endpoint_slices_unavailable_expects_endpoints() {
+        let mut t = SyncTracker::new([(Kind::EndpointSlice, None)]);
+        assert!(matches!(
+            t.handle(WatchEvent::Unavailable(Kind::EndpointSlice, None)),
+            Step::Waiting
+        ));
+        assert_eq!(t.waiting_for(), vec![(Kind::Endpoints, None)]);
         assert!(matches!(
             t.handle(WatchEvent::Listed {
                 kind: Kind::Endpoints,
+                namespace: None,
                 objects: vec![]
             }),
             Step::Initial(_)

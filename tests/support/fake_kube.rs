@@ -339,14 +339,31 @@ impl FakeKube {
             state: Mutex::new(State::default()),
             tick,
         });
+        let (addr, server, thread) =
+            Self::serve(shared.clone(), "127.0.0.1:0".parse().unwrap()).expect("bind fake kube");
+        FakeKube {
+            url: format!("http://{addr}"),
+            shared,
+            server,
+            thread: Some(thread),
+        }
+    }
+
+    fn serve(
+        shared: Arc<Shared>,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<(
+        std::net::SocketAddr,
+        actix_web::dev::ServerHandle,
+        std::thread::JoinHandle<()>,
+    )> {
         let (tx, rx) = std::sync::mpsc::channel();
-        let s2 = shared.clone();
         let thread = std::thread::Builder::new()
             .name("fake-kube".into())
             .spawn(move || {
                 let sys = actix_rt::System::new();
                 sys.block_on(async move {
-                    let data = web::Data::from(s2);
+                    let data = web::Data::from(shared);
                     let server = HttpServer::new(move || {
                         App::new()
                             .app_data(data.clone())
@@ -356,21 +373,51 @@ impl FakeKube {
                     .workers(1)
                     .disable_signals()
                     .shutdown_timeout(0)
-                    .bind(("127.0.0.1", 0))
-                    .expect("bind fake kube");
+                    .bind(addr);
+                    let server = match server {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
                     let addr = server.addrs()[0];
                     let server = server.run();
-                    tx.send((addr, server.handle())).unwrap();
+                    tx.send(Ok((addr, server.handle()))).unwrap();
                     let _ = server.await;
                 });
             })
             .expect("spawn fake kube");
-        let (addr, server) = rx.recv().expect("fake kube started");
-        FakeKube {
-            url: format!("http://{addr}"),
-            shared,
-            server,
-            thread: Some(thread),
+        let (addr, server) = rx.recv().expect("fake kube thread answered")?;
+        Ok((addr, server, thread))
+    }
+
+    /// Stops the server as an API server restart would: the port refuses connections and open
+    /// watch streams are cut. The stored objects stay; `restart` serves them again.
+    pub fn stop(&mut self) {
+        drop(self.server.stop(false));
+        if let Some(t) = self.thread.take() {
+            t.join().expect("fake kube thread");
+        }
+    }
+
+    /// Serves again on the same address after `stop`.
+    pub fn restart(&mut self) {
+        let addr: std::net::SocketAddr = self.url.trim_start_matches("http://").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Self::serve(self.shared.clone(), addr) {
+                Ok((_, server, thread)) => {
+                    self.server = server;
+                    self.thread = Some(thread);
+                    return;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("rebind fake kube on {addr}: {e}"),
+            }
         }
     }
 

@@ -217,6 +217,28 @@ impl<'a> ConversionContext<'a> {
 /// Finds Secrets by namespace and name (used by the CRD → settings conversion).
 pub trait SecretLookup {
     fn get_secret(&self, namespace: &str, name: &str) -> Option<&Secret>;
+    /// Whether Secrets of this namespace are not watched at all (`--namespaces`), so a
+    /// missing one may exist but cannot be read.
+    fn not_watched(&self, _namespace: &str) -> bool {
+        false
+    }
+}
+
+/// Secrets as the controller sees them with `--namespaces`: only the watched namespaces.
+pub struct WatchedSecrets<'a> {
+    pub secrets: &'a dyn SecretLookup,
+    /// `None`: every namespace is watched.
+    pub namespaces: Option<&'a [String]>,
+}
+
+impl SecretLookup for WatchedSecrets<'_> {
+    fn get_secret(&self, namespace: &str, name: &str) -> Option<&Secret> {
+        self.secrets.get_secret(namespace, name)
+    }
+    fn not_watched(&self, namespace: &str) -> bool {
+        self.namespaces
+            .is_some_and(|ns| !ns.iter().any(|n| n == namespace))
+    }
 }
 
 impl SecretLookup for ClusterState {

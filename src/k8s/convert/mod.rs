@@ -12,7 +12,9 @@ use std::fmt;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend, IngressTLS};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, Ingress, IngressBackend, IngressClass, IngressTLS,
+};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -22,7 +24,7 @@ use crate::k8s::annotations::{self, Flags, ParsedAnnotations};
 use crate::k8s::{ns_of, Kind, ObjectKey};
 
 pub use certs::TlsCert;
-pub use context::{ClusterState, ConversionContext, ConvertOptions, SecretLookup};
+pub use context::{ClusterState, ConversionContext, ConvertOptions, SecretLookup, WatchedSecrets};
 pub use settings::pomerium_to_settings;
 
 /// Legacy class annotation (cert-manager HTTP-01 solvers still use it).
@@ -143,6 +145,64 @@ pub fn is_managed(ing: &Ingress, ctx: &ConversionContext) -> Result<(), NotManag
     }
 }
 
+/// The IngressClass an Ingress is managed through: the one it names, else the default class
+/// owned by this controller.
+fn managing_class<'a>(ing: &Ingress, ctx: &ConversionContext<'a>) -> Option<&'a IngressClass> {
+    match ingress_class_name(ing) {
+        Some(class) => ctx.state.ingress_class(class),
+        None => ctx.state.ingress_classes().find(|c| {
+            c.spec.as_ref().and_then(|s| s.controller.as_deref())
+                == Some(ctx.options.controller_name.as_str())
+                && c.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                    .is_some_and(|v| parse_bool_true(v))
+        }),
+    }
+}
+
+/// Default route annotations for every Ingress of a class: the `‹prefix›/…` annotations of
+/// its IngressClass (rampart only; an Ingress's own annotations override them key by key).
+/// Returns the class name and the defaults; empty when the class has none.
+pub fn class_defaults(
+    ing: &Ingress,
+    ctx: &ConversionContext,
+) -> (String, BTreeMap<String, String>) {
+    let Some(class) = managing_class(ing, ctx) else {
+        return (String::new(), BTreeMap::new());
+    };
+    let prefix = format!("{}/", ctx.options.prefix);
+    let defaults = class
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (class.metadata.name.clone().unwrap_or_default(), defaults)
+}
+
+/// The annotations a conversion reads: the class defaults with the Ingress's own on top.
+fn effective_annotations(
+    ing: &Ingress,
+    ctx: &ConversionContext,
+) -> Option<BTreeMap<String, String>> {
+    let (_, mut merged) = class_defaults(ing, ctx);
+    if merged.is_empty() {
+        return ing.metadata.annotations.clone();
+    }
+    merged.extend(
+        ing.metadata
+            .annotations
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    Some(merged)
+}
+
 /// cert-manager HTTP-01 solver Ingress (label value `true`, case-insensitive).
 pub fn is_http01_solver(ing: &Ingress) -> bool {
     ing.metadata
@@ -177,13 +237,14 @@ fn tls_secret_names(ing: &Ingress) -> impl Iterator<Item = &str> {
 
 /// Every object the conversion of `ing` reads (found or not), sorted. An EndpointSlice key
 /// names the Service whose slices are read.
-pub fn ingress_dependencies(ing: &Ingress, options: &ConvertOptions) -> Vec<ObjectKey> {
+pub fn ingress_dependencies(ing: &Ingress, ctx: &ConversionContext) -> Vec<ObjectKey> {
     let ns = ns_of(&ing.metadata);
     let mut deps = Vec::new();
     for s in tls_secret_names(ing) {
         deps.push(ObjectKey::new(Kind::Secret, ns, s));
     }
-    for (_, s) in annotations::secret_refs(ing.metadata.annotations.as_ref(), &options.prefix) {
+    let annotations = effective_annotations(ing, ctx);
+    for (_, s) in annotations::secret_refs(annotations.as_ref(), &ctx.options.prefix) {
         deps.push(ObjectKey::new(Kind::Secret, ns, s));
     }
     for b in backends(ing) {
@@ -209,7 +270,8 @@ pub fn convert_ingress(
     let name = ing.metadata.name.as_deref().unwrap_or("");
     let state = ctx.state;
     let solver = is_http01_solver(ing);
-    let annotations = ing.metadata.annotations.as_ref();
+    let effective = effective_annotations(ing, ctx);
+    let annotations = effective.as_ref();
 
     // --- fetch stage (§4.1) ---
     let mut fetched: Vec<(&str, &Secret)> = Vec::new();
@@ -270,6 +332,13 @@ pub fn convert_ingress(
         p
     } else {
         let lookup = |n: &str| state.secret(ns, n);
+        // Bad class defaults name the IngressClass, not the Ingress.
+        let (class, defaults) = class_defaults(ing, ctx);
+        if !defaults.is_empty() {
+            annotations::parse_annotations(Some(&defaults), &ctx.options.prefix, &lookup).map_err(
+                |e| ConvertError::Parse(format!("annotations: IngressClass {class} defaults: {e}")),
+            )?;
+        }
         annotations::parse_annotations(annotations, &ctx.options.prefix, &lookup)
             .map_err(|e| ConvertError::Parse(format!("annotations: {e}")))?
     };
@@ -347,7 +416,7 @@ pub fn convert_ingress(
     Ok(ConvertedIngress {
         routes,
         certificates,
-        dependencies: ingress_dependencies(ing, ctx.options),
+        dependencies: ingress_dependencies(ing, ctx),
         extras: parsed.extras,
         http01_solver: solver,
     })

@@ -35,10 +35,15 @@ fn fetch<'a>(
     step: &str,
     r: &str,
 ) -> Result<(&'a Secret, String), String> {
-    let (ns, name) = split_ref(r).map_err(|e| format!("secrets: {step}: {e}"))?;
-    let s = secrets
-        .get_secret(ns, name)
-        .ok_or_else(|| format!("secrets: {step}: get {ns}/{name}: Secret {name:?} not found"))?;
+    let (ns, name) = split_ref(r).map_err(|e| format!("secrets: {step}: parse {r}: {e}"))?;
+    let s = secrets.get_secret(ns, name).ok_or_else(|| {
+        let hint = if secrets.not_watched(ns) {
+            format!(" (namespace {ns} is not watched: with --namespaces, Secrets are read from the managed namespaces and the controller's own namespace)")
+        } else {
+            String::new()
+        };
+        format!("secrets: {step}: get {ns}/{name}: Secret {name:?} not found{hint}")
+    })?;
     Ok((s, format!("{ns}/{name}")))
 }
 
@@ -469,7 +474,7 @@ mod tests {
         );
         assert_eq!(
             e("  secrets: bootstrap\n", ""),
-            "secrets: bootstrap secret: missing namespace for resource"
+            "secrets: bootstrap secret: parse bootstrap: missing namespace for resource"
         );
         let short = "apiVersion: v1\nkind: Secret\nmetadata: {name: short, namespace: pomerium}\nstringData: {shared_secret: 0123456789abcdef0123456789abcdef, cookie_secret: tooshort}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: noshared, namespace: pomerium}\nstringData: {cookie_secret: x}\n";
         assert_eq!(

@@ -855,7 +855,8 @@ fn tcp_upstream_paths() {
         e.ends_with("path: udp services must have ImplementationSpecific path type"),
         "{e}"
     );
-    // A well-formed TCP route converts, but the proxy does not serve tcp+https routes.
+    // A well-formed TCP route converts, but the proxy does not serve tcp+https routes: the
+    // error says so (not "must start with https://").
     let e = convert(&ingress_paths(
         &path("", "ImplementationSpecific", "{number: 80}"),
         ann,
@@ -863,6 +864,10 @@ fn tcp_upstream_paths() {
     .unwrap_err();
     assert!(e.starts_with("config validation: "), "{e}");
     assert!(e.contains("tcp+https://a.example.com:80"), "{e}");
+    assert!(
+        e.contains(crate::config::route::TCP_UDP_UNSUPPORTED) && !e.contains("must start with"),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -943,7 +948,8 @@ fn host_set_san_matching() {
 #[test]
 fn dependencies_cover_every_reference() {
     let ing = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: ing\n  namespace: ns\n  annotations: {ingress.pomerium.io/tls_custom_ca_secret: ca, ingress.pomerium.io/set_request_headers_secret: hdrs}\nspec:\n  defaultBackend: {service: {name: dflt, port: {number: 80}}}\n  tls: [{secretName: cert}, {secretName: ''}]\n  rules:\n  - host: a\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: s1, port: {number: 80}}}}]}\n";
-    let deps = ingress_dependencies(&ingress(ing), &ConvertOptions::default());
+    let (st, opts) = (ClusterState::new(), ConvertOptions::default());
+    let deps = ingress_dependencies(&ingress(ing), &ConversionContext::new(&st, &opts));
     let got: Vec<String> = deps.iter().map(|d| d.to_string()).collect();
     assert_eq!(
         got,
