@@ -156,6 +156,12 @@ pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) ->
         h.insert(name.clone(), value.clone());
     }
 
+    // `kubernetes_service_account_token`: the upstream sees the service account, not the
+    // client's credentials.
+    if let Some(v) = &ctx.route.service_account_token {
+        h.insert(header::AUTHORIZATION, v.clone());
+    }
+
     // Route options: remove (client copies were left out above; this catches the headers
     // added here), then set (a header in both is set).
     for name in &ctx.route.remove_request_headers {

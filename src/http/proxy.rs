@@ -16,6 +16,7 @@ use futures::future::Either;
 use futures::StreamExt;
 
 use super::authorize::{AuthOutcome, UpstreamIdentity};
+use super::balancer::UpstreamOutcome;
 use super::body::{Exchange, Expired, ResponseBody};
 use super::errors::{robots_txt, ClientKind, ErrorPage, REQUEST_ID};
 use super::h1client::{self, SendError};
@@ -88,6 +89,18 @@ pub fn upgrade_kind(headers: &HeaderMap) -> Option<UpgradeKind> {
     } else {
         UpgradeKind::Other
     })
+}
+
+/// Whether the request's `Upgrade` protocol is in the route's `allow_upgrades`.
+pub fn upgrade_allowed(route: &crate::config::Route, headers: &HeaderMap) -> bool {
+    let Some(token) = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let token = token.trim();
+    route
+        .allow_upgrades
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(token))
 }
 
 /// The actix-web handler for every proxied request.
@@ -193,11 +206,14 @@ async fn serve(
         return Outcome::local(error(StatusCode::NOT_FOUND, Some("route_not_found")));
     };
     let upgrade = upgrade_kind(req.headers());
-    let refused = match upgrade {
-        Some(UpgradeKind::WebSocket) => !entry.route.allow_websockets,
-        Some(UpgradeKind::Spdy) => !entry.route.allow_spdy,
-        _ => false,
-    };
+    // `allow_upgrades` (with allow_websockets/allow_spdy folded in) lists the tunnelled ones;
+    // a websocket or SPDY upgrade not listed is refused, other unlisted ones are forwarded
+    // as plain requests.
+    let tunnelled = upgrade.is_some() && upgrade_allowed(&entry.route, req.headers());
+    let refused = matches!(
+        upgrade,
+        Some(UpgradeKind::WebSocket) | Some(UpgradeKind::Spdy)
+    ) && !tunnelled;
     if refused {
         return Outcome {
             response: error(
@@ -240,9 +256,10 @@ async fn serve(
         metrics: &state.metrics,
         proto: if state.is_secure() { "https" } else { "http" },
     };
-    let (response, upstream) = match upgrade {
-        Some(UpgradeKind::WebSocket) | Some(UpgradeKind::Spdy) => ctx.tunnel(payload).await,
-        _ => ctx.forward(payload).await,
+    let (response, upstream) = if tunnelled {
+        ctx.tunnel(payload).await
+    } else {
+        ctx.forward(payload).await
     };
     Outcome {
         response,
@@ -365,7 +382,11 @@ impl Forward<'_> {
         )
         .then(|| routing_hash(self.req));
         let mut last_upstream = None;
-        let mut order = self.entry.balancer.order(hash).into_iter();
+        let order = self.entry.balancer.order(hash);
+        if order.is_empty() {
+            return (self.no_healthy_upstream(), None);
+        }
+        let mut order = order.into_iter();
         let mut retry_same: Option<usize> = None;
         let mut retried = false;
         while let Some(index) = retry_same.take().or_else(|| order.next()) {
@@ -387,6 +408,9 @@ impl Forward<'_> {
             };
             match result {
                 Either::Left(Ok(resp)) => {
+                    self.entry
+                        .balancer
+                        .record(index, UpstreamOutcome::Status(resp.status.as_u16()));
                     return (
                         self.response(resp, exchange.clone(), in_flight),
                         last_upstream,
@@ -395,6 +419,9 @@ impl Forward<'_> {
                 Either::Left(Err(SendError::Connect(e))) => {
                     tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "upstream connect failed");
                     self.entry.balancer.mark_failed(index);
+                    self.entry
+                        .balancer
+                        .record(index, UpstreamOutcome::ConnectFailure);
                     self.metrics.upstream_error(self.route_id(), "connect");
                     if exchange.started() {
                         break;
@@ -422,6 +449,9 @@ impl Forward<'_> {
                         ),
                     };
                     tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "upstream request failed");
+                    self.entry
+                        .balancer
+                        .record(index, UpstreamOutcome::ConnectFailure);
                     self.metrics.upstream_error(self.route_id(), kind);
                     return (self.error(status, detail), last_upstream);
                 }
@@ -488,12 +518,24 @@ impl Forward<'_> {
         response
     }
 
-    /// Upgrade requests (websocket, SPDY): a raw byte tunnel after the upstream's 101.
+    /// Health checks or outlier detection left no upstream (and the panic threshold is not
+    /// reached): Envoy's `no healthy upstream` 503.
+    fn no_healthy_upstream(&self) -> HttpResponse {
+        self.metrics
+            .upstream_error(self.route_id(), "no_healthy_upstream");
+        self.error(StatusCode::SERVICE_UNAVAILABLE, "no_healthy_upstream")
+    }
+
+    /// Upgrade requests (`allow_upgrades`): a raw byte tunnel after the upstream's 101.
     async fn tunnel(&self, payload: Payload) -> (HttpResponse, Option<usize>) {
         let route = &self.entry.route;
         let pq = self.path_and_query();
         let mut last_upstream = None;
-        for index in self.entry.balancer.order(None) {
+        let order = self.entry.balancer.order(None);
+        if order.is_empty() {
+            return (self.no_healthy_upstream(), None);
+        }
+        for index in order {
             let up = &route.upstreams[index];
             last_upstream = Some(index);
             let io = match tunnel::connect(self.entry, up).await {
@@ -501,6 +543,9 @@ impl Forward<'_> {
                 Err(e) => {
                     tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "upstream connect failed");
                     self.entry.balancer.mark_failed(index);
+                    self.entry
+                        .balancer
+                        .record(index, UpstreamOutcome::ConnectFailure);
                     self.metrics.upstream_error(self.route_id(), "connect");
                     continue;
                 }

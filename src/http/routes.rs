@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rustls::ClientConfig;
 
 use super::balancer::Balancer;
+use super::health::{self, ProbeTarget};
 use super::metrics::RouteLabel;
 use super::upstream::{client_tls_config, tls_key, UpstreamTlsError};
 use crate::config::route::HostMatch;
@@ -59,8 +60,17 @@ impl RouteEntry {
                 c
             }
         };
+        let balancer = Balancer::with_health(&route.upstreams, route.load_balancing, &route.health);
+        if let (Some(health), false) = (balancer.health(), route.health.checks.is_empty()) {
+            let targets = route
+                .upstreams
+                .iter()
+                .map(|up| ProbeTarget::new(up, key, &tls, route.tls.server_name.as_deref()))
+                .collect();
+            health::start(&route.id, targets, &route.health.checks, health);
+        }
         Ok(RouteEntry {
-            balancer: Balancer::new(&route.upstreams, route.load_balancing),
+            balancer,
             metrics_label: RouteLabel::new(&route.id),
             route,
             tls_key: key,
