@@ -1,0 +1,238 @@
+//! Route options served by the real binary: active health checks and outlier detection steering
+//! the balancer between two real upstreams, downstream client certificates, upgrades, the
+//! service account token.
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use support::*;
+
+/// An upstream answering its name, or 500 to everything (health checks too) while `failing`.
+struct Switchable {
+    addr: SocketAddr,
+    failing: Arc<AtomicBool>,
+}
+
+impl Switchable {
+    fn start(name: &'static str) -> Switchable {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let failing = Arc::new(AtomicBool::new(false));
+        let flag = failing.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = HttpServer::new(move || {
+                    let flag = flag.clone();
+                    App::new().default_service(web::to(move |req: HttpRequest| {
+                        let failing = flag.load(Ordering::SeqCst);
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        async move {
+                            if failing {
+                                HttpResponse::InternalServerError().body(format!("{name} failing"))
+                            } else {
+                                HttpResponse::Ok()
+                                    .insert_header(("x-authorization-seen", auth))
+                                    .body(name)
+                            }
+                        }
+                    }))
+                })
+                .workers(1)
+                .disable_signals()
+                .listen(listener)
+                .unwrap()
+                .run();
+                tx.send(()).unwrap();
+                let _ = server.await;
+            })
+        });
+        rx.recv().unwrap();
+        Switchable { addr, failing }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn set_failing(&self, on: bool) {
+        self.failing.store(on, Ordering::SeqCst);
+    }
+}
+
+/// Which upstream answered each of `n` requests (`"a"`, `"b"`, or `"<status>"`).
+async fn answers(client: &reqwest::Client, url: &str, n: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let r = client.get(url).send().await.unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        out.push(if status.is_success() {
+            body
+        } else {
+            status.as_u16().to_string()
+        });
+    }
+    out
+}
+
+/// Polls until `n` requests all come back from `a`, or fails after `within`.
+async fn until_only_a(client: &reqwest::Client, url: &str, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = answers(client, url, 6).await;
+        if got.iter().all(|g| g == "a") {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "still not only a: {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn until_both(client: &reqwest::Client, url: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = answers(client, url, 6).await;
+        if got.iter().any(|g| g == "a") && got.iter().any(|g| g == "b") {
+            assert!(got.iter().all(|g| g == "a" || g == "b"), "{got:?}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "b did not come back: {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_web::test]
+async fn active_health_checks_take_a_failing_upstream_out_and_back() {
+    let a = Switchable::start("a");
+    let b = Switchable::start("b");
+    let port = free_port();
+    let proxy = Proxy::start(
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://hc.example.com\n    to: [{}, {}]\n    allow_public_unauthenticated_access: true\n    health_checks:\n      - timeout: 1s\n        interval: 200ms\n        healthy_threshold: 2\n        unhealthy_threshold: 2\n        http_health_check: {{path: /healthz}}\n",
+            a.url(),
+            b.url()
+        ),
+        port,
+    );
+    let client = http_client(proxy.addr(), &["hc.example.com"]);
+    let url = format!("http://hc.example.com:{port}/");
+    until_both(&client, &url, Duration::from_secs(5)).await;
+
+    b.set_failing(true);
+    // No request is needed: the checks alone take b out (2 failures at 200 ms).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = answers(&client, &url, 10).await;
+    assert!(got.iter().all(|g| g == "a"), "b still served: {got:?}");
+
+    b.set_failing(false);
+    until_both(&client, &url, Duration::from_secs(5)).await;
+    let log = proxy.log();
+    assert!(log.contains("health check: upstream unhealthy"), "{log}");
+    assert!(log.contains("health check: upstream healthy"), "{log}");
+}
+
+#[actix_web::test]
+async fn outlier_detection_ejects_after_consecutive_5xx_and_returns_it() {
+    let a = Switchable::start("a");
+    let b = Switchable::start("b");
+    let port = free_port();
+    let proxy = Proxy::start(
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://od.example.com\n    to: [{}, {}]\n    allow_public_unauthenticated_access: true\n    outlier_detection: {{consecutive_5xx: 3, base_ejection_time: 2s, max_ejection_percent: 50}}\n",
+            a.url(),
+            b.url()
+        ),
+        port,
+    );
+    let client = http_client(proxy.addr(), &["od.example.com"]);
+    let url = format!("http://od.example.com:{port}/");
+    until_both(&client, &url, Duration::from_secs(5)).await;
+
+    b.set_failing(true);
+    // Round-robin: b sees every other request; its third 500 in a row ejects it.
+    let got = answers(&client, &url, 6).await;
+    assert_eq!(got.iter().filter(|g| *g == "500").count(), 3, "{got:?}");
+    let started = Instant::now();
+    let got = answers(&client, &url, 10).await;
+    assert!(got.iter().all(|g| g == "a"), "b not ejected: {got:?}");
+
+    // After base_ejection_time b is offered again (and answers again once recovered).
+    b.set_failing(false);
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(started.elapsed())).await;
+    until_both(&client, &url, Duration::from_secs(5)).await;
+    assert!(
+        proxy
+            .log()
+            .contains("outlier detection ejected an upstream"),
+        "{}",
+        proxy.log()
+    );
+}
+
+#[actix_web::test]
+async fn zero_panic_threshold_answers_no_healthy_upstream() {
+    let a = Switchable::start("a");
+    let port = free_port();
+    let proxy = Proxy::start(
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://p.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    healthy_panic_threshold: 0\n    health_checks: [{{timeout: 1s, interval: 100ms, healthy_threshold: 1, unhealthy_threshold: 1, http_health_check: {{path: /}}}}]\n",
+            a.url()
+        ),
+        port,
+    );
+    let client = http_client(proxy.addr(), &["p.example.com"]);
+    let url = format!("http://p.example.com:{port}/");
+    assert_eq!(answers(&client, &url, 1).await, vec!["a"]);
+    a.set_failing(true);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = client
+        .get(&url)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("no_healthy_upstream"), "{body}");
+}
+
+#[actix_web::test]
+async fn service_account_token_replaces_the_client_authorization() {
+    let a = Switchable::start("a");
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "sa-token-123\n").unwrap();
+    let proxy = Proxy::start_in(
+        dir,
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://k.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    kubernetes_service_account_token_file: {}\n",
+            a.url(),
+            token.display()
+        ),
+        port,
+    );
+    let client = http_client(proxy.addr(), &["k.example.com"]);
+    let r = client
+        .get(format!("http://k.example.com:{port}/"))
+        .header("authorization", "Bearer client-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-authorization-seen"].to_str().unwrap(),
+        "Bearer sa-token-123"
+    );
+}
