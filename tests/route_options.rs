@@ -236,3 +236,101 @@ async fn service_account_token_replaces_the_client_authorization() {
         "Bearer sa-token-123"
     );
 }
+
+/// An HTTPS client trusting `ca_pem` that presents `identity` (cert + key PEM).
+fn mtls_client(
+    ca_pem: &str,
+    identity: Option<&Leaf>,
+    proxy: SocketAddr,
+    hosts: &[&str],
+) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(30));
+    if let Some(leaf) = identity {
+        let pem = format!("{}{}", leaf.cert_pem, leaf.key_pem);
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    for h in hosts {
+        b = b.resolve(h, proxy);
+    }
+    b.build().unwrap()
+}
+
+#[actix_web::test]
+async fn downstream_client_ca_checks_client_certificates_for_its_route() {
+    let a = Switchable::start("a");
+    let server_ca = Ca::new("server CA");
+    let leaf = server_ca.leaf(&["*.example.com"]);
+    let client_ca = Ca::new("client CA");
+    let good = client_ca.leaf(&["alice.client"]);
+    let rogue = Ca::new("rogue CA").leaf(&["mallory.client"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = leaf.write(dir.path(), "server");
+    let ca_file = dir.path().join("client-ca.pem");
+    std::fs::write(&ca_file, &client_ca.pem).unwrap();
+    let port = free_port();
+    let proxy = Proxy::start_in(
+        dir,
+        &format!(
+            "address: 127.0.0.1:{port}\ncertificate_file: {}\ncertificate_key_file: {}\nroutes:\n  - from: https://mtls.example.com\n    to: {up}\n    allow_public_unauthenticated_access: true\n    tls_downstream_client_ca_file: {}\n  - from: https://open.example.com\n    to: {up}\n    allow_public_unauthenticated_access: true\n",
+            cert.display(),
+            key.display(),
+            ca_file.display(),
+            up = a.url(),
+        ),
+        port,
+    );
+    let hosts = ["mtls.example.com", "open.example.com"];
+    let get = |identity: Option<&Leaf>, host: &str| {
+        let client = mtls_client(&server_ca.pem, identity, proxy.addr(), &hosts);
+        let url = format!("https://{host}:{port}/");
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get(Some(&good), "mtls.example.com").await, 200);
+    assert_ne!(get(None, "mtls.example.com").await, 200, "no certificate");
+    assert_ne!(get(Some(&rogue), "mtls.example.com").await, 200, "other CA");
+    // The other route asks nothing of clients: with or without a certificate it serves.
+    assert_eq!(get(None, "open.example.com").await, 200);
+    assert_eq!(get(Some(&rogue), "open.example.com").await, 200);
+}
+
+#[actix_web::test]
+async fn client_certificate_criterion_sees_the_presented_certificate() {
+    let a = Switchable::start("a");
+    let server_ca = Ca::new("server CA");
+    let leaf = server_ca.leaf(&["*.example.com"]);
+    let client_ca = Ca::new("client CA");
+    let alice = client_ca.leaf(&["alice.client"]);
+    let bob = client_ca.leaf(&["bob.client"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = leaf.write(dir.path(), "server");
+    let ca_file = dir.path().join("client-ca.pem");
+    std::fs::write(&ca_file, &client_ca.pem).unwrap();
+    let port = free_port();
+    let proxy = Proxy::start_in(
+        dir,
+        &format!(
+            "address: 127.0.0.1:{port}\ncertificate_file: {}\ncertificate_key_file: {}\nroutes:\n  - from: https://pki.example.com\n    to: {}\n    tls_downstream_client_ca_file: {}\n    policy: {{allow: {{and: [{{client_certificate: {{san_dns: {{is: alice.client}}}}}}]}}}}\n",
+            cert.display(),
+            key.display(),
+            a.url(),
+            ca_file.display(),
+        ),
+        port,
+    );
+    let get = |identity: &Leaf| {
+        let client = mtls_client(
+            &server_ca.pem,
+            Some(identity),
+            proxy.addr(),
+            &["pki.example.com"],
+        );
+        let url = format!("https://pki.example.com:{port}/");
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get(&alice).await, 200);
+    assert_eq!(get(&bob).await, 403);
+}

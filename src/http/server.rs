@@ -133,6 +133,12 @@ impl ProxyState {
 
     /// Makes `snapshot` the one new requests see.
     pub fn publish(&self, snapshot: Snapshot) {
+        let wants_client_certs = snapshot
+            .routes
+            .entries()
+            .iter()
+            .any(|e| e.client_ca.is_some());
+        super::tls::request_client_certificates(wants_client_certs);
         self.snapshot.store(Arc::new(snapshot));
     }
 
@@ -207,11 +213,18 @@ pub fn proxy_server(
 
 /// Client connections send each response at once (no Nagle delay), as nginx does with
 /// `tcp_nodelay on`.
-fn no_delay(conn: &dyn std::any::Any, _ext: &mut actix_web::dev::Extensions) {
-    let tcp = conn.downcast_ref::<actix_web::rt::net::TcpStream>().or_else(|| {
-        conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>>()
-            .map(|tls| tls.get_ref().0)
-    });
+/// Also keeps a presented client certificate chain as connection data (`PeerCertificates`).
+fn no_delay(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    let tls = conn
+        .downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>>();
+    if let Some(certs) = tls.and_then(|t| t.get_ref().1.peer_certificates()) {
+        ext.insert(super::tls::PeerCertificates(Arc::new(
+            certs.iter().map(|c| c.clone().into_owned()).collect(),
+        )));
+    }
+    let tcp = conn
+        .downcast_ref::<actix_web::rt::net::TcpStream>()
+        .or_else(|| tls.map(|tls| tls.get_ref().0));
     if let Some(tcp) = tcp {
         let _ = tcp.set_nodelay(true);
     }

@@ -3,13 +3,17 @@
 //! dropping existing connections.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::ring::sign::any_supported_type;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use thiserror::Error;
 use x509_parser::prelude::*;
 
@@ -199,13 +203,116 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-/// The downstream rustls config: HTTP/2 and HTTP/1.1 by ALPN, certificates from `resolver`.
+/// Whether handshakes ask for a client certificate: on while any route has a
+/// `tls_downstream_client_ca` (set with each published route table). One proxy per process.
+static CLIENT_CERTIFICATES_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Turns the (optional) client certificate request on or off for new handshakes.
+pub fn request_client_certificates(on: bool) {
+    CLIENT_CERTIFICATES_REQUESTED.store(on, Ordering::Relaxed);
+}
+
+/// Asks for a client certificate (never requires one) and accepts any chain whose handshake
+/// signature checks out. The chain is verified per request against the CA of the route the
+/// request matched (`RouteEntry::client_certificate`), so the PPL `client_certificate` and
+/// `invalid_client_certificate` criteria decide, as with Pomerium's default
+/// `policy_with_default_deny` enforcement.
+#[derive(Debug)]
+pub struct OptionalClientCertificate {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl OptionalClientCertificate {
+    pub fn new(provider: &rustls::crypto::CryptoProvider) -> OptionalClientCertificate {
+        OptionalClientCertificate {
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+}
+
+impl ClientCertVerifier for OptionalClientCertificate {
+    fn offer_client_auth(&self) -> bool {
+        CLIENT_CERTIFICATES_REQUESTED.load(Ordering::Relaxed)
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The client certificate chain a TLS connection presented (connection data for requests).
+#[derive(Debug, Clone)]
+pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
+
+/// Verifies client certificates against one route's `tls_downstream_client_ca`.
+pub fn client_ca_verifier(ca_der: &[Vec<u8>]) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for der in ca_der {
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|e| e.to_string())?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `chain` (leaf first) chains to the CA behind `verifier`.
+pub fn client_chain_valid(verifier: &dyn ClientCertVerifier, chain: &[CertificateDer<'_>]) -> bool {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return false;
+    };
+    verifier
+        .verify_client_cert(leaf, intermediates, UnixTime::now())
+        .is_ok()
+}
+
+/// The downstream rustls config: HTTP/2 and HTTP/1.1 by ALPN, certificates from `resolver`,
+/// client certificates asked for while a route wants them.
 pub fn server_config(resolver: Arc<CertResolver>) -> rustls::ServerConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(OptionalClientCertificate::new(&provider));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     cfg

@@ -39,7 +39,9 @@ pub fn route_policy_input(route: &Route) -> RoutePolicyInput {
         route_id: route.id.clone(),
         legacy,
         policies,
-        enforce_client_certificate: false,
+        // Pomerium's default `policy_with_default_deny`: a route with a client CA denies a
+        // missing or invalid client certificate.
+        enforce_client_certificate: route.downstream_client_ca.is_some(),
     }
 }
 
@@ -102,7 +104,9 @@ impl Authorizer for SignInAuthorizer {
             let identity = session.as_deref().map(|s| self.service.policy_identity(s));
             let path = normalize_path(req.uri().path()).unwrap_or_else(|_| req.path().to_string());
             let source_ip = req.peer_addr().map(|a| a.ip());
-            let view = ActixRequestView::new(req, &path, source_ip, None);
+            let peer = req.conn_data::<crate::http::tls::PeerCertificates>();
+            let client_cert = entry.client_certificate(peer);
+            let view = ActixRequestView::new(req, &path, source_ip, client_cert.as_ref());
             let eval = policy.evaluate(&view, identity.as_deref());
             match eval.decision {
                 Decision::Allow => {
