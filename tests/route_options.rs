@@ -86,19 +86,6 @@ async fn answers(client: &reqwest::Client, url: &str, n: usize) -> Vec<String> {
     out
 }
 
-/// Polls until `n` requests all come back from `a`, or fails after `within`.
-async fn until_only_a(client: &reqwest::Client, url: &str, within: Duration) -> Vec<String> {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = answers(client, url, 6).await;
-        if got.iter().all(|g| g == "a") {
-            return got;
-        }
-        assert!(Instant::now() < deadline, "still not only a: {got:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn until_both(client: &reqwest::Client, url: &str, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
