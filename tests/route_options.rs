@@ -321,3 +321,34 @@ async fn client_certificate_criterion_sees_the_presented_certificate() {
     assert_eq!(get(&alice).await, 200);
     assert_eq!(get(&bob).await, 403);
 }
+
+#[actix_web::test]
+async fn circuit_breaker_max_requests_answers_overflow() {
+    let up = Upstream::start("slow");
+    let port = free_port();
+    let proxy = Proxy::start(
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://cb.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    circuit_breaker_thresholds: {{max_requests: 1}}\n",
+            up.url()
+        ),
+        port,
+    );
+    let client = http_client(proxy.addr(), &["cb.example.com"]);
+    let url = format!("http://cb.example.com:{port}/slow");
+    let first = {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move { client.get(url).send().await.unwrap().status().as_u16() })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = client.get(&url).send().await.unwrap();
+    assert_eq!(second.status(), 503);
+    assert_eq!(second.headers()["x-envoy-overloaded"], "true");
+    assert_eq!(first.await.unwrap(), 200);
+    // Once the first request is done, the next one goes through.
+    let third = client
+        .get(format!("http://cb.example.com:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 200);
+}

@@ -250,6 +250,10 @@ pub struct RouteConfig {
     /// `idp_identity_token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_format: Option<String>,
+    /// Envoy circuit breaker limits: `{max_connections, max_pending_requests, max_requests,
+    /// max_retries, max_connection_pools}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker_thresholds: Option<serde_json::Value>,
     /// Per-route identity provider client (overrides the global `idp_client_id`/`_secret`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idp_client_id: Option<String>,

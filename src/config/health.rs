@@ -97,6 +97,7 @@ pub struct HealthOptions {
     pub outlier: Option<OutlierDetection>,
     /// Below this percentage of healthy upstreams, health is ignored (all are used).
     pub panic_threshold: f64,
+    pub circuit_breakers: CircuitBreakers,
 }
 
 impl Default for HealthOptions {
@@ -105,6 +106,7 @@ impl Default for HealthOptions {
             checks: Vec::new(),
             outlier: None,
             panic_threshold: DEFAULT_PANIC_THRESHOLD,
+            circuit_breakers: CircuitBreakers::default(),
         }
     }
 }
@@ -449,6 +451,39 @@ fn percent(key: &str, v: &Value) -> Result<u32, HealthConfigError> {
     Ok(n)
 }
 
+/// `circuit_breaker_thresholds`: the limits rampart enforces. Upstream requests are HTTP/1.1,
+/// one connection each, so `max_connections` and `max_requests` both cap the concurrent
+/// requests of the route; `max_pending_requests`, `max_retries` and `max_connection_pools`
+/// are accepted and not applied.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CircuitBreakers {
+    /// Concurrent requests beyond this are answered 503 at once.
+    pub max_requests: Option<u32>,
+}
+
+const CIRCUIT_BREAKER_FIELDS: &[&str] = &[
+    "max_connections",
+    "max_pending_requests",
+    "max_requests",
+    "max_retries",
+    "max_connection_pools",
+];
+
+pub fn parse_circuit_breakers(v: &Value) -> Result<CircuitBreakers, HealthConfigError> {
+    let key = "circuit_breaker_thresholds";
+    let m = object(key, v, CIRCUIT_BREAKER_FIELDS)?;
+    let mut limit: Option<u32> = None;
+    for (field, value) in &m {
+        let n = uint(&format!("{key}.{field}"), value)?;
+        if field == "max_requests" || field == "max_connections" {
+            limit = Some(limit.map_or(n, |l| l.min(n)));
+        }
+    }
+    Ok(CircuitBreakers {
+        max_requests: limit,
+    })
+}
+
 /// Checks `healthy_panic_threshold` (0–100).
 pub fn check_panic_threshold(v: f64) -> Result<f64, HealthConfigError> {
     if !(0.0..=100.0).contains(&v) {
@@ -531,6 +566,27 @@ mod tests {
         assert_eq!(
             e(json!({"timeout": "1s"})),
             "`health_checks`: expected a list of health checks, got an object"
+        );
+    }
+
+    #[test]
+    fn circuit_breakers_take_the_lower_request_limit() {
+        let c = parse_circuit_breakers(
+            &json!({"max_requests": 10, "maxConnections": 4, "max_retries": 1}),
+        )
+        .unwrap();
+        assert_eq!(c.max_requests, Some(4));
+        assert_eq!(
+            parse_circuit_breakers(&json!({"max_retries": 1}))
+                .unwrap()
+                .max_requests,
+            None
+        );
+        assert_eq!(
+            parse_circuit_breakers(&json!({"max_conns": 1}))
+                .unwrap_err()
+                .to_string(),
+            "`circuit_breaker_thresholds`: unknown field \"max_conns\""
         );
     }
 

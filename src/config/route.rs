@@ -12,8 +12,8 @@ use url::Url;
 use super::duration::{parse_go_duration, DurationError};
 use super::file::RouteConfig;
 use super::health::{
-    check_panic_threshold, parse_health_checks, parse_outlier_detection, HealthConfigError,
-    HealthOptions,
+    check_panic_threshold, parse_circuit_breakers, parse_health_checks, parse_outlier_detection,
+    HealthConfigError, HealthOptions,
 };
 use super::source::PemSource;
 
@@ -395,6 +395,13 @@ fn health_options(cfg: &RouteConfig) -> Result<HealthOptions, RouteErrorKind> {
     }
     if let Some(p) = cfg.healthy_panic_threshold {
         h.panic_threshold = check_panic_threshold(p)?;
+    }
+    if let Some(v) = cfg
+        .circuit_breaker_thresholds
+        .as_ref()
+        .filter(|v| !v.is_null())
+    {
+        h.circuit_breakers = parse_circuit_breakers(v)?;
     }
     Ok(h)
 }

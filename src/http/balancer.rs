@@ -80,6 +80,8 @@ pub struct Balancer {
     health: Option<Arc<UpstreamHealth>>,
     outlier: Option<OutlierDetection>,
     panic_threshold: f64,
+    /// `circuit_breaker_thresholds`: concurrent request limit of the route.
+    max_requests: Option<usize>,
     /// Upstream URLs, for logs.
     names: Vec<String>,
 }
@@ -129,6 +131,7 @@ impl Balancer {
             }),
             outlier: health.outlier.clone(),
             panic_threshold: health.panic_threshold,
+            max_requests: health.circuit_breakers.max_requests.map(|n| n as usize),
             names: upstreams.iter().map(|u| u.url.to_string()).collect(),
         }
     }
@@ -197,6 +200,19 @@ impl Balancer {
         order.extend(rest.clone().filter(|&i| self.healthy(i, now)));
         order.extend(rest.filter(|&i| !self.healthy(i, now)));
         order
+    }
+
+    /// Whether the route's circuit breaker (`max_requests`) is open: that many requests are in
+    /// flight already.
+    pub fn overloaded(&self) -> bool {
+        let Some(max) = self.max_requests else {
+            return false;
+        };
+        self.active
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum::<usize>()
+            >= max
     }
 
     /// Takes upstream `i` out of rotation for `FAILURE_PENALTY`.
@@ -462,6 +478,25 @@ mod tests {
         assert_eq!(b.order(None).len(), 3);
         h.hosts[1].set_check_failing(1, false);
         assert_eq!(b.order(None).len(), 2);
+    }
+
+    #[test]
+    fn circuit_breaker_opens_at_max_requests() {
+        let opts = HealthOptions {
+            circuit_breakers: crate::config::health::CircuitBreakers {
+                max_requests: Some(2),
+            },
+            ..HealthOptions::default()
+        };
+        let b = Balancer::with_health(&ups(&[1, 1]), LoadBalancing::RoundRobin, &opts);
+        let first = b.begin(0);
+        assert!(!b.overloaded());
+        let second = b.begin(1);
+        assert!(b.overloaded());
+        drop(first);
+        assert!(!b.overloaded());
+        drop(second);
+        assert!(!Balancer::new(&ups(&[1]), LoadBalancing::RoundRobin).overloaded());
     }
 
     #[test]

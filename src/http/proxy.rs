@@ -382,6 +382,9 @@ impl Forward<'_> {
         )
         .then(|| routing_hash(self.req));
         let mut last_upstream = None;
+        if self.entry.balancer.overloaded() {
+            return (self.overflow(), None);
+        }
         let order = self.entry.balancer.order(hash);
         if order.is_empty() {
             return (self.no_healthy_upstream(), None);
@@ -526,11 +529,28 @@ impl Forward<'_> {
         self.error(StatusCode::SERVICE_UNAVAILABLE, "no_healthy_upstream")
     }
 
+    /// The route's `circuit_breaker_thresholds` limit is reached: Envoy's overflow 503.
+    fn overflow(&self) -> HttpResponse {
+        self.metrics.upstream_error(self.route_id(), "overflow");
+        let mut resp = self.error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_reset_before_response_started{overflow}",
+        );
+        resp.headers_mut().insert(
+            HeaderName::from_static("x-envoy-overloaded"),
+            HeaderValue::from_static("true"),
+        );
+        resp
+    }
+
     /// Upgrade requests (`allow_upgrades`): a raw byte tunnel after the upstream's 101.
     async fn tunnel(&self, payload: Payload) -> (HttpResponse, Option<usize>) {
         let route = &self.entry.route;
         let pq = self.path_and_query();
         let mut last_upstream = None;
+        if self.entry.balancer.overloaded() {
+            return (self.overflow(), None);
+        }
         let order = self.entry.balancer.order(None);
         if order.is_empty() {
             return (self.no_healthy_upstream(), None);

@@ -557,7 +557,7 @@ fn apply_value(out: &mut ParsedAnnotations, key: &str, v: Value) -> Result<(), S
             for field in obj.values() {
                 want_uint32(key, field)?;
             }
-            out.extras.insert(key.into(), Value::Object(obj));
+            r.circuit_breaker_thresholds = Some(Value::Object(obj));
         }
         "health_checks" => match &v {
             Value::Null => {}

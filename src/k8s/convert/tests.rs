@@ -575,8 +575,13 @@ fn group_b_options_without_route_fields_go_to_extras() {
         }])
     );
     assert_eq!(
-        x["circuit_breaker_thresholds"],
-        json!({"max_connections": 10, "max_retries": 3})
+        one("    ingress.pomerium.io/circuit_breaker_thresholds: '{\"max_connections\": 10, \"maxRetries\": 3}'")
+            .circuit_breaker_thresholds,
+        Some(json!({"max_connections": 10, "max_retries": 3}))
+    );
+    assert!(
+        !x.contains_key("circuit_breaker_thresholds"),
+        "a route option now"
     );
     let e = err("    ingress.pomerium.io/circuit_breaker_thresholds: '{\"max_conns\": 1}'");
     assert!(
