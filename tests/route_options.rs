@@ -31,18 +31,22 @@ impl Switchable {
                     let flag = flag.clone();
                     App::new().default_service(web::to(move |req: HttpRequest| {
                         let failing = flag.load(Ordering::SeqCst);
-                        let auth = req
-                            .headers()
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
+                        let header = |n: &str| {
+                            req.headers()
+                                .get(n)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string()
+                        };
+                        let auth = header("authorization");
+                        let impersonate = header("impersonate-user");
                         async move {
                             if failing {
                                 HttpResponse::InternalServerError().body(format!("{name} failing"))
                             } else {
                                 HttpResponse::Ok()
                                     .insert_header(("x-authorization-seen", auth))
+                                    .insert_header(("x-impersonate-user-seen", impersonate))
                                     .body(name)
                             }
                         }
@@ -214,6 +218,7 @@ async fn service_account_token_replaces_the_client_authorization() {
     let r = client
         .get(format!("http://k.example.com:{port}/"))
         .header("authorization", "Bearer client-token")
+        .header("impersonate-user", "system:admin")
         .send()
         .await
         .unwrap();
@@ -222,6 +227,8 @@ async fn service_account_token_replaces_the_client_authorization() {
         r.headers()["x-authorization-seen"].to_str().unwrap(),
         "Bearer sa-token-123"
     );
+    // A client cannot pick whom the service account impersonates.
+    assert_eq!(r.headers()["x-impersonate-user-seen"].to_str().unwrap(), "");
 }
 
 /// An HTTPS client trusting `ca_pem` that presents `identity` (cert + key PEM).

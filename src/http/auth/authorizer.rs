@@ -126,8 +126,14 @@ impl Authorizer for SignInAuthorizer {
                         pass,
                         false,
                     );
+                    let mut set_headers = plan.set;
+                    if entry.route.service_account_token.is_some() {
+                        if let Some(s) = session.as_deref() {
+                            set_headers.extend(impersonation_headers(s));
+                        }
+                    }
                     AuthOutcome::Allow(UpstreamIdentity {
-                        set_headers: plan.set,
+                        set_headers,
                         remove_headers: plan.remove,
                         strip_cookie: plan.strip_cookie,
                     })
@@ -143,6 +149,40 @@ impl Authorizer for SignInAuthorizer {
             }
         })
     }
+}
+
+/// `kubernetes_service_account_token` routes: the Kubernetes API acts as the signed-in user
+/// (`Impersonate-User`: the email, else the user id; one `Impersonate-Group` per group), as
+/// Pomerium does.
+pub fn impersonation_headers(
+    session: &crate::store::Session,
+) -> Vec<(
+    actix_web::http::header::HeaderName,
+    actix_web::http::header::HeaderValue,
+)> {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    let mut out = Vec::new();
+    let user = if session.email.is_empty() {
+        &session.user_id
+    } else {
+        &session.email
+    };
+    if let Ok(v) = HeaderValue::from_str(user) {
+        out.push((HeaderName::from_static("impersonate-user"), v));
+    }
+    let groups = session
+        .claims
+        .get("groups")
+        .and_then(|g| g.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.as_str());
+    for g in groups {
+        if let Ok(v) = HeaderValue::from_str(g) {
+            out.push((HeaderName::from_static("impersonate-group"), v));
+        }
+    }
+    out
 }
 
 /// Without an identity provider nobody signs in: keep no session files (and take no lock on
@@ -205,5 +245,33 @@ impl AuthRuntime {
             service,
             policies: Arc::new(snapshot),
         }))
+    }
+}
+
+#[cfg(test)]
+mod impersonation_tests {
+    use super::*;
+
+    #[test]
+    fn impersonation_names_the_user_and_each_group() {
+        let mut s = crate::store::Session::new_for_test("s1", "sub-1");
+        let names = |s: &crate::store::Session| {
+            impersonation_headers(s)
+                .into_iter()
+                .map(|(k, v)| format!("{}={}", k, v.to_str().unwrap()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&s), vec!["impersonate-user=sub-1"]);
+        s.email = "alice@example.com".into();
+        s.claims
+            .insert("groups".into(), serde_json::json!(["admins", "devs"]));
+        assert_eq!(
+            names(&s),
+            vec![
+                "impersonate-user=alice@example.com",
+                "impersonate-group=admins",
+                "impersonate-group=devs"
+            ]
+        );
     }
 }
