@@ -359,3 +359,37 @@ async fn circuit_breaker_max_requests_answers_overflow() {
         .unwrap();
     assert_eq!(third.status(), 200);
 }
+
+#[tokio::test]
+async fn allow_upgrades_tunnels_the_listed_protocols() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let ws_up = websocket_echo();
+    let port = free_port();
+    let proxy = Proxy::start(
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - {{from: https://up.example.com, to: http://{ws_up}, allow_upgrades: [WebSocket], allow_public_unauthenticated_access: true}}\n  - {{from: https://other.example.com, to: http://{ws_up}, allow_upgrades: [spdy/3.1], allow_public_unauthenticated_access: true}}\n"
+        ),
+        port,
+    );
+    let connect = |host: &'static str| {
+        let addr = proxy.addr();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio_tungstenite::client_async(format!("ws://{host}:{port}/"), tcp).await
+        }
+    };
+    let (mut ws, _) = connect("up.example.com").await.unwrap();
+    ws.send(Message::text("through allow_upgrades"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("through allow_upgrades")
+    );
+    match connect("other.example.com").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("websocket is not in this route's allow_upgrades"),
+    }
+}
