@@ -191,6 +191,13 @@ routes:
     to: {upstream}
     allow_public_unauthenticated_access: true
     pass_identity_headers: false
+  - from: https://bearer.localhost
+    to: {upstream}
+    bearer_token_format: idp_identity_token
+    policy:
+      - allow:
+          or:
+            - email: {{is: alice@example.com}}
 "#,
             port = self.port,
             issuer = self.issuer,
@@ -977,4 +984,66 @@ async fn replicas_share_sessions_through_redis() {
     let r = b3.send(Method::GET, &app(third.port, "/hello"), None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
     drop(second_proc);
+}
+
+/// An ID token for `user` straight from the provider (code flow with curl, `tests/oidc/login.sh`).
+fn id_token_from_op(w: &World, user: &str) -> String {
+    let out = Command::new("bash")
+        .arg(oidc_dir().join("login.sh"))
+        .arg(user)
+        .env("ISSUER", &w.setup.issuer)
+        .env(
+            "REDIRECT_URI",
+            format!("http://authenticate.localhost:{}/oauth2/callback", w.port()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "login.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["id_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_id_tokens_sign_in_on_idp_identity_token_routes() {
+    let w = world(&[], "", None);
+    let port = w.port();
+    let alice = id_token_from_op(&w, "alice@example.com");
+    let bob = id_token_from_op(&w, "bob@example.com");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("bearer.localhost", SocketAddr::from(([127, 0, 0, 1], port)))
+        .resolve("app.localhost", SocketAddr::from(([127, 0, 0, 1], port)))
+        .build()
+        .unwrap();
+    let get = |host: &str, token: Option<&str>| {
+        let mut r = client
+            .get(format!("http://{host}:{port}/"))
+            .header("accept", "application/json");
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let r = get("bearer.localhost", Some(&alice)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", w.rampart_log());
+    let body = r.text().await.unwrap();
+    assert!(body.contains("alice@example.com"), "{body}");
+    // The policy still decides.
+    let r = get("bearer.localhost", Some(&bob)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // A token that does not verify (signature broken) is no identity.
+    // (Not the last character: its low bits are base64 padding.)
+    let mut forged: Vec<char> = alice.chars().collect();
+    let i = forged.len() - 10;
+    forged[i] = if forged[i] == 'A' { 'B' } else { 'A' };
+    let forged: String = forged.into_iter().collect();
+    let r = get("bearer.localhost", Some(&forged)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Routes without the format ignore bearer ID tokens.
+    let r = get("app.localhost", Some(&alice)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }

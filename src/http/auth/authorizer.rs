@@ -97,10 +97,17 @@ impl Authorizer for SignInAuthorizer {
                 return deny(404, "route-not-found".into());
             };
             let cookie = &self.service.settings.cookie.name;
-            let session = self
+            let mut session = self
                 .service
                 .session_for(req.headers(), req.query_string(), cookie)
                 .await;
+            if session.is_none()
+                && entry.route.bearer_token_format.as_deref() == Some("idp_identity_token")
+            {
+                if let Some(token) = bearer_token(req.headers()) {
+                    session = self.service.session_from_id_token(token).await;
+                }
+            }
             let identity = session.as_deref().map(|s| self.service.policy_identity(s));
             let path = normalize_path(req.uri().path()).unwrap_or_else(|_| req.path().to_string());
             let source_ip = req.peer_addr().map(|a| a.ip());
@@ -149,6 +156,17 @@ impl Authorizer for SignInAuthorizer {
             }
         })
     }
+}
+
+/// The token of an `Authorization: Bearer …` header.
+fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
+    let v = headers
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
+    let (scheme, token) = v.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
 }
 
 /// `kubernetes_service_account_token` routes: the Kubernetes API acts as the signed-in user

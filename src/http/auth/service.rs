@@ -161,6 +161,46 @@ impl AuthService {
         }))
     }
 
+    /// A request-scoped session from an IdP ID token sent as `Authorization: Bearer`
+    /// (`bearer_token_format: idp_identity_token`); `None` when it does not verify.
+    pub async fn session_from_id_token(&self, raw: &str) -> Option<Arc<Session>> {
+        let idp = self.idp.as_ref()?;
+        let claims = match idp.verify_id_token(raw).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(error = %e, "bearer ID token rejected");
+                return None;
+            }
+        };
+        let now = crate::store::unix_now();
+        let expires_at = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
+        let digest = ring::digest::digest(&ring::digest::SHA256, raw.as_bytes());
+        let id: String = digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let session = Session {
+            id: format!("bearer-{id}"),
+            user_id: idp.user_id(&claims),
+            email: claims
+                .get("email")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            idp_id: self.idp_id().to_string(),
+            issued_at: claims.get("iat").and_then(Value::as_u64).unwrap_or(now),
+            expires_at,
+            id_token: raw.to_string(),
+            access_token: String::new(),
+            refresh_token: None,
+            access_token_expires_at: None,
+            claims,
+            version: 0,
+            refreshed_at: None,
+        };
+        Some(Arc::new(session))
+    }
+
     pub fn idp_id(&self) -> &str {
         self.settings
             .idp
