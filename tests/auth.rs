@@ -198,6 +198,13 @@ routes:
       - allow:
           or:
             - email: {{is: alice@example.com}}
+  - from: https://access.localhost
+    to: {upstream}
+    bearer_token_format: idp_access_token
+    policy:
+      - allow:
+          or:
+            - email: {{is: alice@example.com}}
 "#,
             port = self.port,
             issuer = self.issuer,
@@ -986,8 +993,8 @@ async fn replicas_share_sessions_through_redis() {
     drop(second_proc);
 }
 
-/// An ID token for `user` straight from the provider (code flow with curl, `tests/oidc/login.sh`).
-fn id_token_from_op(w: &World, user: &str) -> String {
+/// The token response for `user` straight from the provider (code flow with curl, `tests/oidc/login.sh`).
+fn tokens_from_op(w: &World, user: &str) -> Value {
     let out = Command::new("bash")
         .arg(oidc_dir().join("login.sh"))
         .arg(user)
@@ -1003,8 +1010,14 @@ fn id_token_from_op(w: &World, user: &str) -> String {
         "login.sh: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["id_token"].as_str().unwrap().to_string()
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn id_token_from_op(w: &World, user: &str) -> String {
+    tokens_from_op(w, user)["id_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1046,4 +1059,40 @@ async fn bearer_id_tokens_sign_in_on_idp_identity_token_routes() {
     // Routes without the format ignore bearer ID tokens.
     let r = get("app.localhost", Some(&alice)).await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_access_tokens_sign_in_on_idp_access_token_routes() {
+    let w = world(&[], "", None);
+    let port = w.port();
+    let alice = tokens_from_op(&w, "alice@example.com")["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bob = tokens_from_op(&w, "bob@example.com")["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("access.localhost", SocketAddr::from(([127, 0, 0, 1], port)))
+        .build()
+        .unwrap();
+    let get = |token: &str| {
+        client
+            .get(format!("http://access.localhost:{port}/"))
+            .header("accept", "application/json")
+            .bearer_auth(token)
+            .send()
+    };
+    let r = get(&alice).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", w.rampart_log());
+    assert!(r.text().await.unwrap().contains("alice@example.com"));
+    // Cached: the same answer again.
+    assert_eq!(get(&alice).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(get(&bob).await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        get("not-a-token-the-idp-issued").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
 }

@@ -101,11 +101,17 @@ impl Authorizer for SignInAuthorizer {
                 .service
                 .session_for(req.headers(), req.query_string(), cookie)
                 .await;
-            if session.is_none()
-                && entry.route.bearer_token_format.as_deref() == Some("idp_identity_token")
-            {
+            if session.is_none() {
                 if let Some(token) = bearer_token(req.headers()) {
-                    session = self.service.session_from_id_token(token).await;
+                    session = match entry.route.bearer_token_format.as_deref() {
+                        Some("idp_identity_token") => {
+                            self.service.session_from_id_token(token).await
+                        }
+                        Some("idp_access_token") => {
+                            self.service.session_from_access_token(token).await
+                        }
+                        _ => None,
+                    };
                 }
             }
             let identity = session.as_deref().map(|s| self.service.policy_identity(s));

@@ -352,6 +352,23 @@ impl Idp {
         access_token: &str,
         sub: &str,
     ) -> Result<Option<Map<String, Value>>, IdpError> {
+        let claims = self.userinfo_claims(access_token).await?;
+        if let Some(claims) = &claims {
+            if claims.get("sub").and_then(Value::as_str) != Some(sub) {
+                return Err(IdpError::Rejected(
+                    "userinfo sub does not match the ID token".into(),
+                ));
+            }
+        }
+        Ok(claims)
+    }
+
+    /// The UserInfo claims for `access_token` (`None` when the IdP has no endpoint); an access
+    /// token the IdP does not accept is an error.
+    pub async fn userinfo_claims(
+        &self,
+        access_token: &str,
+    ) -> Result<Option<Map<String, Value>>, IdpError> {
         let d = self.discovered(false).await?;
         let Some(url) = &d.userinfo else {
             return Ok(None);
@@ -376,11 +393,6 @@ impl Idp {
             .map_err(|e| self.unavailable(error_chain(&e)))?;
         let claims: Map<String, Value> = serde_json::from_slice(&body)
             .map_err(|e| IdpError::Rejected(format!("userinfo is not a JSON object: {e}")))?;
-        if claims.get("sub").and_then(Value::as_str) != Some(sub) {
-            return Err(IdpError::Rejected(
-                "userinfo sub does not match the ID token".into(),
-            ));
-        }
         Ok(Some(claims))
     }
 
