@@ -190,9 +190,9 @@ pub fn start(
     health: &Arc<UpstreamHealth>,
 ) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        tracing::debug!(
+        tracing::warn!(
             route = route_id,
-            "no runtime: active health checks not started"
+            "no async runtime here: active health checks not started"
         );
         return;
     };

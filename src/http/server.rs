@@ -133,12 +133,15 @@ impl ProxyState {
 
     /// Makes `snapshot` the one new requests see.
     pub fn publish(&self, snapshot: Snapshot) {
-        let wants_client_certs = snapshot
-            .routes
-            .entries()
-            .iter()
-            .any(|e| e.client_ca.is_some());
-        super::tls::request_client_certificates(wants_client_certs);
+        // Only the HTTPS listener's state decides (the plain HTTP listener has its own).
+        if self.is_secure() {
+            let wants_client_certs = snapshot
+                .routes
+                .entries()
+                .iter()
+                .any(|e| e.client_ca.is_some());
+            super::tls::request_client_certificates(wants_client_certs);
+        }
         self.snapshot.store(Arc::new(snapshot));
     }
 
