@@ -289,6 +289,83 @@ async fn downstream_client_ca_checks_client_certificates_for_its_route() {
     // The other route asks nothing of clients: with or without a certificate it serves.
     assert_eq!(get(None, "open.example.com").await, 200);
     assert_eq!(get(Some(&rogue), "open.example.com").await, 200);
+
+    // The handshake asks for a certificate only for the client-CA route's host (SNI).
+    for (host, asked) in [("mtls.example.com", true), ("open.example.com", false)] {
+        let (client, calls) = counting_client(&server_ca.pem, &good, proxy.addr(), &hosts);
+        let status = client
+            .get(format!("https://{host}:{port}/"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{host}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst) > 0,
+            asked,
+            "certificate requested for {host}"
+        );
+    }
+}
+
+/// Presents `leaf` when asked and counts how often the server asked.
+#[derive(Debug)]
+struct CountingCert {
+    key: Arc<rustls::sign::CertifiedKey>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl rustls::client::ResolvesClientCert for CountingCert {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Some(self.key.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn counting_client(
+    ca_pem: &str,
+    leaf: &Leaf,
+    proxy: SocketAddr,
+    hosts: &[&str],
+) -> (reqwest::Client, Arc<std::sync::atomic::AtomicUsize>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
+        .unwrap()
+        .unwrap();
+    let signing = provider.key_provider.load_private_key(key).unwrap();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let resolver = CountingCert {
+        key: Arc::new(rustls::sign::CertifiedKey::new(chain, signing)),
+        calls: calls.clone(),
+    };
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(resolver));
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut b = reqwest::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .pool_max_idle_per_host(0);
+    for h in hosts {
+        b = b.resolve(h, proxy);
+    }
+    (b.build().unwrap(), calls)
 }
 
 #[actix_web::test]

@@ -135,12 +135,22 @@ impl ProxyState {
     pub fn publish(&self, snapshot: Snapshot) {
         // Only the HTTPS listener's state decides (the plain HTTP listener has its own).
         if self.is_secure() {
-            let wants_client_certs = snapshot
-                .routes
-                .entries()
-                .iter()
-                .any(|e| e.client_ca.is_some());
-            super::tls::request_client_certificates(wants_client_certs);
+            let mut hosts = super::tls::ClientCertHosts::default();
+            for e in snapshot.routes.entries() {
+                if e.client_ca.is_none() {
+                    continue;
+                }
+                match &e.route.host {
+                    crate::config::route::HostMatch::Exact(h) => {
+                        hosts.exact.insert(h.clone());
+                    }
+                    crate::config::route::HostMatch::Wildcard(suffix) => {
+                        hosts.suffixes.push(suffix.clone())
+                    }
+                    crate::config::route::HostMatch::Any => hosts.any = true,
+                }
+            }
+            super::tls::request_client_certificates(hosts);
         }
         self.snapshot.store(Arc::new(snapshot));
     }

@@ -3,7 +3,6 @@
 //! dropping existing connections.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -199,20 +198,61 @@ impl CertResolver {
 
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        HANDSHAKE_SNI.with(|sni| {
+            *sni.borrow_mut() = hello.server_name().map(|n| n.to_ascii_lowercase());
+        });
         Some(self.store.load().select(hello.server_name()))
     }
 }
 
-/// Whether handshakes ask for a client certificate: on while any route has a
-/// `tls_downstream_client_ca` (set with each published route table). One proxy per process.
-static CLIENT_CERTIFICATES_REQUESTED: AtomicBool = AtomicBool::new(false);
-
-/// Turns the (optional) client certificate request on or off for new handshakes.
-pub fn request_client_certificates(on: bool) {
-    CLIENT_CERTIFICATES_REQUESTED.store(on, Ordering::Relaxed);
+thread_local! {
+    /// The SNI of the handshake this thread is processing. rustls resolves the certificate
+    /// and then, in the same call on the same thread, asks the client-certificate verifier
+    /// whether to request one; this carries the name from the first to the second.
+    static HANDSHAKE_SNI: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Asks for a client certificate (never requires one) and accepts any chain whose handshake
+/// The hosts whose routes have a `tls_downstream_client_ca`: handshakes for them ask for a
+/// client certificate (set with each published route table; one proxy per process).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ClientCertHosts {
+    pub exact: std::collections::HashSet<String>,
+    /// Wildcard suffixes (`.example.com` for `*.example.com`).
+    pub suffixes: Vec<String>,
+    /// A `https://*` route has a client CA: every handshake asks.
+    pub any: bool,
+}
+
+impl ClientCertHosts {
+    /// Whether a handshake for `sni` asks for a client certificate. Without SNI, it asks when
+    /// any route has a client CA (the request's Host then picks the route).
+    pub fn wants(&self, sni: Option<&str>) -> bool {
+        match sni {
+            _ if self.any => true,
+            None => !self.exact.is_empty() || !self.suffixes.is_empty(),
+            Some(name) => {
+                self.exact.contains(name)
+                    || self
+                        .suffixes
+                        .iter()
+                        .any(|s| name.len() > s.len() && name.ends_with(s.as_str()))
+            }
+        }
+    }
+}
+
+static CLIENT_CERT_HOSTS: std::sync::LazyLock<ArcSwap<ClientCertHosts>> =
+    std::sync::LazyLock::new(|| ArcSwap::from_pointee(ClientCertHosts::default()));
+
+/// Sets which hosts ask for client certificates in new handshakes.
+pub fn request_client_certificates(hosts: ClientCertHosts) {
+    if **CLIENT_CERT_HOSTS.load() != hosts {
+        CLIENT_CERT_HOSTS.store(Arc::new(hosts));
+    }
+}
+
+/// Asks for a client certificate (never requires one) in handshakes for the hosts of routes
+/// with a client CA (`ClientCertHosts`), and accepts any chain whose handshake
 /// signature checks out. The chain is verified per request against the CA of the route the
 /// request matched (`RouteEntry::client_certificate`), so the PPL `client_certificate` and
 /// `invalid_client_certificate` criteria decide, as with Pomerium's default
@@ -232,7 +272,11 @@ impl OptionalClientCertificate {
 
 impl ClientCertVerifier for OptionalClientCertificate {
     fn offer_client_auth(&self) -> bool {
-        CLIENT_CERTIFICATES_REQUESTED.load(Ordering::Relaxed)
+        let hosts = CLIENT_CERT_HOSTS.load();
+        if !hosts.any && hosts.exact.is_empty() && hosts.suffixes.is_empty() {
+            return false;
+        }
+        HANDSHAKE_SNI.with(|sni| hosts.wants(sni.borrow().as_deref()))
     }
 
     fn client_auth_mandatory(&self) -> bool {
@@ -351,6 +395,26 @@ mod tests {
         ));
         assert!(Arc::ptr_eq(&store.select(Some("other.test")), &fallback));
         assert!(Arc::ptr_eq(&store.select(None), &a.key));
+    }
+
+    #[test]
+    fn client_certificates_are_asked_for_the_hosts_of_client_ca_routes() {
+        let hosts = ClientCertHosts {
+            exact: ["mtls.example.com".to_string()].into_iter().collect(),
+            suffixes: vec![".pki.test".into()],
+            any: false,
+        };
+        assert!(hosts.wants(Some("mtls.example.com")));
+        assert!(hosts.wants(Some("a.pki.test")));
+        assert!(!hosts.wants(Some("pki.test")));
+        assert!(!hosts.wants(Some("open.example.com")));
+        assert!(hosts.wants(None));
+        assert!(!ClientCertHosts::default().wants(None));
+        let any = ClientCertHosts {
+            any: true,
+            ..ClientCertHosts::default()
+        };
+        assert!(any.wants(Some("whatever.test")));
     }
 
     #[test]
