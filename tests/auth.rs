@@ -197,6 +197,20 @@ routes:
     to: {upstream}
     allow_public_unauthenticated_access: true
     pass_identity_headers: false
+  - from: https://bearer.localhost
+    to: {upstream}
+    bearer_token_format: idp_identity_token
+    policy:
+      - allow:
+          or:
+            - email: {{is: alice@example.com}}
+  - from: https://access.localhost
+    to: {upstream}
+    bearer_token_format: idp_access_token
+    policy:
+      - allow:
+          or:
+            - email: {{is: alice@example.com}}
 "#,
             port = self.port,
             issuer = self.issuer,
@@ -1215,4 +1229,108 @@ async fn session_query_and_client_pomerium_headers_never_reach_the_upstream() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let v = r.json();
     assert!(pomerium_headers(&v).is_empty(), "{v:#}");
+}
+
+/// The token response for `user` straight from the provider (code flow with curl, `tests/oidc/login.sh`).
+fn tokens_from_op(w: &World, user: &str) -> Value {
+    let out = Command::new("bash")
+        .arg(oidc_dir().join("login.sh"))
+        .arg(user)
+        .env("ISSUER", &w.setup.issuer)
+        .env(
+            "REDIRECT_URI",
+            format!("http://authenticate.localhost:{}/oauth2/callback", w.port()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "login.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn id_token_from_op(w: &World, user: &str) -> String {
+    tokens_from_op(w, user)["id_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_id_tokens_sign_in_on_idp_identity_token_routes() {
+    let w = world(&[], "", None);
+    let port = w.port();
+    let alice = id_token_from_op(&w, "alice@example.com");
+    let bob = id_token_from_op(&w, "bob@example.com");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("bearer.localhost", SocketAddr::from(([127, 0, 0, 1], port)))
+        .resolve("app.localhost", SocketAddr::from(([127, 0, 0, 1], port)))
+        .build()
+        .unwrap();
+    let get = |host: &str, token: Option<&str>| {
+        let mut r = client
+            .get(format!("http://{host}:{port}/"))
+            .header("accept", "application/json");
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let r = get("bearer.localhost", Some(&alice)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", w.rampart_log());
+    let body = r.text().await.unwrap();
+    assert!(body.contains("alice@example.com"), "{body}");
+    // The policy still decides.
+    let r = get("bearer.localhost", Some(&bob)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // A token that does not verify (signature broken) is no identity.
+    // (Not the last character: its low bits are base64 padding.)
+    let mut forged: Vec<char> = alice.chars().collect();
+    let i = forged.len() - 10;
+    forged[i] = if forged[i] == 'A' { 'B' } else { 'A' };
+    let forged: String = forged.into_iter().collect();
+    let r = get("bearer.localhost", Some(&forged)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Routes without the format ignore bearer ID tokens.
+    let r = get("app.localhost", Some(&alice)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_access_tokens_sign_in_on_idp_access_token_routes() {
+    let w = world(&[], "", None);
+    let port = w.port();
+    let alice = tokens_from_op(&w, "alice@example.com")["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bob = tokens_from_op(&w, "bob@example.com")["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("access.localhost", SocketAddr::from(([127, 0, 0, 1], port)))
+        .build()
+        .unwrap();
+    let get = |token: &str| {
+        client
+            .get(format!("http://access.localhost:{port}/"))
+            .header("accept", "application/json")
+            .bearer_auth(token)
+            .send()
+    };
+    let r = get(&alice).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", w.rampart_log());
+    assert!(r.text().await.unwrap().contains("alice@example.com"));
+    // Cached: the same answer again.
+    assert_eq!(get(&alice).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(get(&bob).await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        get("not-a-token-the-idp-issued").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
 }

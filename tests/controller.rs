@@ -1988,3 +1988,116 @@ async fn namespaces_flag_watches_only_those_namespaces() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn v032_annotations_are_served_health_checks_and_service_account_token() {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    // Two endpoints of one Service on the same port: 127.0.0.1 is healthy, 127.0.0.2 fails its
+    // health check (but would answer traffic).
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_port = probe.local_addr().unwrap().port();
+    drop(probe);
+    for (ip, name, healthy) in [("127.0.0.1", "one", true), ("127.0.0.2", "two", false)] {
+        let server = HttpServer::new(move || {
+            App::new()
+                .route(
+                    "/healthz",
+                    web::get().to(move || async move {
+                        if healthy {
+                            HttpResponse::Ok().finish()
+                        } else {
+                            HttpResponse::ServiceUnavailable().finish()
+                        }
+                    }),
+                )
+                .default_service(web::to(move |req: HttpRequest| async move {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    HttpResponse::Ok().body(format!("{name} {auth}"))
+                }))
+        })
+        .workers(1)
+        .bind((ip, backend_port))
+        .unwrap();
+        actix_rt::spawn(server.run());
+    }
+
+    let kube = FakeKube::start();
+    kube.apply(ingress_class());
+    kube.apply(bootstrap_secret());
+    kube.apply(pomerium_global());
+    kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "app", "namespace": "default"},
+        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "ports": [{"port": 80, "targetPort": backend_port, "protocol": "TCP"}]}}));
+    kube.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+        "metadata": {"name": "app-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "app"}},
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}},
+                      {"addresses": ["127.0.0.2"], "conditions": {"ready": true}}],
+        "ports": [{"port": backend_port, "protocol": "TCP"}]}));
+    kube.apply(
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": "sa", "namespace": "default"}, "data": {"token": b64(b"sa-token")}}),
+    );
+    let mut ing = ingress("app", "app.example.com", "app");
+    let ann = &mut ing["metadata"]["annotations"];
+    ann["ingress.pomerium.io/allow_public_unauthenticated_access"] = json!("true");
+    ann["ingress.pomerium.io/kubernetes_service_account_token_secret"] = json!("sa");
+    ann["ingress.pomerium.io/health_checks"] = json!(
+        "[{\"timeout\": \"1s\", \"interval\": \"200ms\", \"healthy_threshold\": 1, \"unhealthy_threshold\": 1, \"http_health_check\": {\"path\": \"/healthz\"}}]"
+    );
+    kube.apply(ing.clone());
+    // A removed Pomerium key rejects its Ingress with what to use instead.
+    let mut old = ingress("old", "old.example.com", "app");
+    old["metadata"]["annotations"]["ingress.pomerium.io/lb_policy"] = json!("MAGLEV");
+    kube.apply(old);
+
+    let port = free_port();
+    let server_addr = format!("127.0.0.1:{port}");
+    let a = args(
+        &kube,
+        &[
+            "--server-addr",
+            &server_addr,
+            "--http-redirect-addr",
+            "",
+            "--proxy-workers",
+            "1",
+        ],
+    );
+    let running = rampart::controller::start(&a).await.unwrap();
+
+    let mut bodies = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        bodies.clear();
+        for _ in 0..6 {
+            if let Some((200, body, _)) = via_proxy(port, "app.example.com", "/").await {
+                bodies.push(body);
+            }
+        }
+        if bodies.len() == 6 && bodies.iter().all(|b| b == "one Bearer sa-token") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        bodies.len() == 6 && bodies.iter().all(|b| b == "one Bearer sa-token"),
+        "{bodies:?}"
+    );
+
+    eventually("lb_policy rejected", || {
+        has_event(
+            &kube,
+            "Ingress",
+            "old",
+            "Warning",
+            "UpdateError",
+            "parsing ingress: annotations: ingress.pomerium.io/lb_policy was removed in Pomerium v0.32, use ingress.pomerium.io/load_balancing_policy (round_robin, least_request, ring_hash, random, maglev)",
+        )
+    })
+    .await;
+    running.stop().await;
+}

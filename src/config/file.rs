@@ -240,6 +240,41 @@ pub struct RouteConfig {
     pub pass_identity_headers: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancing_policy: Option<String>,
+    /// Active health checks: a list of Envoy `HealthCheck` objects (see `http::health`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_checks: Option<serde_json::Value>,
+    /// Passive health: an Envoy `OutlierDetection` object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<serde_json::Value>,
+    /// Percent of healthy upstreams below which health is ignored (Envoy panic mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_panic_threshold: Option<f64>,
+    /// Upgrade protocols allowed besides `allow_websockets`/`allow_spdy` (`websocket`, `spdy/3.1`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_upgrades: Option<Vec<String>>,
+    /// CA (PEM or base64 PEM) that downstream client certificates for this host are checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_downstream_client_ca: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_downstream_client_ca_file: Option<String>,
+    /// Sent upstream as `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_service_account_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_service_account_token_file: Option<String>,
+    /// How a client's `Authorization: Bearer` token is read: `default`, `idp_access_token`,
+    /// `idp_identity_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_format: Option<String>,
+    /// Envoy circuit breaker limits: `{max_connections, max_pending_requests, max_requests,
+    /// max_retries, max_connection_pools}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker_thresholds: Option<serde_json::Value>,
+    /// Per-route identity provider client (overrides the global `idp_client_id`/`_secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_client_secret: Option<String>,
 
     // --- policy (compiled by `crate::policy`) ---
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod file;
+pub mod health;
 pub mod request_rules;
 pub mod route;
 pub mod source;

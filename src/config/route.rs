@@ -11,6 +11,10 @@ use url::Url;
 
 use super::duration::{parse_go_duration, DurationError};
 use super::file::RouteConfig;
+use super::health::{
+    check_panic_threshold, parse_circuit_breakers, parse_health_checks, parse_outlier_detection,
+    HealthConfigError, HealthOptions,
+};
 use super::source::PemSource;
 
 /// Why a route was rejected. The `Display` names the route (`routes[2] (from https://a.test)`).
@@ -73,6 +77,12 @@ pub enum RouteErrorKind {
     BadLoadBalancing(String),
     #[error("{0}")]
     Policy(String),
+    #[error("{0}")]
+    Health(#[from] HealthConfigError),
+    #[error("`bearer_token_format`: invalid bearer token format: {0} (use default, idp_access_token or idp_identity_token)")]
+    BadBearerTokenFormat(String),
+    #[error("`kubernetes_service_account_token` and `kubernetes_service_account_token_file` are both set; use one")]
+    BothServiceAccountTokens,
 }
 
 /// Which hosts a route serves.
@@ -211,6 +221,18 @@ pub struct Route {
     pub tls: UpstreamTls,
     pub pass_identity_headers: Option<bool>,
     pub public: bool,
+    /// Active health checks, outlier ejection and the panic threshold.
+    pub health: HealthOptions,
+    /// Upgrade protocols allowed (lower-case `Upgrade` tokens: `websocket`, `spdy/3.1`, …),
+    /// from `allow_upgrades`, `allow_websockets` and `allow_spdy`.
+    pub allow_upgrades: Vec<String>,
+    /// `tls_downstream_client_ca(_file)`: CA certificates (DER) that client certificates for
+    /// this route's host are verified against.
+    pub downstream_client_ca: Option<Vec<Vec<u8>>>,
+    /// `kubernetes_service_account_token(_file)`: the upstream `Authorization: Bearer …` value.
+    pub service_account_token: Option<HeaderValue>,
+    /// `bearer_token_format` (`default`, `idp_access_token`, `idp_identity_token`).
+    pub bearer_token_format: Option<String>,
     /// The route as written, for policy compilation and `render`.
     pub config: RouteConfig,
 }
@@ -261,7 +283,12 @@ pub fn validate_route(
             })
         })?),
         // Websocket/SPDY routes get no request deadline unless one is set (spec 4).
-        None if cfg.allow_websockets == Some(true) || cfg.allow_spdy == Some(true) => None,
+        None if cfg.allow_websockets == Some(true)
+            || cfg.allow_spdy == Some(true)
+            || cfg.allow_upgrades.as_ref().is_some_and(|u| !u.is_empty()) =>
+        {
+            None
+        }
         None => nonzero(defaults.timeout),
     };
     let idle_timeout = match &cfg.idle_timeout {
@@ -315,6 +342,11 @@ pub fn validate_route(
         .collect::<Result<Vec<_>, _>>()
         .map_err(fail)?;
     let tls = upstream_tls(cfg).map_err(fail)?;
+    let health = health_options(cfg).map_err(fail)?;
+    let allow_upgrades = allow_upgrades(cfg);
+    let downstream_client_ca = downstream_client_ca(cfg).map_err(fail)?;
+    let service_account_token = service_account_token(cfg).map_err(fail)?;
+    let bearer_token_format = bearer_token_format(cfg).map_err(fail)?;
     let load_balancing = match cfg.load_balancing_policy.as_deref() {
         None => LoadBalancing::RoundRobin,
         Some(p) => match p.to_ascii_uppercase().as_str() {
@@ -346,8 +378,128 @@ pub fn validate_route(
         tls,
         pass_identity_headers: cfg.pass_identity_headers,
         public: cfg.allow_public_unauthenticated_access.unwrap_or(false),
+        health,
+        allow_upgrades,
+        downstream_client_ca,
+        service_account_token,
+        bearer_token_format,
         config: cfg.clone(),
     })
+}
+
+fn health_options(cfg: &RouteConfig) -> Result<HealthOptions, RouteErrorKind> {
+    let mut h = HealthOptions::default();
+    if let Some(v) = cfg.health_checks.as_ref().filter(|v| !v.is_null()) {
+        h.checks = parse_health_checks(v)?;
+    }
+    if let Some(v) = cfg.outlier_detection.as_ref().filter(|v| !v.is_null()) {
+        h.outlier = Some(parse_outlier_detection(v)?);
+    }
+    if let Some(p) = cfg.healthy_panic_threshold {
+        h.panic_threshold = check_panic_threshold(p)?;
+    }
+    if let Some(v) = cfg
+        .circuit_breaker_thresholds
+        .as_ref()
+        .filter(|v| !v.is_null())
+    {
+        h.circuit_breakers = parse_circuit_breakers(v)?;
+    }
+    Ok(h)
+}
+
+/// The allowed `Upgrade` tokens, lower-cased: `allow_upgrades` plus `websocket` for
+/// `allow_websockets` and `spdy/3.1` for `allow_spdy`.
+fn allow_upgrades(cfg: &RouteConfig) -> Vec<String> {
+    let mut out: Vec<String> = cfg
+        .allow_upgrades
+        .iter()
+        .flatten()
+        .map(|u| u.trim().to_ascii_lowercase())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if cfg.allow_websockets == Some(true) {
+        out.push("websocket".into());
+    }
+    if cfg.allow_spdy == Some(true) {
+        out.push("spdy/3.1".into());
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn downstream_client_ca(cfg: &RouteConfig) -> Result<Option<Vec<Vec<u8>>>, RouteErrorKind> {
+    match pem_value(
+        "tls_downstream_client_ca",
+        &cfg.tls_downstream_client_ca,
+        &cfg.tls_downstream_client_ca_file,
+    )? {
+        Some((pem, what)) => {
+            let certs = pem_certificates(&pem);
+            if certs.is_empty() {
+                return Err(RouteErrorKind::NoCertificate {
+                    key: "tls_downstream_client_ca",
+                    what,
+                });
+            }
+            Ok(Some(certs))
+        }
+        None => Ok(None),
+    }
+}
+
+fn service_account_token(cfg: &RouteConfig) -> Result<Option<HeaderValue>, RouteErrorKind> {
+    let token = service_account_token_text(cfg)?;
+    token
+        .map(|t| {
+            HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+                RouteErrorKind::BadHeaderValue {
+                    key: "kubernetes_service_account_token",
+                    name: "Authorization".into(),
+                }
+            })
+        })
+        .transpose()
+}
+
+fn service_account_token_text(cfg: &RouteConfig) -> Result<Option<String>, RouteErrorKind> {
+    let inline = cfg
+        .kubernetes_service_account_token
+        .as_deref()
+        .filter(|s| !s.is_empty());
+    let file = cfg
+        .kubernetes_service_account_token_file
+        .as_deref()
+        .filter(|s| !s.is_empty());
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(RouteErrorKind::BothServiceAccountTokens),
+        (Some(t), None) => Ok(Some(t.trim().to_string())),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|t| Some(t.trim().to_string()))
+            .map_err(|e| RouteErrorKind::ReadFile {
+                key: "kubernetes_service_account_token_file",
+                path: path.to_string(),
+                reason: e.to_string(),
+            }),
+        (None, None) => Ok(None),
+    }
+}
+
+fn bearer_token_format(cfg: &RouteConfig) -> Result<Option<String>, RouteErrorKind> {
+    let Some(raw) = cfg.bearer_token_format.as_deref() else {
+        return Ok(None);
+    };
+    let norm = raw.trim().to_ascii_lowercase();
+    let norm = norm
+        .strip_prefix("bearer_token_format_")
+        .unwrap_or(&norm)
+        .to_string();
+    match norm.as_str() {
+        "" => Ok(None),
+        "default" | "idp_access_token" | "idp_identity_token" => Ok(Some(norm)),
+        _ => Err(RouteErrorKind::BadBearerTokenFormat(raw.to_string())),
+    }
 }
 
 fn nonzero(d: Duration) -> Option<Duration> {

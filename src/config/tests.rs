@@ -55,6 +55,13 @@ fn route_errors_name_the_route() {
         ("from: tcp+https://db.example.com:5432\n    to: tcp://db:5432", "TCP and UDP routes (tcp+https://, udp+https://; the tcp_upstream and udp_upstream annotations) are not supported by rampart yet"),
         ("from: https://a.example.com\n    to: http://x\n    set_request_headers: {'bad header': x}", "invalid header name \"bad header\""),
         ("from: https://a.example.com\n    to: http://x\n    load_balancing_policy: FASTEST", "unknown policy \"FASTEST\""),
+        ("from: https://a.example.com\n    to: http://x\n    health_checks: [{timeout: 1s, interval: 1s, healthy_threshold: 1, unhealthy_threshold: 1}]", "`health_checks[0]`: http_health_check or tcp_health_check is required"),
+        ("from: https://a.example.com\n    to: http://x\n    outlier_detection: {base_ejection_time: soon}", "`outlier_detection.base_ejection_time`: invalid duration \"soon\""),
+        ("from: https://a.example.com\n    to: http://x\n    healthy_panic_threshold: 150", "`healthy_panic_threshold`: 150 is not a percentage (0-100)"),
+        ("from: https://a.example.com\n    to: http://x\n    bearer_token_format: jwt", "`bearer_token_format`: invalid bearer token format: jwt"),
+        ("from: https://a.example.com\n    to: http://x\n    tls_downstream_client_ca_file: /nonexistent/ca.pem", "`tls_downstream_client_ca`: cannot read /nonexistent/ca.pem"),
+        ("from: https://a.example.com\n    to: http://x\n    tls_downstream_client_ca: LS0tLS1CRUdJTiBOT1RISU5HLS0tLS0KeHgKLS0tLS1FTkQgTk9USElORy0tLS0tCg==", "`tls_downstream_client_ca`: no PEM certificate found"),
+        ("from: https://a.example.com\n    to: http://x\n    kubernetes_service_account_token: a\n    kubernetes_service_account_token_file: /t", "are both set; use one"),
     ];
     for (route, want) in cases {
         let text =
@@ -244,4 +251,58 @@ fn request_rules_defaults_settings_and_errors() {
         let err = build_yaml(text).unwrap_err().to_string();
         assert!(err.starts_with(want), "{text}: {err}");
     }
+}
+
+#[test]
+fn allow_upgrades_folds_in_websockets_and_spdy() {
+    let cfg = build_yaml(
+        "routes:
+  - {from: https://a.test, to: http://x, allow_upgrades: [WebSocket, connect-udp], allow_spdy: true}
+  - {from: https://b.test, to: http://x}
+",
+    )
+    .unwrap();
+    let a = cfg
+        .routes
+        .iter()
+        .find(|r| r.from == "https://a.test")
+        .unwrap();
+    assert_eq!(
+        a.allow_upgrades,
+        vec!["connect-udp", "spdy/3.1", "websocket"]
+    );
+    assert_eq!(a.timeout, None, "upgrade routes get no default deadline");
+    let b = cfg
+        .routes
+        .iter()
+        .find(|r| r.from == "https://b.test")
+        .unwrap();
+    assert!(b.allow_upgrades.is_empty());
+}
+
+#[test]
+fn health_options_and_token_reach_the_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0k\n").unwrap();
+    let cfg = build_yaml(&format!(
+        "routes:
+  - from: https://a.test
+    to: [http://x, http://y]
+    kubernetes_service_account_token_file: {}
+    bearer_token_format: IDP_ACCESS_TOKEN
+    healthy_panic_threshold: 0
+    outlier_detection: {{consecutive_5xx: 2}}
+    health_checks: [{{timeout: 1s, interval: 5s, healthy_threshold: 2, unhealthy_threshold: 3, tcp_health_check: {{}}}}]
+",
+        token.display()
+    ))
+    .unwrap();
+    let r = &cfg.routes[0];
+    assert_eq!(r.service_account_token.as_ref().unwrap(), "Bearer t0k");
+    assert_eq!(r.bearer_token_format.as_deref(), Some("idp_access_token"));
+    assert_eq!(r.health.panic_threshold, 0.0);
+    assert_eq!(r.health.outlier.as_ref().unwrap().consecutive_5xx, 2);
+    assert_eq!(r.health.checks[0].unhealthy_threshold, 3);
+    assert_eq!(r.health.checks[0].kind, super::health::CheckKind::Tcp);
 }

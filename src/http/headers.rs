@@ -109,6 +109,9 @@ pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) ->
             || (strip_cookies && name == header::COOKIE)
             || ctx.identity.remove_headers.contains(name)
             || ctx.route.remove_request_headers.contains(name)
+            // With a service account token the upstream trusts `Impersonate-*`: only the
+            // proxy may set them.
+            || (ctx.route.service_account_token.is_some() && n.starts_with("impersonate-"))
             || (!listed.is_empty() && listed.iter().any(|l| l == n));
         if !dropped {
             h.append(name.clone(), value.clone());
@@ -156,9 +159,19 @@ pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) ->
         ctx.request_id.clone(),
     );
 
-    // Identity from the authorizer (its removals were applied above).
+    // Identity from the authorizer (its removals were applied above). A name listed twice
+    // (`Impersonate-Group`) is sent twice.
+    for (name, _) in &ctx.identity.set_headers {
+        h.remove(name);
+    }
     for (name, value) in &ctx.identity.set_headers {
-        h.insert(name.clone(), value.clone());
+        h.append(name.clone(), value.clone());
+    }
+
+    // `kubernetes_service_account_token`: the upstream sees the service account, not the
+    // client's credentials.
+    if let Some(v) = &ctx.route.service_account_token {
+        h.insert(header::AUTHORIZATION, v.clone());
     }
 
     // Route options: remove (client copies were left out above; this catches the headers

@@ -17,6 +17,7 @@ use futures::StreamExt;
 
 use super::auth::headers::query_without_session;
 use super::authorize::{AuthOutcome, UpstreamIdentity};
+use super::balancer::UpstreamOutcome;
 use super::body::{ClientBodyError, Exchange, Expired, ResponseBody};
 use super::errors::{robots_txt, ClientKind, ErrorPage, REQUEST_ID};
 use super::h1client::{self, SendError};
@@ -87,6 +88,18 @@ pub fn upgrade_kind(headers: &HeaderMap) -> Option<UpgradeKind> {
     } else {
         UpgradeKind::Other
     })
+}
+
+/// Whether the request's `Upgrade` protocol is in the route's `allow_upgrades`.
+pub fn upgrade_allowed(route: &crate::config::Route, headers: &HeaderMap) -> bool {
+    let Some(token) = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let token = token.trim();
+    route
+        .allow_upgrades
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(token))
 }
 
 /// The actix-web handler for every proxied request.
@@ -209,11 +222,14 @@ async fn serve(
         return Outcome::local(error(StatusCode::NOT_FOUND, Some("route_not_found")));
     };
     let upgrade = upgrade_kind(req.headers());
-    let refused = match upgrade {
-        Some(UpgradeKind::WebSocket) => !entry.route.allow_websockets,
-        Some(UpgradeKind::Spdy) => !entry.route.allow_spdy,
-        _ => false,
-    };
+    // `allow_upgrades` (with allow_websockets/allow_spdy folded in) lists the tunnelled ones;
+    // a websocket or SPDY upgrade not listed is refused, other unlisted ones are forwarded
+    // as plain requests.
+    let tunnelled = upgrade.is_some() && upgrade_allowed(&entry.route, req.headers());
+    let refused = matches!(
+        upgrade,
+        Some(UpgradeKind::WebSocket) | Some(UpgradeKind::Spdy)
+    ) && !tunnelled;
     if refused {
         return Outcome {
             response: error(
@@ -258,9 +274,10 @@ async fn serve(
         proto: if state.is_secure() { "https" } else { "http" },
         body_idle_timeout: rules.body_idle_timeout,
     };
-    let (response, upstream) = match upgrade {
-        Some(UpgradeKind::WebSocket) | Some(UpgradeKind::Spdy) => ctx.tunnel(payload).await,
-        _ => ctx.forward(payload).await,
+    let (response, upstream) = if tunnelled {
+        ctx.tunnel(payload).await
+    } else {
+        ctx.forward(payload).await
     };
     Outcome {
         response,
@@ -390,7 +407,14 @@ impl Forward<'_> {
         )
         .then(|| routing_hash(self.req));
         let mut last_upstream = None;
-        let mut order = self.entry.balancer.order(hash).into_iter();
+        if self.entry.balancer.overloaded() {
+            return (self.overflow(), None);
+        }
+        let order = self.entry.balancer.order(hash);
+        if order.is_empty() {
+            return (self.no_healthy_upstream(), None);
+        }
+        let mut order = order.into_iter();
         let mut retry_same: Option<usize> = None;
         let mut retried = false;
         while let Some(index) = retry_same.take().or_else(|| order.next()) {
@@ -412,6 +436,9 @@ impl Forward<'_> {
             };
             match result {
                 Either::Left(Ok(resp)) => {
+                    self.entry
+                        .balancer
+                        .record(index, UpstreamOutcome::Status(resp.status.as_u16()));
                     return (
                         self.response(resp, exchange.clone(), in_flight),
                         last_upstream,
@@ -420,6 +447,9 @@ impl Forward<'_> {
                 Either::Left(Err(SendError::Connect(e))) => {
                     tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "upstream connect failed");
                     self.entry.balancer.mark_failed(index);
+                    self.entry
+                        .balancer
+                        .record(index, UpstreamOutcome::ConnectFailure);
                     self.metrics.upstream_error(self.route_id(), "connect");
                     if exchange.started() {
                         break;
@@ -459,6 +489,9 @@ impl Forward<'_> {
                         ),
                     };
                     tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "upstream request failed");
+                    self.entry
+                        .balancer
+                        .record(index, UpstreamOutcome::ConnectFailure);
                     self.metrics.upstream_error(self.route_id(), kind);
                     return (self.error(status, detail), last_upstream);
                 }
@@ -525,12 +558,41 @@ impl Forward<'_> {
         response
     }
 
-    /// Upgrade requests (websocket, SPDY): a raw byte tunnel after the upstream's 101.
+    /// Health checks or outlier detection left no upstream (and the panic threshold is not
+    /// reached): Envoy's `no healthy upstream` 503.
+    fn no_healthy_upstream(&self) -> HttpResponse {
+        self.metrics
+            .upstream_error(self.route_id(), "no_healthy_upstream");
+        self.error(StatusCode::SERVICE_UNAVAILABLE, "no_healthy_upstream")
+    }
+
+    /// The route's `circuit_breaker_thresholds` limit is reached: Envoy's overflow 503.
+    fn overflow(&self) -> HttpResponse {
+        self.metrics.upstream_error(self.route_id(), "overflow");
+        let mut resp = self.error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_reset_before_response_started{overflow}",
+        );
+        resp.headers_mut().insert(
+            HeaderName::from_static("x-envoy-overloaded"),
+            HeaderValue::from_static("true"),
+        );
+        resp
+    }
+
+    /// Upgrade requests (`allow_upgrades`): a raw byte tunnel after the upstream's 101.
     async fn tunnel(&self, payload: Payload) -> (HttpResponse, Option<usize>) {
         let route = &self.entry.route;
         let pq = self.path_and_query();
         let mut last_upstream = None;
-        for index in self.entry.balancer.order(None) {
+        if self.entry.balancer.overloaded() {
+            return (self.overflow(), None);
+        }
+        let order = self.entry.balancer.order(None);
+        if order.is_empty() {
+            return (self.no_healthy_upstream(), None);
+        }
+        for index in order {
             let up = &route.upstreams[index];
             last_upstream = Some(index);
             let io = match tunnel::connect(self.entry, up).await {
@@ -538,6 +600,9 @@ impl Forward<'_> {
                 Err(e) => {
                     tracing::warn!(route = %route.id, upstream = %up.url, error = %e, "upstream connect failed");
                     self.entry.balancer.mark_failed(index);
+                    self.entry
+                        .balancer
+                        .record(index, UpstreamOutcome::ConnectFailure);
                     self.metrics.upstream_error(self.route_id(), "connect");
                     continue;
                 }

@@ -4,10 +4,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rustls::server::danger::ClientCertVerifier;
 use rustls::ClientConfig;
 
 use super::balancer::Balancer;
+use super::health::{self, ProbeTarget};
 use super::metrics::RouteLabel;
+use super::tls::{client_ca_verifier, client_chain_valid, PeerCertificates};
 use super::upstream::{client_tls_config, tls_key, UpstreamTlsError};
 use crate::config::route::HostMatch;
 use crate::config::Route;
@@ -22,6 +25,8 @@ pub struct RouteEntry {
     pub tls: Arc<ClientConfig>,
     /// The route id as a metrics label.
     pub metrics_label: RouteLabel,
+    /// `tls_downstream_client_ca`: verifies the client certificates presented for this route.
+    pub client_ca: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 /// Routes by host: exact hosts first (no fallthrough to wildcards when the host has routes),
@@ -59,13 +64,50 @@ impl RouteEntry {
                 c
             }
         };
+        let client_ca = match &route.downstream_client_ca {
+            Some(ca) => Some(client_ca_verifier(ca).map_err(|e| RouteTableError {
+                route: format!("{} ({})", route.id, route.from),
+                source: UpstreamTlsError::DownstreamCa(e),
+            })?),
+            None => None,
+        };
+        let balancer = Balancer::with_health(&route.upstreams, route.load_balancing, &route.health);
+        if let (Some(health), false) = (balancer.health(), route.health.checks.is_empty()) {
+            let targets = route
+                .upstreams
+                .iter()
+                .map(|up| ProbeTarget::new(up, key, &tls, route.tls.server_name.as_deref()))
+                .collect();
+            health::start(&route.id, targets, &route.health.checks, health);
+        }
         Ok(RouteEntry {
-            balancer: Balancer::new(&route.upstreams, route.load_balancing),
+            balancer,
             metrics_label: RouteLabel::new(&route.id),
             route,
             tls_key: key,
             tls,
+            client_ca,
         })
+    }
+}
+
+impl RouteEntry {
+    /// The client certificate of the request's connection, checked against this route's
+    /// `tls_downstream_client_ca` (without one, a presented certificate is invalid for it).
+    pub fn client_certificate(
+        &self,
+        peer: Option<&PeerCertificates>,
+    ) -> Option<crate::policy::ClientCertificate> {
+        let chain = &peer?.0;
+        let leaf = chain.first()?;
+        let valid = self
+            .client_ca
+            .as_deref()
+            .is_some_and(|v| client_chain_valid(v, chain));
+        Some(crate::policy::ClientCertificate::from_der(
+            leaf.to_vec(),
+            valid,
+        ))
     }
 }
 

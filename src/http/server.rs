@@ -138,6 +138,25 @@ impl ProxyState {
 
     /// Makes `snapshot` the one new requests see.
     pub fn publish(&self, snapshot: Snapshot) {
+        // Only the HTTPS listener's state decides (the plain HTTP listener has its own).
+        if self.is_secure() {
+            let mut hosts = super::tls::ClientCertHosts::default();
+            for e in snapshot.routes.entries() {
+                if e.client_ca.is_none() {
+                    continue;
+                }
+                match &e.route.host {
+                    crate::config::route::HostMatch::Exact(h) => {
+                        hosts.exact.insert(h.clone());
+                    }
+                    crate::config::route::HostMatch::Wildcard(suffix) => {
+                        hosts.suffixes.push(suffix.clone())
+                    }
+                    crate::config::route::HostMatch::Any => hosts.any = true,
+                }
+            }
+            super::tls::request_client_certificates(hosts);
+        }
         self.snapshot.store(Arc::new(snapshot));
     }
 
@@ -212,11 +231,18 @@ pub fn proxy_server(
 
 /// Client connections send each response at once (no Nagle delay), as nginx does with
 /// `tcp_nodelay on`.
-fn no_delay(conn: &dyn std::any::Any, _ext: &mut actix_web::dev::Extensions) {
-    let tcp = conn.downcast_ref::<actix_web::rt::net::TcpStream>().or_else(|| {
-        conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>>()
-            .map(|tls| tls.get_ref().0)
-    });
+/// Also keeps a presented client certificate chain as connection data (`PeerCertificates`).
+fn no_delay(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    let tls = conn
+        .downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>>();
+    if let Some(certs) = tls.and_then(|t| t.get_ref().1.peer_certificates()) {
+        ext.insert(super::tls::PeerCertificates(Arc::new(
+            certs.iter().map(|c| c.clone().into_owned()).collect(),
+        )));
+    }
+    let tcp = conn
+        .downcast_ref::<actix_web::rt::net::TcpStream>()
+        .or_else(|| tls.map(|tls| tls.get_ref().0));
     if let Some(tcp) = tcp {
         let _ = tcp.set_nodelay(true);
     }

@@ -6,10 +6,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::ring::sign::any_supported_type;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use thiserror::Error;
 use x509_parser::prelude::*;
 
@@ -207,17 +210,165 @@ impl CertResolver {
 
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        HANDSHAKE_SNI.with(|sni| {
+            *sni.borrow_mut() = hello.server_name().map(|n| n.to_ascii_lowercase());
+        });
         Some(self.store.load().select(hello.server_name()))
     }
 }
 
-/// The downstream rustls config: HTTP/2 and HTTP/1.1 by ALPN, certificates from `resolver`.
+thread_local! {
+    /// The SNI of the handshake this thread is processing. rustls resolves the certificate
+    /// and then, in the same call on the same thread, asks the client-certificate verifier
+    /// whether to request one; this carries the name from the first to the second.
+    static HANDSHAKE_SNI: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The hosts whose routes have a `tls_downstream_client_ca`: handshakes for them ask for a
+/// client certificate (set with each published route table; one proxy per process).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ClientCertHosts {
+    pub exact: std::collections::HashSet<String>,
+    /// Wildcard suffixes (`.example.com` for `*.example.com`).
+    pub suffixes: Vec<String>,
+    /// A `https://*` route has a client CA: every handshake asks.
+    pub any: bool,
+}
+
+impl ClientCertHosts {
+    /// Whether a handshake for `sni` asks for a client certificate. Without SNI, it asks when
+    /// any route has a client CA (the request's Host then picks the route).
+    pub fn wants(&self, sni: Option<&str>) -> bool {
+        match sni {
+            _ if self.any => true,
+            None => !self.exact.is_empty() || !self.suffixes.is_empty(),
+            Some(name) => {
+                self.exact.contains(name)
+                    || self
+                        .suffixes
+                        .iter()
+                        .any(|s| name.len() > s.len() && name.ends_with(s.as_str()))
+            }
+        }
+    }
+}
+
+static CLIENT_CERT_HOSTS: std::sync::LazyLock<ArcSwap<ClientCertHosts>> =
+    std::sync::LazyLock::new(|| ArcSwap::from_pointee(ClientCertHosts::default()));
+
+/// Sets which hosts ask for client certificates in new handshakes.
+pub fn request_client_certificates(hosts: ClientCertHosts) {
+    if **CLIENT_CERT_HOSTS.load() != hosts {
+        CLIENT_CERT_HOSTS.store(Arc::new(hosts));
+    }
+}
+
+/// Asks for a client certificate (never requires one) in handshakes for the hosts of routes
+/// with a client CA (`ClientCertHosts`), and accepts any chain whose handshake
+/// signature checks out. The chain is verified per request against the CA of the route the
+/// request matched (`RouteEntry::client_certificate`), so the PPL `client_certificate` and
+/// `invalid_client_certificate` criteria decide, as with Pomerium's default
+/// `policy_with_default_deny` enforcement.
+#[derive(Debug)]
+pub struct OptionalClientCertificate {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl OptionalClientCertificate {
+    pub fn new(provider: &rustls::crypto::CryptoProvider) -> OptionalClientCertificate {
+        OptionalClientCertificate {
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+}
+
+impl ClientCertVerifier for OptionalClientCertificate {
+    fn offer_client_auth(&self) -> bool {
+        let hosts = CLIENT_CERT_HOSTS.load();
+        if !hosts.any && hosts.exact.is_empty() && hosts.suffixes.is_empty() {
+            return false;
+        }
+        HANDSHAKE_SNI.with(|sni| hosts.wants(sni.borrow().as_deref()))
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The client certificate chain a TLS connection presented (connection data for requests).
+#[derive(Debug, Clone)]
+pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
+
+/// Verifies client certificates against one route's `tls_downstream_client_ca`.
+pub fn client_ca_verifier(ca_der: &[Vec<u8>]) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for der in ca_der {
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|e| e.to_string())?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `chain` (leaf first) chains to the CA behind `verifier`.
+pub fn client_chain_valid(verifier: &dyn ClientCertVerifier, chain: &[CertificateDer<'_>]) -> bool {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return false;
+    };
+    verifier
+        .verify_client_cert(leaf, intermediates, UnixTime::now())
+        .is_ok()
+}
+
+/// The downstream rustls config: HTTP/2 and HTTP/1.1 by ALPN, certificates from `resolver`,
+/// client certificates asked for while a route wants them.
 pub fn server_config(resolver: Arc<CertResolver>) -> rustls::ServerConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(OptionalClientCertificate::new(&provider));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     cfg
@@ -256,6 +407,26 @@ mod tests {
         ));
         assert!(Arc::ptr_eq(&store.select(Some("other.test")), &fallback));
         assert!(Arc::ptr_eq(&store.select(None), &a.key));
+    }
+
+    #[test]
+    fn client_certificates_are_asked_for_the_hosts_of_client_ca_routes() {
+        let hosts = ClientCertHosts {
+            exact: ["mtls.example.com".to_string()].into_iter().collect(),
+            suffixes: vec![".pki.test".into()],
+            any: false,
+        };
+        assert!(hosts.wants(Some("mtls.example.com")));
+        assert!(hosts.wants(Some("a.pki.test")));
+        assert!(!hosts.wants(Some("pki.test")));
+        assert!(!hosts.wants(Some("open.example.com")));
+        assert!(hosts.wants(None));
+        assert!(!ClientCertHosts::default().wants(None));
+        let any = ClientCertHosts {
+            any: true,
+            ..ClientCertHosts::default()
+        };
+        assert!(any.wants(Some("whatever.test")));
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub enum UpstreamTlsError {
     NoKey,
     #[error("`tls_client_cert`: {0}")]
     ClientCert(String),
+    #[error("`tls_downstream_client_ca`: certificate rejected: {0}")]
+    DownstreamCa(String),
 }
 
 /// Identifies a set of TLS options (equal options share a config and a client pool).

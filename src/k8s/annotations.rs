@@ -1,7 +1,8 @@
 //! `ingress.pomerium.io/*` annotations (ingress-controller spec §3): classification, value
 //! parsing (YAML, then protojson-like typing), policy checks, and Secret-backed options.
 //!
-//! rampart accepts the union of every upstream version's keys. Options that `RouteConfig`
+//! rampart accepts the union of every upstream version's keys, except the load-balancer keys
+//! Pomerium v0.32 removed (rejected with what to use instead). Options that `RouteConfig`
 //! cannot carry yet are returned in `ParsedAnnotations::extras` under their route key name.
 
 use std::collections::BTreeMap;
@@ -23,6 +24,8 @@ pub struct Flags {
     pub tcp_upstream: bool,
     pub udp_upstream: bool,
     pub ssh_upstream: bool,
+    /// `h2c_upstream`: upstream URLs use `h2c://` (HTTP/2 without TLS).
+    pub h2c_upstream: bool,
     pub subtle_allow_empty_host: bool,
 }
 
@@ -42,6 +45,7 @@ const FLAG_KEYS: &[&str] = &[
     "tcp_upstream",
     "udp_upstream",
     "ssh_upstream",
+    "h2c_upstream",
     "subtle_allow_empty_host",
 ];
 
@@ -93,11 +97,27 @@ const VALUE_KEYS: &[&str] = &[
     // E (B in v0.32+)
     "health_checks",
     "outlier_detection",
-    "lb_policy",
-    "least_request_lb_config",
-    "ring_hash_lb_config",
-    "maglev_lb_config",
     "healthy_panic_threshold",
+];
+
+/// Keys Pomerium removed, with the version and what to use instead.
+const REMOVED_KEYS: &[(&str, &str)] = &[
+    (
+        "lb_policy",
+        "was removed in Pomerium v0.32, use ingress.pomerium.io/load_balancing_policy (round_robin, least_request, ring_hash, random, maglev)",
+    ),
+    (
+        "least_request_lb_config",
+        "was removed in Pomerium v0.32 (load balancer tuning is no longer configurable), use ingress.pomerium.io/load_balancing_policy",
+    ),
+    (
+        "ring_hash_lb_config",
+        "was removed in Pomerium v0.32 (load balancer tuning is no longer configurable), use ingress.pomerium.io/load_balancing_policy",
+    ),
+    (
+        "maglev_lb_config",
+        "was removed in Pomerium v0.32 (load balancer tuning is no longer configurable), use ingress.pomerium.io/load_balancing_policy",
+    ),
 ];
 
 /// Group T: Secret name; data passed base64, type not checked.
@@ -174,6 +194,7 @@ pub fn flags(annotations: Option<&BTreeMap<String, String>>, prefix: &str) -> Fl
             "tcp_upstream" => f.tcp_upstream = on,
             "udp_upstream" => f.udp_upstream = on,
             "ssh_upstream" => f.ssh_upstream = on,
+            "h2c_upstream" => f.h2c_upstream = on,
             "subtle_allow_empty_host" => f.subtle_allow_empty_host = on,
             _ => {}
         }
@@ -193,6 +214,9 @@ pub fn parse_annotations<'s>(
     for (k, _) in &entries {
         if *k == "allowed_groups" {
             return Err(ALLOWED_GROUPS_TEXT.into());
+        }
+        if let Some((_, why)) = REMOVED_KEYS.iter().find(|(key, _)| key == k) {
+            return Err(format!("{prefix}/{k} {why}"));
         }
         let known = FLAG_KEYS.contains(k)
             || VALUE_KEYS.contains(k)
@@ -470,18 +494,6 @@ fn apply_value(out: &mut ParsedAnnotations, key: &str, v: Value) -> Result<(), S
                 r.load_balancing_policy = Some(up);
             }
         }
-        "lb_policy" => {
-            if let Some(s) = want_string(key, &v)? {
-                if !LB_POLICIES.contains(&s.as_str()) {
-                    return Err(proto_err(
-                        key,
-                        "enum envoy.config.cluster.v3.Cluster.LbPolicy",
-                        &v,
-                    ));
-                }
-                r.load_balancing_policy = Some(s);
-            }
-        }
         "bearer_token_format" => {
             if let Some(s) = want_string(key, &v)? {
                 let norm = s
@@ -491,7 +503,7 @@ fn apply_value(out: &mut ParsedAnnotations, key: &str, v: Value) -> Result<(), S
                 if !["default", "idp_access_token", "idp_identity_token"].contains(&norm.as_str()) {
                     return Err(proto_err(key, "enum BearerTokenFormat", &v));
                 }
-                out.extras.insert(key.into(), Value::String(norm));
+                r.bearer_token_format = Some(norm);
             }
         }
         "upstream_tunnel_ssh_policy" => {
@@ -503,7 +515,8 @@ fn apply_value(out: &mut ParsedAnnotations, key: &str, v: Value) -> Result<(), S
                 out.extras.insert(key.into(), Value::String(s));
             }
         }
-        "depends_on" | "idp_access_token_allowed_audiences" | "allow_upgrades" => {
+        "allow_upgrades" => r.allow_upgrades = want_string_list(key, &v)?,
+        "depends_on" | "idp_access_token_allowed_audiences" => {
             if let Some(list) = want_string_list(key, &v)? {
                 if key == "depends_on" && list.len() > 5 {
                     return Err(format!(
@@ -544,7 +557,7 @@ fn apply_value(out: &mut ParsedAnnotations, key: &str, v: Value) -> Result<(), S
             for field in obj.values() {
                 want_uint32(key, field)?;
             }
-            out.extras.insert(key.into(), Value::Object(obj));
+            r.circuit_breaker_thresholds = Some(Value::Object(obj));
         }
         "health_checks" => match &v {
             Value::Null => {}
@@ -559,7 +572,10 @@ fn apply_value(out: &mut ParsedAnnotations, key: &str, v: Value) -> Result<(), S
                     }
                     list.push(Value::Object(obj));
                 }
-                out.extras.insert(key.into(), Value::Array(list));
+                let list = Value::Array(list);
+                // What the proxy serves: the checks must be usable, not only well-formed.
+                crate::config::health::parse_health_checks(&list).map_err(|e| e.to_string())?;
+                r.health_checks = Some(list);
             }
             _ => {
                 return Err(proto_err(
@@ -569,30 +585,34 @@ fn apply_value(out: &mut ParsedAnnotations, key: &str, v: Value) -> Result<(), S
                 ))
             }
         },
-        "outlier_detection"
-        | "least_request_lb_config"
-        | "ring_hash_lb_config"
-        | "maglev_lb_config"
-        | "upstream_tunnel" => {
+        "outlier_detection" => {
+            let obj = Value::Object(want_object(key, &v, &[])?);
+            crate::config::health::parse_outlier_detection(&obj).map_err(|e| e.to_string())?;
+            r.outlier_detection = Some(obj);
+        }
+        "upstream_tunnel" => {
             let obj = want_object(key, &v, &[])?;
             out.extras.insert(key.into(), Value::Object(obj));
         }
-        "healthy_panic_threshold" => match &v {
-            Value::Null => {}
-            Value::Number(n) if n.as_f64().is_some_and(|f| (0.0..=100.0).contains(&f)) => {
-                out.extras.insert(key.into(), v.clone());
-            }
-            Value::Object(_) => {
-                let obj = want_object(key, &v, &["value"])?;
-                match obj.get("value") {
-                    Some(Value::Number(_)) | None => {
-                        out.extras.insert(key.into(), Value::Object(obj));
+        // v0.32+: an integer percent; before: envoy.type.v3.Percent `{value: n}`.
+        "healthy_panic_threshold" => {
+            let n = match &v {
+                Value::Number(n) => n.as_f64(),
+                Value::Object(_) => {
+                    let obj = want_object(key, &v, &["value"])?;
+                    match obj.get("value") {
+                        Some(Value::Number(n)) => n.as_f64(),
+                        None => Some(0.0),
+                        Some(other) => return Err(proto_err(key, "double type", other)),
                     }
-                    Some(other) => return Err(proto_err(key, "double type", other)),
                 }
+                _ => None,
+            };
+            match n.filter(|f| (0.0..=100.0).contains(f)) {
+                Some(f) => r.healthy_panic_threshold = Some(f),
+                None => return Err(proto_err(key, "int32 type", &v)),
             }
-            _ => return Err(proto_err(key, "envoy.type.v3.Percent", &v)),
-        },
+        }
         _ => {}
     }
     Ok(())
@@ -638,10 +658,7 @@ fn apply_tls_secrets<'s>(
                 out.route.tls_client_key = Some(data("tls.key")?);
             }
             "tls_downstream_client_ca_secret" => {
-                out.extras.insert(
-                    "tls_downstream_client_ca".into(),
-                    Value::String(data("ca.crt")?),
-                );
+                out.route.tls_downstream_client_ca = Some(data("ca.crt")?);
             }
             _ => {}
         }
@@ -699,10 +716,7 @@ fn apply_secrets<'s>(
                 check_type(key, s, "kubernetes.io/service-account-token")?;
                 let token = secret_bytes(s, "token")
                     .ok_or_else(|| format!("annotation {key}: secret must have token key"))?;
-                out.extras.insert(
-                    "kubernetes_service_account_token".into(),
-                    Value::String(utf8(token)),
-                );
+                out.route.kubernetes_service_account_token = Some(utf8(token));
             }
             "mcp_server_upstream_oauth2_secret" => {
                 check_type(key, s, "Opaque")?;
@@ -722,18 +736,14 @@ fn apply_secrets<'s>(
                 }
             }
             "identity_provider_secret" => {
+                // Both keys are optional: a missing one keeps the global setting.
                 check_type(key, s, "Opaque")?;
-                let id = secret_bytes(s, "client_id");
-                let sec = secret_bytes(s, "client_secret");
-                let (Some(id), Some(sec)) = (id, sec) else {
-                    return Err(format!(
-                        "annotation {key}: secret must have client_id and client_secret keys"
-                    ));
-                };
-                out.extras
-                    .insert("idp_client_id".into(), Value::String(utf8(id)));
-                out.extras
-                    .insert("idp_client_secret".into(), Value::String(utf8(sec)));
+                if let Some(id) = secret_bytes(s, "client_id") {
+                    out.route.idp_client_id = Some(utf8(id));
+                }
+                if let Some(sec) = secret_bytes(s, "client_secret") {
+                    out.route.idp_client_secret = Some(utf8(sec));
+                }
             }
             _ => {}
         }

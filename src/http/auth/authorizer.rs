@@ -39,7 +39,9 @@ pub fn route_policy_input(route: &Route) -> RoutePolicyInput {
         route_id: route.id.clone(),
         legacy,
         policies,
-        enforce_client_certificate: false,
+        // Pomerium's default `policy_with_default_deny`: a route with a client CA denies a
+        // missing or invalid client certificate.
+        enforce_client_certificate: route.downstream_client_ca.is_some(),
     }
 }
 
@@ -106,10 +108,25 @@ impl Authorizer for SignInAuthorizer {
                 )
                 .await;
             let store_error = lookup.as_ref().err().map(|e| e.to_string());
-            let session = lookup.unwrap_or(None);
+            let mut session = lookup.unwrap_or(None);
+            if session.is_none() {
+                if let Some(token) = bearer_token(req.headers()) {
+                    session = match entry.route.bearer_token_format.as_deref() {
+                        Some("idp_identity_token") => {
+                            self.service.session_from_id_token(token).await
+                        }
+                        Some("idp_access_token") => {
+                            self.service.session_from_access_token(token).await
+                        }
+                        _ => None,
+                    };
+                }
+            }
             let identity = session.as_deref().map(|s| self.service.policy_identity(s));
             let source_ip = req.peer_addr().map(|a| a.ip());
-            let view = ActixRequestView::new(req, path, source_ip, None);
+            let peer = req.conn_data::<crate::http::tls::PeerCertificates>();
+            let client_cert = entry.client_certificate(peer);
+            let view = ActixRequestView::new(req, path, source_ip, client_cert.as_ref());
             let eval = policy.evaluate(&view, identity.as_deref());
             // A store failure is not "signed out": unless the route lets the request in
             // without a session, answer 503 rather than send the user to sign in or deny
@@ -141,8 +158,14 @@ impl Authorizer for SignInAuthorizer {
                         pass,
                         false,
                     );
+                    let mut set_headers = plan.set;
+                    if entry.route.service_account_token.is_some() {
+                        if let Some(s) = session.as_deref() {
+                            set_headers.extend(impersonation_headers(s));
+                        }
+                    }
                     AuthOutcome::Allow(UpstreamIdentity {
-                        set_headers: plan.set,
+                        set_headers,
                         remove_headers: plan.remove,
                         strip_cookie: plan.strip_cookie,
                     })
@@ -158,6 +181,51 @@ impl Authorizer for SignInAuthorizer {
             }
         })
     }
+}
+
+/// The token of an `Authorization: Bearer …` header.
+fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
+    let v = headers
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
+    let (scheme, token) = v.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
+}
+
+/// `kubernetes_service_account_token` routes: the Kubernetes API acts as the signed-in user
+/// (`Impersonate-User`: the email, else the user id; one `Impersonate-Group` per group), as
+/// Pomerium does.
+pub fn impersonation_headers(
+    session: &crate::store::Session,
+) -> Vec<(
+    actix_web::http::header::HeaderName,
+    actix_web::http::header::HeaderValue,
+)> {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    let mut out = Vec::new();
+    let user = if session.email.is_empty() {
+        &session.user_id
+    } else {
+        &session.email
+    };
+    if let Ok(v) = HeaderValue::from_str(user) {
+        out.push((HeaderName::from_static("impersonate-user"), v));
+    }
+    let groups = session
+        .claims
+        .get("groups")
+        .and_then(|g| g.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.as_str());
+    for g in groups {
+        if let Ok(v) = HeaderValue::from_str(g) {
+            out.push((HeaderName::from_static("impersonate-group"), v));
+        }
+    }
+    out
 }
 
 /// Without an identity provider nobody signs in: keep no session files (and take no lock on
@@ -222,5 +290,33 @@ impl AuthRuntime {
             service,
             policies: Arc::new(snapshot),
         }))
+    }
+}
+
+#[cfg(test)]
+mod impersonation_tests {
+    use super::*;
+
+    #[test]
+    fn impersonation_names_the_user_and_each_group() {
+        let mut s = crate::store::Session::new_for_test("s1", "sub-1");
+        let names = |s: &crate::store::Session| {
+            impersonation_headers(s)
+                .into_iter()
+                .map(|(k, v)| format!("{}={}", k, v.to_str().unwrap()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&s), vec!["impersonate-user=sub-1"]);
+        s.email = "alice@example.com".into();
+        s.claims
+            .insert("groups".into(), serde_json::json!(["admins", "devs"]));
+        assert_eq!(
+            names(&s),
+            vec![
+                "impersonate-user=alice@example.com",
+                "impersonate-group=admins",
+                "impersonate-group=devs"
+            ]
+        );
     }
 }

@@ -24,6 +24,18 @@ use crate::actors::session::Sessions;
 use crate::policy::Identity;
 use crate::store::{unix_now, Session, StoreError};
 
+/// How long an accepted (or rejected) bearer access token is remembered, in seconds.
+pub const BEARER_CACHE_TTL: u64 = 60;
+
+/// Hex of the first 16 bytes of the token's SHA-256 (cache key and session id).
+fn token_digest(raw: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, raw.as_bytes());
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Refresh this long before the access token expires.
 pub const REFRESH_MARGIN_SECS: u64 = 60;
 const REFRESH_LOCKS: usize = 16;
@@ -133,6 +145,8 @@ pub struct AuthService {
     /// Policy identities by session id, with the session version they were built from.
     policy_identities: quick_cache::sync::Cache<String, (u64, Arc<Identity>)>,
     refresh_locks: Vec<futures::lock::Mutex<()>>,
+    /// Bearer access tokens checked with the IdP: (session or rejection, valid until).
+    bearer_cache: quick_cache::sync::Cache<String, (Option<Arc<Session>>, u64)>,
 }
 
 impl AuthService {
@@ -162,7 +176,93 @@ impl AuthService {
             refresh_locks: (0..REFRESH_LOCKS)
                 .map(|_| futures::lock::Mutex::new(()))
                 .collect(),
+            bearer_cache: quick_cache::sync::Cache::new(SESSION_CACHE_MAX),
         }))
+    }
+
+    /// A request-scoped session from an IdP access token sent as `Authorization: Bearer`
+    /// (`bearer_token_format: idp_access_token`): the IdP's UserInfo endpoint must accept it.
+    /// Results are cached for `BEARER_CACHE_TTL` so the IdP is not asked on every request.
+    pub async fn session_from_access_token(&self, raw: &str) -> Option<Arc<Session>> {
+        let idp = self.idp.as_ref()?;
+        let key = token_digest(raw);
+        let now = crate::store::unix_now();
+        if let Some((s, until)) = self.bearer_cache.get(&key) {
+            if until > now {
+                return s;
+            }
+        }
+        let session = match idp.userinfo_claims(raw).await {
+            Ok(Some(claims)) if claims.get("sub").and_then(Value::as_str).is_some() => {
+                Some(Arc::new(Session {
+                    id: format!("bearer-{key}"),
+                    user_id: idp.user_id(&claims),
+                    email: claims
+                        .get("email")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    idp_id: self.idp_id().to_string(),
+                    issued_at: now,
+                    expires_at: now + BEARER_CACHE_TTL,
+                    id_token: String::new(),
+                    access_token: raw.to_string(),
+                    refresh_token: None,
+                    access_token_expires_at: None,
+                    claims,
+                    version: 0,
+                    refreshed_at: None,
+                }))
+            }
+            Ok(_) => {
+                tracing::info!(
+                    "bearer access token rejected: the IdP has no usable UserInfo endpoint"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "bearer access token rejected");
+                None
+            }
+        };
+        self.bearer_cache
+            .insert(key, (session.clone(), now + BEARER_CACHE_TTL));
+        session
+    }
+
+    /// A request-scoped session from an IdP ID token sent as `Authorization: Bearer`
+    /// (`bearer_token_format: idp_identity_token`); `None` when it does not verify.
+    pub async fn session_from_id_token(&self, raw: &str) -> Option<Arc<Session>> {
+        let idp = self.idp.as_ref()?;
+        let claims = match idp.verify_id_token(raw).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(error = %e, "bearer ID token rejected");
+                return None;
+            }
+        };
+        let now = crate::store::unix_now();
+        let expires_at = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
+        let session = Session {
+            id: format!("bearer-{}", token_digest(raw)),
+            user_id: idp.user_id(&claims),
+            email: claims
+                .get("email")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            idp_id: self.idp_id().to_string(),
+            issued_at: claims.get("iat").and_then(Value::as_u64).unwrap_or(now),
+            expires_at,
+            id_token: raw.to_string(),
+            access_token: String::new(),
+            refresh_token: None,
+            access_token_expires_at: None,
+            claims,
+            version: 0,
+            refreshed_at: None,
+        };
+        Some(Arc::new(session))
     }
 
     pub fn idp_id(&self) -> &str {

@@ -97,6 +97,8 @@ pub fn upstream(
         "udp"
     } else if flags.secure_upstream {
         "https"
+    } else if flags.h2c_upstream {
+        "h2c"
     } else {
         "http"
     };

@@ -466,6 +466,24 @@ mod tests {
     }
 
     #[test]
+    fn v033_identity_providers_accepted() {
+        for provider in ["apple", "cognito", "hosted"] {
+            let (s, _) = settings(
+                &format!("  secrets: pomerium/bootstrap\n  authenticate: {{url: https://auth.example.com}}\n  identityProvider: {{provider: {provider}, url: https://idp.example.com, secret: pomerium/idp}}\n"),
+                "",
+            )
+            .unwrap();
+            assert_eq!(s.idp_provider.as_deref(), Some(provider));
+        }
+        let e = settings(
+            "  secrets: pomerium/bootstrap\n  identityProvider: {provider: myspace, secret: pomerium/idp}\n",
+            "",
+        )
+        .unwrap_err();
+        assert!(e.contains("unsupported provider \"myspace\""), "{e}");
+    }
+
+    #[test]
     fn error_texts() {
         let e = |spec: &str, extra: &str| settings(spec, extra).unwrap_err();
         assert_eq!(

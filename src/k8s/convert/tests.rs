@@ -550,7 +550,11 @@ fn group_b_options_without_route_fields_go_to_extras() {
     let x = extras(
         "    ingress.pomerium.io/bearer_token_format: idp_access_token\n    ingress.pomerium.io/logo_url: https://example.com/logo.png\n    ingress.pomerium.io/depends_on: '[a.example.com, b.example.com]'\n    ingress.pomerium.io/idp_access_token_allowed_audiences: '[aud1]'\n    ingress.pomerium.io/rewrite_response_headers: '[{\"header\": \"Location\", \"prefix\": \"http://x/\", \"value\": \"https://x/\"}]'\n    ingress.pomerium.io/circuit_breaker_thresholds: '{\"max_connections\": 10, \"maxRetries\": 3}'",
     );
-    assert_eq!(x["bearer_token_format"], json!("idp_access_token"));
+    assert_eq!(
+        one("    ingress.pomerium.io/bearer_token_format: idp_access_token").bearer_token_format,
+        Some("idp_access_token".into())
+    );
+    assert!(!x.contains_key("bearer_token_format"), "a route option now");
     assert_eq!(x["logo_url"], json!("https://example.com/logo.png"));
     assert_eq!(x["depends_on"], json!(["a.example.com", "b.example.com"]));
     assert_eq!(x["idp_access_token_allowed_audiences"], json!(["aud1"]));
@@ -571,8 +575,13 @@ fn group_b_options_without_route_fields_go_to_extras() {
         }])
     );
     assert_eq!(
-        x["circuit_breaker_thresholds"],
-        json!({"max_connections": 10, "max_retries": 3})
+        one("    ingress.pomerium.io/circuit_breaker_thresholds: '{\"max_connections\": 10, \"maxRetries\": 3}'")
+            .circuit_breaker_thresholds,
+        Some(json!({"max_connections": 10, "max_retries": 3}))
+    );
+    assert!(
+        !x.contains_key("circuit_breaker_thresholds"),
+        "a route option now"
     );
     let e = err("    ingress.pomerium.io/circuit_breaker_thresholds: '{\"max_conns\": 1}'");
     assert!(
@@ -585,25 +594,56 @@ fn group_b_options_without_route_fields_go_to_extras() {
 
 #[test]
 fn group_e_health_checks_and_load_balancing() {
-    let x = extras(
-        "    ingress.pomerium.io/health_checks: '[{\"timeout\": \"10s\", \"interval\": \"1m\", \"healthy_threshold\": 1, \"unhealthy_threshold\": 2, \"http_health_check\": {\"path\": \"/\"}}]'\n    ingress.pomerium.io/outlier_detection: '{\"consecutive_5xx\": 5}'\n    ingress.pomerium.io/healthy_panic_threshold: '50'\n    ingress.pomerium.io/ring_hash_lb_config: '{\"minimum_ring_size\": 1024}'",
+    let r = one(
+        "    ingress.pomerium.io/health_checks: '[{\"timeout\": \"10s\", \"interval\": \"1m\", \"healthy_threshold\": 1, \"unhealthy_threshold\": 2, \"http_health_check\": {\"path\": \"/\"}}]'\n    ingress.pomerium.io/outlier_detection: '{\"consecutive_5xx\": 5}'\n    ingress.pomerium.io/healthy_panic_threshold: '50'",
     );
-    assert_eq!(x["health_checks"][0]["interval"], json!("1m"));
-    assert_eq!(x["outlier_detection"], json!({"consecutive_5xx": 5}));
-    assert_eq!(x["healthy_panic_threshold"], json!(50));
-    assert!(x.contains_key("ring_hash_lb_config"));
+    assert_eq!(
+        r.health_checks.as_ref().unwrap()[0]["interval"],
+        json!("1m")
+    );
+    assert_eq!(r.outlier_detection, Some(json!({"consecutive_5xx": 5})));
+    assert_eq!(r.healthy_panic_threshold, Some(50.0));
+    // The pre-v0.32 Percent form still works.
+    let r = one("    ingress.pomerium.io/healthy_panic_threshold: '{\"value\": 25}'");
+    assert_eq!(r.healthy_panic_threshold, Some(25.0));
+    assert!(err("    ingress.pomerium.io/healthy_panic_threshold: '120'").contains("proto: "));
     assert!(
         err("    ingress.pomerium.io/health_checks: '[{\"timeout\": 10}]'").contains("proto: ")
     );
     assert!(
         err("    ingress.pomerium.io/health_checks: '[{\"bogus\": 1}]'").contains("unknown field")
     );
+    // Well-formed but not servable: the check needs a kind and its required fields.
+    assert_eq!(
+        err("    ingress.pomerium.io/health_checks: '[{\"timeout\": \"1s\", \"interval\": \"1s\", \"healthy_threshold\": 1, \"unhealthy_threshold\": 1}]'"),
+        "parsing ingress: annotations: `health_checks[0]`: http_health_check or tcp_health_check is required"
+    );
+    assert_eq!(
+        err("    ingress.pomerium.io/outlier_detection: '{\"max_ejection_percent\": 101}'"),
+        "parsing ingress: annotations: `outlier_detection.max_ejection_percent`: 101 is not a percentage (0-100)"
+    );
 
-    let r = one("    ingress.pomerium.io/lb_policy: MAGLEV");
-    assert_eq!(r.load_balancing_policy.as_deref(), Some("MAGLEV"));
     let r = one("    ingress.pomerium.io/load_balancing_policy: least_request");
     assert_eq!(r.load_balancing_policy.as_deref(), Some("LEAST_REQUEST"));
-    assert!(err("    ingress.pomerium.io/lb_policy: FASTEST").contains("proto: "));
+    assert!(err("    ingress.pomerium.io/load_balancing_policy: FASTEST").contains("proto: "));
+}
+
+#[test]
+fn removed_v032_load_balancer_keys_say_what_to_use() {
+    assert_eq!(
+        err("    ingress.pomerium.io/lb_policy: MAGLEV"),
+        "parsing ingress: annotations: ingress.pomerium.io/lb_policy was removed in Pomerium v0.32, use ingress.pomerium.io/load_balancing_policy (round_robin, least_request, ring_hash, random, maglev)"
+    );
+    for key in [
+        "least_request_lb_config",
+        "ring_hash_lb_config",
+        "maglev_lb_config",
+    ] {
+        assert_eq!(
+            err(&format!("    ingress.pomerium.io/{key}: '{{}}'")),
+            format!("parsing ingress: annotations: ingress.pomerium.io/{key} was removed in Pomerium v0.32 (load balancer tuning is no longer configurable), use ingress.pomerium.io/load_balancing_policy")
+        );
+    }
 }
 
 #[test]
@@ -697,7 +737,11 @@ fn group_t_tls_secrets() {
     assert_eq!(r.tls_custom_ca.as_deref(), Some(b64(&ca).as_str()));
     assert_eq!(r.tls_client_cert.as_deref(), Some(b64(&cc).as_str()));
     assert_eq!(r.tls_client_key.as_deref(), Some(b64(&ck).as_str()));
-    assert_eq!(c.extras["tls_downstream_client_ca"], json!(b64(&ca)));
+    assert_eq!(
+        r.tls_downstream_client_ca.as_deref(),
+        Some(b64(&ca).as_str())
+    );
+    assert!(!c.extras.contains_key("tls_downstream_client_ca"));
     // The client Secret is kubernetes.io/tls: a certificate candidate too.
     assert_eq!(c.certificates.len(), 1);
     assert_eq!(c.certificates[0].name, "client");
@@ -755,7 +799,10 @@ fn group_s_secret_annotations() {
     );
 
     let c = conv("    ingress.pomerium.io/kubernetes_service_account_token_secret: sa").unwrap();
-    assert_eq!(c.extras["kubernetes_service_account_token"], json!("tok"));
+    assert_eq!(
+        c.routes[0].kubernetes_service_account_token.as_deref(),
+        Some("tok")
+    );
     assert_eq!(
         conv("    ingress.pomerium.io/kubernetes_service_account_token_secret: hdrs").unwrap_err(),
         "parsing ingress: annotations: annotation kubernetes_service_account_token_secret secret is expected to have type kubernetes.io/service-account-token, got Opaque"
@@ -814,8 +861,14 @@ fn group_m_mcp() {
 
 #[test]
 fn v032_keys_accepted() {
-    let x = extras("    ingress.pomerium.io/allow_upgrades: '[websocket]'\n    ingress.pomerium.io/enable_google_cloud_serverless_authentication: 'true'\n    ingress.pomerium.io/upstream_tunnel: '{}'\n    ingress.pomerium.io/ssh_upstream: 'false'\n    ingress.pomerium.io/mcp_server_upstream_oauth2_auth_style: in_header\n    ingress.pomerium.io/mcp_server_authorization_server_url: https://as.example.com");
-    assert_eq!(x["allow_upgrades"], json!(["websocket"]));
+    let ann = "    ingress.pomerium.io/allow_upgrades: '[websocket, CONNECT-UDP]'\n    ingress.pomerium.io/enable_google_cloud_serverless_authentication: 'true'\n    ingress.pomerium.io/upstream_tunnel: '{}'\n    ingress.pomerium.io/ssh_upstream: 'false'\n    ingress.pomerium.io/mcp_server_upstream_oauth2_auth_style: in_header\n    ingress.pomerium.io/mcp_server_authorization_server_url: https://as.example.com";
+    let x = extras(ann);
+    assert_eq!(
+        one(ann).allow_upgrades,
+        Some(vec!["websocket".into(), "CONNECT-UDP".into()])
+    );
+    assert!(!x.contains_key("allow_upgrades"));
+    assert!(err("    ingress.pomerium.io/allow_upgrades: websocket").contains("proto: "));
     assert_eq!(
         x["enable_google_cloud_serverless_authentication"],
         json!(true)
@@ -964,5 +1017,42 @@ fn dependencies_cover_every_reference() {
             "Secret ns/cert",
             "Secret ns/hdrs",
         ]
+    );
+}
+
+#[test]
+fn h2c_upstream_flag_makes_h2c_urls() {
+    let r = one("    ingress.pomerium.io/h2c_upstream: 'true'");
+    let to = r.to.unwrap().to_vec();
+    assert!(!to.is_empty());
+    assert!(to.iter().all(|u| u.starts_with("h2c://")), "{to:?}");
+    let r = one("    ingress.pomerium.io/h2c_upstream: 'false'");
+    assert!(r.to.unwrap().to_vec()[0].starts_with("http://"));
+}
+
+#[test]
+fn identity_provider_secret_keys_are_each_optional() {
+    let extra = "apiVersion: v1\nkind: Secret\nmetadata: {name: both, namespace: default}\ntype: Opaque\nstringData: {client_id: cid, client_secret: cs}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: idonly, namespace: default}\ntype: Opaque\nstringData: {client_id: cid2}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: sa, namespace: default}\ntype: kubernetes.io/service-account-token\nstringData: {token: t}\n";
+    let conv = |name: &str| {
+        convert_with(
+            &simple_ingress(&format!(
+                "    ingress.pomerium.io/identity_provider_secret: {name}"
+            )),
+            extra,
+        )
+    };
+    let r = conv("both").unwrap().routes.remove(0);
+    assert_eq!(
+        (r.idp_client_id.as_deref(), r.idp_client_secret.as_deref()),
+        (Some("cid"), Some("cs"))
+    );
+    let r = conv("idonly").unwrap().routes.remove(0);
+    assert_eq!(
+        (r.idp_client_id.as_deref(), r.idp_client_secret.as_deref()),
+        (Some("cid2"), None)
+    );
+    assert_eq!(
+        conv("sa").unwrap_err(),
+        "parsing ingress: annotations: annotation identity_provider_secret secret is expected to have type Opaque, got kubernetes.io/service-account-token"
     );
 }
