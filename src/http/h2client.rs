@@ -61,7 +61,9 @@ pub fn wanted(scheme: &str, target: &Target<'_>) -> bool {
         "h2c" => true,
         "https" => UPSTREAMS.with(|u| {
             !matches!(
-                u.borrow().get(&target.tls_key).and_then(|m| m.get(target.base)),
+                u.borrow()
+                    .get(&target.tls_key)
+                    .and_then(|m| m.get(target.base)),
                 Some(Known::Http1)
             )
         }),
@@ -93,7 +95,11 @@ fn remember(target: &Target<'_>, known: Known) {
 
 fn pooled(target: &Target<'_>) -> Option<SendRequest<OutgoingBody>> {
     UPSTREAMS.with(|u| {
-        match u.borrow().get(&target.tls_key).and_then(|m| m.get(target.base)) {
+        match u
+            .borrow()
+            .get(&target.tls_key)
+            .and_then(|m| m.get(target.base))
+        {
             Some(Known::Http2(s)) if !s.is_closed() => Some(s.clone()),
             _ => None,
         }

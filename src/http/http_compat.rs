@@ -53,7 +53,10 @@ mod tests {
     #[test]
     fn headers_cross_over_without_connection_headers() {
         let mut a = ah::HeaderMap::new();
-        a.append(ah::CONTENT_TYPE, ah::HeaderValue::from_static("application/grpc"));
+        a.append(
+            ah::CONTENT_TYPE,
+            ah::HeaderValue::from_static("application/grpc"),
+        );
         a.append(ah::CONNECTION, ah::HeaderValue::from_static("keep-alive"));
         a.append(ah::HOST, ah::HeaderValue::from_static("a.test"));
         a.append(

@@ -554,9 +554,7 @@ impl Forward<'_> {
         };
         *response.headers_mut() = headers;
         if let Some(trailers) = trailers {
-            response
-                .extensions_mut()
-                .insert(ResponseTrailers(trailers));
+            response.extensions_mut().insert(ResponseTrailers(trailers));
         }
         response
     }

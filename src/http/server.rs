@@ -190,11 +190,11 @@ pub fn proxy_server(
     }
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || proxy_app(data.clone()))
-    .on_connect(no_delay)
-    .disable_signals()
-    .shutdown_timeout(opts.shutdown_grace)
-    .keep_alive(opts.keep_alive)
-    .client_request_timeout(opts.request_timeout);
+        .on_connect(no_delay)
+        .disable_signals()
+        .shutdown_timeout(opts.shutdown_grace)
+        .keep_alive(opts.keep_alive)
+        .client_request_timeout(opts.request_timeout);
     if let Some(w) = opts.workers {
         server = server.workers(w);
     }
@@ -280,22 +280,20 @@ fn tls_proxy_server(
                     async move {
                         let _ = tcp.set_nodelay(true);
                         let peer = tcp.peer_addr().ok();
-                        let tls = match tokio::time::timeout(
-                            TLS_HANDSHAKE_TIMEOUT,
-                            acceptor.accept(tcp),
-                        )
-                        .await
-                        {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                                return Ok(());
-                            }
-                            Err(_) => {
-                                tracing::debug!("TLS handshake timed out");
-                                return Ok(());
-                            }
-                        };
+                        let tls =
+                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                                .await
+                            {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                    return Ok(());
+                                }
+                                Err(_) => {
+                                    tracing::debug!("TLS handshake timed out");
+                                    return Ok(());
+                                }
+                            };
                         if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                             let signal = async move { shutdown.notified().await };
                             super::h2server::serve(tls, peer, app, signal).await;
