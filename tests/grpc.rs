@@ -232,8 +232,9 @@ where
     addr
 }
 
-/// Serves `svc` over HTTP/1.1 on loopback (gRPC-web).
-async fn serve_h1<S>(svc: S) -> SocketAddr
+/// Serves `svc` over HTTP/1.1 on loopback (gRPC-web), with TLS offering only `http/1.1` when
+/// `tls` is given.
+async fn serve_h1<S>(svc: S, tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr
 where
     S: Service<http::Request<hyper::body::Incoming>, Response = http::Response<tonic::body::Body>>
         + Clone
@@ -250,11 +251,19 @@ where
                 return;
             };
             let svc = svc.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| svc.clone().call(req));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
+                let builder = hyper::server::conn::http1::Builder::new();
+                let _ = match tls {
+                    Some(acceptor) => {
+                        let Ok(io) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        builder.serve_connection(TokioIo::new(io), service).await
+                    }
+                    None => builder.serve_connection(TokioIo::new(tcp), service).await,
+                };
             });
         }
     });
@@ -564,10 +573,10 @@ async fn grpc_over_h2c_and_tls_h2_upstreams_with_trailers_both_ways() {
 
 #[tokio::test]
 async fn grpc_web_through_a_route() {
-    let web = serve_h1(tower_layer::Layer::layer(
-        &tonic_web::GrpcWebLayer::new(),
-        Echo,
-    ))
+    let web = serve_h1(
+        tower_layer::Layer::layer(&tonic_web::GrpcWebLayer::new(), Echo),
+        None,
+    )
     .await;
     let web_h2c = serve_h2(
         tower_layer::Layer::layer(&tonic_web::GrpcWebLayer::new(), Echo),
@@ -625,5 +634,38 @@ async fn grpc_web_through_a_route() {
             status_header.as_deref() == Some("7") || trailers.contains("grpc-status:7"),
             "{host}: {status_header:?} {trailers:?}"
         );
+    }
+}
+
+/// An HTTPS upstream that answers ALPN with HTTP/1.1 keeps being served over HTTP/1.1.
+#[tokio::test]
+async fn https_upstream_choosing_http1_by_alpn() {
+    let upstream_ca = Ca::new("upstream CA");
+    let leaf = upstream_ca.leaf(&["h1.internal"]);
+    let up = serve_h1(Echo, Some(server_tls(&leaf, &[b"http/1.1"]))).await;
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_path = ca_dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca_path, &upstream_ca.pem).unwrap();
+    let routes = format!(
+        "  - {{from: https://h1.example.com, to: 'https://{up}', tls_custom_ca_file: {ca}, tls_server_name: h1.internal, allow_public_unauthenticated_access: true}}
+",
+        ca = ca_path.display()
+    );
+    let (ca, proxy) = proxy_config(&routes);
+    let _log = LogOnPanic(&proxy);
+    let client = https_client(&ca.pem, proxy.addr(), &["h1.example.com"]);
+    // The first request finds out (ALPN), the next ones go straight to HTTP/1.1.
+    for _ in 0..6 {
+        let resp = client
+            .post(format!(
+                "https://h1.example.com:{}/raw/trailers",
+                proxy.port
+            ))
+            .body("abc")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "got 3 bytes");
     }
 }
