@@ -1,8 +1,8 @@
 //! gRPC and gRPC-web through the real `rampart` binary: tonic servers on loopback as `h2c://`
 //! and HTTPS (ALPN h2) upstreams, a tonic client over TLS HTTP/2 through the proxy (unary,
 //! server, client and bidi streaming, error statuses in trailers), request and response
-//! trailers both ways, gRPC-web to a tonic-web upstream, and SPDY upgrades carrying data both
-//! ways.
+//! trailers both ways, gRPC-web to a tonic-web upstream, an HTTPS upstream that picks
+//! HTTP/1.1, and SPDY upgrades carrying data both ways.
 
 mod support;
 
@@ -294,6 +294,15 @@ async fn tls_to_proxy(
     proxy: SocketAddr,
     host: &str,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_to_proxy_alpn(ca_pem, proxy, host, b"h2").await
+}
+
+async fn tls_to_proxy_alpn(
+    ca_pem: &str,
+    proxy: SocketAddr,
+    host: &str,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
@@ -305,13 +314,13 @@ async fn tls_to_proxy(
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    cfg.alpn_protocols = vec![alpn.to_vec()];
     let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(host.to_string().try_into().unwrap(), tcp)
         .await
         .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
     tls
 }
 
@@ -667,5 +676,107 @@ async fn https_upstream_choosing_http1_by_alpn() {
             .unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.text().await.unwrap(), "got 3 bytes");
+    }
+}
+
+/// Reads from `io` until `buf` holds a complete head (`\r\n\r\n`); returns its length.
+async fn read_head<R: tokio::io::AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>) -> usize {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = io.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before the head: {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// An upstream that switches to SPDY/3.1, greets, then echoes every byte.
+async fn spdy_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let end = read_head(&mut tcp, &mut buf).await;
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                assert!(head.contains("upgrade: spdy/3.1"), "{head}");
+                tcp.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\nhello from upstream\n",
+                )
+                .await
+                .unwrap();
+                tcp.write_all(&buf[end..]).await.unwrap();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if tcp.write_all(&chunk[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `allow_spdy`: after the upstream's 101, bytes flow both ways.
+#[tokio::test]
+async fn spdy_upgrade_carries_data_both_ways() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = spdy_upstream().await;
+    let routes = format!(
+        "  - {{from: https://spdy.example.com, to: http://{up}, allow_spdy: true, allow_public_unauthenticated_access: true}}
+"
+    );
+    let (ca, proxy) = proxy_config(&routes);
+    let _log = LogOnPanic(&proxy);
+    let mut tls = tls_to_proxy_alpn(&ca.pem, proxy.addr(), "spdy.example.com", b"http/1.1").await;
+    tls.write_all(
+        b"POST /api/v1/namespaces/default/pods/p/exec HTTP/1.1\r\nHost: spdy.example.com\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let end = read_head(&mut tls, &mut buf).await;
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: spdy/3.1"),
+        "{head}"
+    );
+    let mut got = buf[end..].to_vec();
+    let greeting = b"hello from upstream\n";
+    while got.len() < greeting.len() {
+        let mut chunk = [0u8; 1024];
+        let n = tls.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(&got[..], greeting);
+    for i in 0..3 {
+        let line = format!("client says {i}\n");
+        tls.write_all(line.as_bytes()).await.unwrap();
+        let mut echoed = vec![0u8; line.len()];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tls.read_exact(&mut echoed),
+        )
+        .await
+        .expect("the client's bytes reach the upstream and come back")
+        .unwrap();
+        assert_eq!(echoed, line.as_bytes());
     }
 }

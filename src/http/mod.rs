@@ -7,6 +7,7 @@ pub mod auth;
 pub mod authorize;
 pub mod balancer;
 pub mod body;
+pub mod client_io;
 pub mod errors;
 pub mod h1client;
 pub mod h2client;

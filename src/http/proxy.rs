@@ -249,7 +249,12 @@ async fn serve(
         proto: if state.is_secure() { "https" } else { "http" },
     };
     let (response, upstream) = match upgrade {
-        Some(UpgradeKind::WebSocket) | Some(UpgradeKind::Spdy) => ctx.tunnel(payload).await,
+        Some(UpgradeKind::WebSocket) => ctx.tunnel(tunnel::ClientBytes::Payload(payload)).await,
+        Some(UpgradeKind::Spdy) => {
+            let peer = req.peer_addr();
+            ctx.tunnel(tunnel::ClientBytes::Spdy { payload, peer })
+                .await
+        }
         _ => ctx.forward(payload).await,
     };
     Outcome {
@@ -560,7 +565,7 @@ impl Forward<'_> {
     }
 
     /// Upgrade requests (websocket, SPDY): a raw byte tunnel after the upstream's 101.
-    async fn tunnel(&self, payload: Payload) -> (HttpResponse, Option<usize>) {
+    async fn tunnel(&self, client: tunnel::ClientBytes) -> (HttpResponse, Option<usize>) {
         let route = &self.entry.route;
         let pq = self.path_and_query();
         let mut last_upstream = None;
@@ -586,7 +591,7 @@ impl Forward<'_> {
                 self.req.method().as_str(),
                 &pq,
                 &headers,
-                payload,
+                client,
                 route.idle_timeout,
             )
             .await

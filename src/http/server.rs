@@ -230,12 +230,12 @@ fn tls_proxy_server(
     mut cfg: rustls::ServerConfig,
     opts: &ListenOptions,
 ) -> std::io::Result<Server> {
+    use super::client_io::ClientIo;
     use actix_http::{HttpService, Protocol};
     use actix_service::{
         fn_factory, fn_service, map_config, IntoServiceFactory, Service, ServiceFactory,
     };
     use actix_web::dev::AppConfig;
-    use tokio_rustls::server::TlsStream;
 
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
@@ -258,16 +258,15 @@ fn tls_proxy_server(
                 let app_config = AppConfig::__priv_test_new(true, addr.to_string(), addr);
                 let h1_shutdown = shutdown.clone();
                 let config = app_config.clone();
-                let h1: HttpService<TlsStream<actix_web::rt::net::TcpStream>, _, _, _, _> =
-                    HttpService::build()
-                        .keep_alive(keep_alive)
-                        .client_request_timeout(request_timeout)
-                        .local_addr(addr)
-                        .graceful_shutdown_signal(move || {
-                            let signal = h1_shutdown.clone();
-                            async move { signal.notified().await }
-                        })
-                        .finish(map_config(proxy_app(data.clone()), move |_| config.clone()));
+                let h1: HttpService<ClientIo, _, _, _, _> = HttpService::build()
+                    .keep_alive(keep_alive)
+                    .client_request_timeout(request_timeout)
+                    .local_addr(addr)
+                    .graceful_shutdown_signal(move || {
+                        let signal = h1_shutdown.clone();
+                        async move { signal.notified().await }
+                    })
+                    .finish(map_config(proxy_app(data.clone()), move |_| config.clone()));
                 let h1 = Rc::new(h1.new_service(()).await?);
                 let app = proxy_app(data)
                     .into_factory()
@@ -297,7 +296,10 @@ fn tls_proxy_server(
                         if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                             let signal = async move { shutdown.notified().await };
                             super::h2server::serve(tls, peer, app, signal).await;
-                        } else if let Err(e) = h1.call((tls, Protocol::Http1, peer)).await {
+                        } else if let Err(e) = h1
+                            .call((ClientIo::new(tls, peer), Protocol::Http1, peer))
+                            .await
+                        {
                             tracing::debug!(error = ?e, "HTTP/1.1 client connection ended");
                         }
                         Ok::<_, ()>(())
