@@ -662,7 +662,11 @@ async fn https_upstream_choosing_http1_by_alpn() {
     );
     let (ca, proxy) = proxy_config(&routes);
     let _log = LogOnPanic(&proxy);
-    let client = https_client(&ca.pem, proxy.addr(), &["h1.example.com"]);
+    let client = https_client(
+        &ca.pem,
+        proxy.addr(),
+        &["h1.example.com", "nowhere.example.com"],
+    );
     // The first request finds out (ALPN), the next ones go straight to HTTP/1.1.
     for _ in 0..6 {
         let resp = client
@@ -677,6 +681,25 @@ async fn https_upstream_choosing_http1_by_alpn() {
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.text().await.unwrap(), "got 3 bytes");
     }
+    // HEAD over HTTP/2 from the client: headers, no body (proxied and local answers).
+    let resp = client
+        .head(format!(
+            "https://h1.example.com:{}/raw/trailers",
+            proxy.port
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.unwrap().is_empty());
+    let resp = client
+        .head(format!("https://nowhere.example.com:{}/", proxy.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.bytes().await.unwrap().is_empty());
 }
 
 /// Reads from `io` until `buf` holds a complete head (`\r\n\r\n`); returns its length.

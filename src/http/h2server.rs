@@ -68,6 +68,7 @@ where
     S: Service<Request, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>,
 {
     let (parts, body) = req.into_parts();
+    let is_head = parts.method == http::Method::HEAD;
     let trailers = TrailerSlot::default();
     let payload = RequestPayload {
         body,
@@ -93,7 +94,7 @@ where
         Ok(res) => res.into(),
         Err(e) => e.as_response_error().error_response().into(),
     };
-    into_hyper(response)
+    into_hyper(response, is_head)
 }
 
 fn plain(status: http::StatusCode) -> hyper::Response<ResponseBody> {
@@ -106,20 +107,37 @@ fn plain(status: http::StatusCode) -> hyper::Response<ResponseBody> {
     res
 }
 
-fn into_hyper(response: Response<BoxBody>) -> hyper::Response<ResponseBody> {
+/// The actix response for hyper; a response to `HEAD` keeps its headers (and the length its
+/// body would have had) but sends no body.
+fn into_hyper(response: Response<BoxBody>, is_head: bool) -> hyper::Response<ResponseBody> {
     let trailers = response
         .extensions()
         .get::<ResponseTrailers>()
         .map(|t| t.0.clone());
     let (head, body) = response.into_parts();
-    let mut res = hyper::Response::new(ResponseBody {
-        body,
-        trailers,
-        done: false,
-    });
+    let mut headers = to_http1_headers(head.headers(), &[]);
+    let body = if is_head {
+        if let BodySize::Sized(n) = body.size() {
+            headers
+                .entry(http::header::CONTENT_LENGTH)
+                .or_insert_with(|| http::HeaderValue::from(n));
+        }
+        ResponseBody {
+            body: BoxBody::new(()),
+            trailers: None,
+            done: true,
+        }
+    } else {
+        ResponseBody {
+            body,
+            trailers,
+            done: false,
+        }
+    };
+    let mut res = hyper::Response::new(body);
     *res.status_mut() = http::StatusCode::from_u16(head.status().as_u16())
         .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    *res.headers_mut() = to_http1_headers(head.headers(), &[]);
+    *res.headers_mut() = headers;
     res
 }
 
