@@ -339,3 +339,43 @@ impl Body for OutgoingBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target<'a>(tls: &'a Arc<ClientConfig>, base: &'a str, https: bool) -> Target<'a> {
+        Target {
+            tls_key: 7,
+            tls,
+            https,
+            base,
+            host: "127.0.0.1",
+            port: 1,
+            server_name: None,
+        }
+    }
+
+    #[test]
+    fn protocol_by_scheme_and_alpn_memory() {
+        let tls = Arc::new(
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        );
+        assert!(wanted("h2c", &target(&tls, "h2c://a:1", false)));
+        assert!(!wanted("http", &target(&tls, "http://a:1", false)));
+        let https = target(&tls, "https://a:1", true);
+        assert!(wanted("https", &https));
+        remember(&https, Known::Http1);
+        assert!(!wanted("https", &https));
+        // Another upstream with the same TLS options is unaffected.
+        assert!(wanted("https", &target(&tls, "https://b:1", true)));
+        // The ALPN config offers h2 first and keeps the route's other options.
+        let alpn = alpn_h2_config(&https);
+        assert_eq!(alpn.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert!(Arc::ptr_eq(&alpn, &alpn_h2_config(&https)));
+    }
+}
