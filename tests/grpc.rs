@@ -517,13 +517,17 @@ impl Drop for LogOnPanic<'_> {
 }
 
 fn proxy_config(routes: &str) -> (Ca, Proxy) {
+    proxy_config_with(routes, "")
+}
+
+fn proxy_config_with(routes: &str, extra: &str) -> (Ca, Proxy) {
     let ca = Ca::new("test CA");
     let leaf = ca.leaf(&["*.example.com"]);
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = leaf.write(dir.path(), "wild");
     let port = free_port();
     let config = format!(
-        "address: 127.0.0.1:{port}\ncertificate_file: {}\ncertificate_key_file: {}\nroutes:\n{routes}",
+        "address: 127.0.0.1:{port}\ncertificate_file: {}\ncertificate_key_file: {}\n{extra}routes:\n{routes}",
         cert.display(),
         key.display()
     );
@@ -802,4 +806,75 @@ async fn spdy_upgrade_carries_data_both_ways() {
         .unwrap();
         assert_eq!(echoed, line.as_bytes());
     }
+}
+
+/// HTTP/2 client connections close after `timeout_idle` without an open stream, never during
+/// one; an upstream that cannot be reached is a gRPC `UNAVAILABLE`.
+#[tokio::test]
+async fn http2_client_idle_close_and_unreachable_upstream() {
+    let h2c = serve_h2(Echo, None).await;
+    let down = free_port();
+    let routes = format!(
+        "  - {{from: https://grpc.example.com, to: h2c://{h2c}, timeout: 0s, allow_public_unauthenticated_access: true}}
+  - {{from: https://down.example.com, to: h2c://127.0.0.1:{down}, allow_public_unauthenticated_access: true}}
+"
+    );
+    let (ca, proxy) = proxy_config_with(&routes, "timeout_idle: 1s\n");
+    let _log = LogOnPanic(&proxy);
+
+    let sender = h2_to_proxy::<tonic::body::Body>(&ca.pem, proxy.addr(), "grpc.example.com").await;
+    let origin: http::Uri = format!("https://grpc.example.com:{}", proxy.port)
+        .parse()
+        .unwrap();
+    let mut client = tonic::client::Grpc::with_origin(H2Channel(sender.clone()), origin);
+    client.ready().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(1);
+    let outgoing =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    tx.send(msg("first")).await.unwrap();
+    let resp = client
+        .streaming(
+            tonic::Request::new(outgoing),
+            path("/test.Echo/Chat"),
+            codec(),
+        )
+        .await
+        .unwrap();
+    let mut incoming = resp.into_inner();
+    assert_eq!(
+        incoming.message().await.unwrap().unwrap().text,
+        "echo:first"
+    );
+    // A quiet open stream outlives timeout_idle.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(!sender.is_closed());
+    tx.send(msg("later")).await.unwrap();
+    assert_eq!(
+        incoming.message().await.unwrap().unwrap().text,
+        "echo:later"
+    );
+    drop(tx);
+    assert!(incoming.message().await.unwrap().is_none());
+    drop(incoming);
+    // Without streams the connection closes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !sender.is_closed() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle HTTP/2 connection still open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let mut client = grpc_client(&ca.pem, proxy.addr(), "down.example.com").await;
+    client.ready().await.unwrap();
+    let err = client
+        .unary(
+            tonic::Request::new(msg("x")),
+            path("/test.Echo/Unary"),
+            codec(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
 }

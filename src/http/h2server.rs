@@ -3,12 +3,14 @@
 //! carries what actix-web's own HTTP/2 cannot: request trailers (into `RequestTrailers`) and
 //! response trailers (from `ResponseTrailers`), which gRPC needs.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use actix_http::body::{BodySize, BoxBody, MessageBody};
 use actix_http::error::PayloadError;
@@ -21,37 +23,79 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{sleep_until, Instant};
 
 use super::h2client::LocalExec;
 use super::http_compat::{to_actix_headers, to_http1_headers};
 use super::trailers::{RequestTrailers, ResponseTrailers, TrailerSlot};
 
-/// Serves one HTTP/2 connection until it ends, or until `shutdown` resolves (then in-flight
-/// streams finish and the connection closes).
+/// Open streams of one connection, and when the last one ended.
+struct Activity {
+    open: Cell<usize>,
+    last: Cell<Instant>,
+}
+
+/// Counts one stream as open until dropped (with its response body, or its handler when the
+/// client resets the stream first).
+struct StreamGuard(Rc<Activity>);
+
+impl StreamGuard {
+    fn new(activity: &Rc<Activity>) -> StreamGuard {
+        activity.open.set(activity.open.get() + 1);
+        StreamGuard(activity.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
+        self.0.last.set(Instant::now());
+    }
+}
+
+/// Serves one HTTP/2 connection until it ends, until it has had no open stream for
+/// `keep_alive`, or until `shutdown` resolves; then in-flight streams finish and the
+/// connection closes.
 pub async fn serve<IO, S>(
     io: IO,
     peer: Option<SocketAddr>,
     app: Rc<S>,
+    keep_alive: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + 'static,
     S: Service<Request, Response = ServiceResponse<BoxBody>, Error = actix_web::Error> + 'static,
 {
+    let activity = Rc::new(Activity {
+        open: Cell::new(0),
+        last: Cell::new(Instant::now()),
+    });
+    let streams = activity.clone();
     let service = hyper::service::service_fn(move |req| {
         let app = app.clone();
-        async move { Ok::<_, Infallible>(handle(&*app, peer, req).await) }
+        let guard = StreamGuard::new(&streams);
+        async move { Ok::<_, Infallible>(handle(&*app, peer, req, guard).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(LocalExec)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "HTTP/2 client connection ended");
+    tokio::pin!(shutdown);
+    loop {
+        let idle_until = activity.last.get() + keep_alive;
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "HTTP/2 client connection ended");
+                }
+                return;
             }
-            return;
+            _ = &mut shutdown => break,
+            _ = sleep_until(idle_until) => {
+                if activity.open.get() == 0 && activity.last.get() + keep_alive <= Instant::now() {
+                    break;
+                }
+            }
         }
-        _ = shutdown => {}
     }
     conn.as_mut().graceful_shutdown();
     if let Err(e) = conn.await {
@@ -63,6 +107,7 @@ async fn handle<S>(
     app: &S,
     peer: Option<SocketAddr>,
     req: hyper::Request<Incoming>,
+    guard: StreamGuard,
 ) -> hyper::Response<ResponseBody>
 where
     S: Service<Request, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>,
@@ -82,7 +127,7 @@ where
         actix_http::Method::from_bytes(parts.method.as_str().as_bytes()),
         actix_http::Uri::try_from(parts.uri.to_string()),
     ) else {
-        return plain(http::StatusCode::BAD_REQUEST);
+        return plain(http::StatusCode::BAD_REQUEST, guard);
     };
     head.method = method;
     head.uri = uri;
@@ -94,14 +139,15 @@ where
         Ok(res) => res.into(),
         Err(e) => e.as_response_error().error_response().into(),
     };
-    into_hyper(response, is_head)
+    into_hyper(response, is_head, guard)
 }
 
-fn plain(status: http::StatusCode) -> hyper::Response<ResponseBody> {
+fn plain(status: http::StatusCode, guard: StreamGuard) -> hyper::Response<ResponseBody> {
     let mut res = hyper::Response::new(ResponseBody {
         body: BoxBody::new(()),
         trailers: None,
         done: false,
+        _guard: guard,
     });
     *res.status_mut() = status;
     res
@@ -109,7 +155,11 @@ fn plain(status: http::StatusCode) -> hyper::Response<ResponseBody> {
 
 /// The actix response for hyper; a response to `HEAD` keeps its headers (and the length its
 /// body would have had) but sends no body.
-fn into_hyper(response: Response<BoxBody>, is_head: bool) -> hyper::Response<ResponseBody> {
+fn into_hyper(
+    response: Response<BoxBody>,
+    is_head: bool,
+    guard: StreamGuard,
+) -> hyper::Response<ResponseBody> {
     let trailers = response
         .extensions()
         .get::<ResponseTrailers>()
@@ -126,12 +176,14 @@ fn into_hyper(response: Response<BoxBody>, is_head: bool) -> hyper::Response<Res
             body: BoxBody::new(()),
             trailers: None,
             done: true,
+            _guard: guard,
         }
     } else {
         ResponseBody {
             body,
             trailers,
             done: false,
+            _guard: guard,
         }
     };
     let mut res = hyper::Response::new(body);
@@ -177,6 +229,7 @@ pub struct ResponseBody {
     trailers: Option<TrailerSlot>,
     /// The actix body has ended (it must not be polled again).
     done: bool,
+    _guard: StreamGuard,
 }
 
 impl Body for ResponseBody {

@@ -295,7 +295,7 @@ fn tls_proxy_server(
                             };
                         if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                             let signal = async move { shutdown.notified().await };
-                            super::h2server::serve(tls, peer, app, signal).await;
+                            super::h2server::serve(tls, peer, app, keep_alive, signal).await;
                         } else if let Err(e) = h1
                             .call((ClientIo::new(tls, peer), Protocol::Http1, peer))
                             .await
