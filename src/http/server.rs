@@ -313,12 +313,9 @@ fn tls_proxy_server(
 
 /// Client connections send each response at once (no Nagle delay), as nginx does with
 /// `tcp_nodelay on`.
+/// (Plain listener; the HTTPS listener sets it before the TLS handshake.)
 fn no_delay(conn: &dyn std::any::Any, _ext: &mut actix_web::dev::Extensions) {
-    let tcp = conn.downcast_ref::<actix_web::rt::net::TcpStream>().or_else(|| {
-        conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>>()
-            .map(|tls| tls.get_ref().0)
-    });
-    if let Some(tcp) = tcp {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
         let _ = tcp.set_nodelay(true);
     }
 }
