@@ -154,6 +154,11 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError> + Send + 'static,
 {
+    let saw_te = req
+        .headers()
+        .get("te")
+        .cloned()
+        .unwrap_or_else(|| http::HeaderValue::from_static("none"));
     let collected = match req.into_body().collect().await {
         Ok(c) => c,
         Err(_) => return Status::internal("body").into_http(),
@@ -173,7 +178,9 @@ where
         Ok(http_body::Frame::trailers(trailers)),
     ];
     let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
-    http::Response::new(tonic::body::Body::new(body))
+    let mut resp = http::Response::new(tonic::body::Body::new(body));
+    resp.headers_mut().insert("x-saw-te", saw_te);
+    resp
 }
 
 fn server_tls(leaf: &Leaf, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
@@ -466,6 +473,7 @@ async fn exercise_raw_trailers(ca_pem: &str, proxy: SocketAddr, host: &str) {
         Ok(http_body::Frame::trailers(trailers)),
     ];
     let req = http::Request::post(format!("https://{host}:{}/raw/trailers", proxy.port()))
+        .header("te", "trailers")
         .body(http_body_util::StreamBody::new(futures::stream::iter(
             frames,
         )))
@@ -473,6 +481,8 @@ async fn exercise_raw_trailers(ca_pem: &str, proxy: SocketAddr, host: &str) {
     sender.ready().await.unwrap();
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
+    // `te: trailers` reaches HTTP/2 upstreams (the one `te` HTTP/2 allows).
+    assert_eq!(resp.headers()["x-saw-te"], "trailers");
     let collected = resp.into_body().collect().await.unwrap();
     let trailers = collected.trailers().cloned().expect("response trailers");
     assert_eq!(collected.to_bytes(), "got 10 bytes");

@@ -29,11 +29,12 @@ pub fn to_http1_headers(from: &ah::HeaderMap, skip: &[ah::HeaderName]) -> http::
     out
 }
 
-/// hyper → actix, without connection-specific headers.
+/// hyper → actix, without connection-specific headers (`te` is kept: HTTP/2 allows
+/// `te: trailers`, which gRPC servers may require).
 pub fn to_actix_headers(from: &http::HeaderMap) -> ah::HeaderMap {
     let mut out = ah::HeaderMap::with_capacity(from.len());
     for (name, value) in from.iter() {
-        if connection_specific(name.as_str()) {
+        if name != http::header::TE && connection_specific(name.as_str()) {
             continue;
         }
         if let (Ok(n), Ok(v)) = (
@@ -71,7 +72,10 @@ mod tests {
         assert_eq!(h["content-type"], "application/grpc");
         assert!(h.get("connection").is_none() && h.get("host").is_none());
         assert_eq!(h.get_all("x-multi").iter().count(), 2);
-        let back = to_actix_headers(&h);
+        let mut h2 = h.clone();
+        h2.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        let back = to_actix_headers(&h2);
+        assert_eq!(back.get(ah::TE).unwrap(), "trailers");
         assert_eq!(back.get_all("x-multi").count(), 2);
         assert_eq!(back.get(ah::CONTENT_TYPE).unwrap(), "application/grpc");
     }
