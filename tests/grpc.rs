@@ -212,6 +212,23 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
+    serve_h2_for(svc, tls, None).await
+}
+
+/// `serve_h2`, dropping each connection after `lifetime` when given.
+async fn serve_h2_for<S>(
+    svc: S,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    lifetime: Option<std::time::Duration>,
+) -> SocketAddr
+where
+    S: Service<http::Request<hyper::body::Incoming>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -224,14 +241,19 @@ where
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| svc.clone().call(req));
                 let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                let lifetime = lifetime.unwrap_or(std::time::Duration::from_secs(3600));
                 let _ = match tls {
                     Some(acceptor) => {
                         let Ok(io) = acceptor.accept(tcp).await else {
                             return;
                         };
-                        builder.serve_connection(TokioIo::new(io), service).await
+                        let conn = builder.serve_connection(TokioIo::new(io), service);
+                        tokio::time::timeout(lifetime, conn).await.ok()
                     }
-                    None => builder.serve_connection(TokioIo::new(tcp), service).await,
+                    None => {
+                        let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                        tokio::time::timeout(lifetime, conn).await.ok()
+                    }
                 };
             });
         }
@@ -819,14 +841,17 @@ async fn spdy_upgrade_carries_data_both_ways() {
 }
 
 /// HTTP/2 client connections close after `timeout_idle` without an open stream, never during
-/// one; an upstream that cannot be reached is a gRPC `UNAVAILABLE`.
+/// one; an upstream that cannot be reached is a gRPC `UNAVAILABLE`; an HTTP/2 upstream
+/// connection that went away is replaced.
 #[tokio::test]
 async fn http2_client_idle_close_and_unreachable_upstream() {
     let h2c = serve_h2(Echo, None).await;
     let down = free_port();
+    let flaky = serve_h2_for(Echo, None, Some(std::time::Duration::from_millis(300))).await;
     let routes = format!(
         "  - {{from: https://grpc.example.com, to: h2c://{h2c}, timeout: 0s, allow_public_unauthenticated_access: true}}
   - {{from: https://down.example.com, to: h2c://127.0.0.1:{down}, allow_public_unauthenticated_access: true}}
+  - {{from: https://flaky.example.com, to: h2c://{flaky}, allow_public_unauthenticated_access: true}}
 "
     );
     let (ca, proxy) = proxy_config_with(&routes, "timeout_idle: 1s\n");
@@ -887,4 +912,20 @@ async fn http2_client_idle_close_and_unreachable_upstream() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    // An upstream that drops its connection: the next call gets a fresh one.
+    let mut client = grpc_client(&ca.pem, proxy.addr(), "flaky.example.com").await;
+    for i in 0..3 {
+        client.ready().await.unwrap();
+        let resp = client
+            .unary(
+                tonic::Request::new(msg(format!("f{i}"))),
+                path("/test.Echo/Unary"),
+                codec(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.into_inner().text, format!("F{i}|"));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
