@@ -702,6 +702,8 @@ async fn https_upstream_custom_ca_and_server_name() {
     let e = echo(env.get("a.example.com", "/secure").await).await;
     assert_eq!(e["upstream"], "secure");
     assert_eq!(e["uri"], "/secure");
+    // The upstream offers h2 by ALPN, so the proxy speaks HTTP/2 to it.
+    assert_eq!(e["version"], "HTTP/2.0");
     // Name mismatch (the certificate is for upstream.internal, not 127.0.0.1).
     assert_eq!(env.get("b.example.com", "/").await.status(), 503);
     // Unknown CA without tls_custom_ca.

@@ -134,7 +134,7 @@ impl PathMatch {
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub url: Url,
-    /// `http` or `https` (h2c is sent as http).
+    /// `http`, `https` or `h2c` (HTTP/2 with prior knowledge over TCP).
     pub scheme: &'static str,
     /// `host[:port]` as written (port omitted when default), used for the default Host header.
     pub authority: String,
@@ -629,7 +629,8 @@ fn parse_upstream(target: &str) -> Result<Upstream, RouteErrorKind> {
     };
     let url = Url::parse(url_text).map_err(|e| bad(&e.to_string()))?;
     let scheme = match url.scheme() {
-        "http" | "h2c" => "http",
+        "http" => "http",
+        "h2c" => "h2c",
         "https" => "https",
         other => {
             return Err(bad(&format!(

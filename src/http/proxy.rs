@@ -11,9 +11,9 @@ use actix_web::body::{BodyStream, SizedStream};
 use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode, Version};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures::future::Either;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use super::auth::headers::query_without_session;
 use super::authorize::{AuthOutcome, UpstreamIdentity};
@@ -21,6 +21,7 @@ use super::balancer::UpstreamOutcome;
 use super::body::{ClientBodyError, Exchange, Expired, ResponseBody};
 use super::errors::{robots_txt, ClientKind, ErrorPage, REQUEST_ID};
 use super::h1client::{self, SendError};
+use super::h2client;
 use super::headers::{
     apply_response_header_set, rewrite_response_headers, upstream_request_headers, ForwardContext,
 };
@@ -31,8 +32,15 @@ use super::request::{
 };
 use super::routes::RouteEntry;
 use super::server::{ProxyState, Snapshot};
+use super::trailers::{RequestTrailers, ResponseTrailers};
 use super::tunnel;
 use crate::config::route::Upstream;
+
+/// An upstream's response head and body, by protocol.
+enum Reply {
+    Http1(h1client::Response),
+    Http2(h2client::Response),
+}
 
 /// What a request became, for the response headers, metrics and the access log.
 struct Outcome {
@@ -274,10 +282,14 @@ async fn serve(
         proto: if state.is_secure() { "https" } else { "http" },
         body_idle_timeout: rules.body_idle_timeout,
     };
-    let (response, upstream) = if tunnelled {
-        ctx.tunnel(payload).await
-    } else {
-        ctx.forward(payload).await
+    let (response, upstream) = match upgrade {
+        Some(UpgradeKind::Spdy) if tunnelled => {
+            let peer = req.peer_addr();
+            ctx.tunnel(tunnel::ClientBytes::Spdy { payload, peer })
+                .await
+        }
+        _ if tunnelled => ctx.tunnel(tunnel::ClientBytes::Payload(payload)).await,
+        _ => ctx.forward(payload).await,
     };
     Outcome {
         response,
@@ -423,11 +435,18 @@ impl Forward<'_> {
             let target = h1client::Target::new(self.entry, up);
             let headers = self.headers_for(up);
             let in_flight = self.entry.balancer.begin(index);
-            let body = exchange.has_body().then(|| h1client::OutgoingBody {
-                stream: exchange.request_body(),
-                length,
-            });
-            let send = h1client::send(&target, self.req.method(), &pq, &headers, body);
+            let body = || {
+                exchange.has_body().then(|| h1client::OutgoingBody {
+                    stream: exchange.request_body(),
+                    length,
+                })
+            };
+            let send = if h2client::wanted(up.scheme, &target) {
+                Either::Left(self.send_h2(&target, &pq, &headers, &exchange, length))
+            } else {
+                let sent = h1client::send(&target, self.req.method(), &pq, &headers, body());
+                Either::Right(sent.map(|r| r.map(Reply::Http1)))
+            };
             let expired = exchange.expired(route.timeout, route.idle_timeout);
             let result = tokio::select! {
                 biased;
@@ -517,9 +536,59 @@ impl Forward<'_> {
         )
     }
 
+    /// Sends the request over HTTP/2 (`h2c`, or `https` unless the upstream picks HTTP/1.1 by
+    /// ALPN, then over `h1client`).
+    async fn send_h2(
+        &self,
+        target: &h1client::Target<'_>,
+        pq: &str,
+        headers: &HeaderMap,
+        exchange: &Rc<Exchange>,
+        length: Option<u64>,
+    ) -> Result<Reply, SendError> {
+        let trailers = self
+            .req
+            .extensions()
+            .get::<RequestTrailers>()
+            .map(|t| t.0.clone());
+        let body = exchange.has_body().then(|| {
+            let stream = exchange
+                .request_body()
+                .map(|r| r.map_err(|e| std::io::Error::other(e.to_string())))
+                .boxed_local();
+            h2client::OutgoingBody::new(stream, length, trailers)
+        });
+        let te_trailers = self
+            .req
+            .headers()
+            .get_all(header::TE)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        let request = h2client::Request {
+            method: self.req.method(),
+            path_and_query: pq,
+            headers,
+            body,
+            te_trailers,
+        };
+        match h2client::send(target, request).await? {
+            h2client::Sent::Response(resp) => Ok(Reply::Http2(resp)),
+            h2client::Sent::UseHttp1 => {
+                let body = exchange.has_body().then(|| h1client::OutgoingBody {
+                    stream: exchange.request_body(),
+                    length,
+                });
+                h1client::send(target, self.req.method(), pq, headers, body)
+                    .await
+                    .map(Reply::Http1)
+            }
+        }
+    }
+
     fn response(
         &self,
-        resp: h1client::Response,
+        reply: Reply,
         exchange: Rc<Exchange>,
         in_flight: super::balancer::InFlight,
     ) -> HttpResponse {
@@ -539,22 +608,28 @@ impl Forward<'_> {
             tracing::warn!(route = %entry.route.id, kind, "upstream response cut");
             metrics.upstream_error(&entry.route.id, kind);
         });
+        let (status, headers, length, body, trailers) = match reply {
+            Reply::Http1(r) => (r.status, r.headers, r.length, r.body.boxed_local(), None),
+            Reply::Http2(r) => (r.status, r.headers, r.length, r.body, Some(r.trailers)),
+        };
         let body = ResponseBody::new(
-            resp.body.boxed_local(),
+            body,
             exchange,
             deadline,
             route.idle_timeout,
             Some(in_flight),
             Some(on_expire),
         );
-        let mut response = match resp.length {
-            Some(n) => HttpResponse::with_body(resp.status, SizedStream::new(n, body))
-                .map_into_boxed_body(),
-            None => {
-                HttpResponse::with_body(resp.status, BodyStream::new(body)).map_into_boxed_body()
+        let mut response = match length {
+            Some(n) => {
+                HttpResponse::with_body(status, SizedStream::new(n, body)).map_into_boxed_body()
             }
+            None => HttpResponse::with_body(status, BodyStream::new(body)).map_into_boxed_body(),
         };
-        *response.headers_mut() = resp.headers;
+        *response.headers_mut() = headers;
+        if let Some(trailers) = trailers {
+            response.extensions_mut().insert(ResponseTrailers(trailers));
+        }
         response
     }
 
@@ -581,7 +656,7 @@ impl Forward<'_> {
     }
 
     /// Upgrade requests (`allow_upgrades`): a raw byte tunnel after the upstream's 101.
-    async fn tunnel(&self, payload: Payload) -> (HttpResponse, Option<usize>) {
+    async fn tunnel(&self, client: tunnel::ClientBytes) -> (HttpResponse, Option<usize>) {
         let route = &self.entry.route;
         let pq = self.path_and_query();
         let mut last_upstream = None;
@@ -617,7 +692,7 @@ impl Forward<'_> {
                 self.req.method().as_str(),
                 &pq,
                 &headers,
-                payload,
+                client,
                 route.idle_timeout,
             )
             .await

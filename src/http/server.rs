@@ -3,6 +3,7 @@
 //! current `Snapshot` (routes, authorizer, global response headers) behind `ArcSwap`.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -208,42 +209,148 @@ pub fn proxy_server(
     tls: Option<rustls::ServerConfig>,
     opts: &ListenOptions,
 ) -> std::io::Result<Server> {
+    if let Some(cfg) = tls {
+        return tls_proxy_server(state, addr, cfg, opts);
+    }
     let data = web::Data::new(state);
-    let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .default_service(web::to(proxy::handle))
-    })
-    .on_connect(no_delay)
-    .disable_signals()
-    .shutdown_timeout(opts.shutdown_grace)
-    .keep_alive(opts.keep_alive)
-    .client_request_timeout(opts.request_timeout);
+    let mut server = HttpServer::new(move || proxy_app(data.clone()))
+        .on_connect(no_delay)
+        .disable_signals()
+        .shutdown_timeout(opts.shutdown_grace)
+        .keep_alive(opts.keep_alive)
+        .client_request_timeout(opts.request_timeout);
     if let Some(w) = opts.workers {
         server = server.workers(w);
     }
-    let server = match tls {
-        Some(cfg) => server.bind_rustls_0_23(addr, cfg)?,
-        None => server.bind(addr)?,
+    Ok(server.bind(addr)?.run())
+}
+
+/// The proxy app: every request goes to `proxy::handle`.
+fn proxy_app(
+    data: web::Data<Arc<ProxyState>>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<actix_web::body::BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(data)
+        .default_service(web::to(proxy::handle))
+}
+
+/// Time allowed for a client's TLS handshake (actix-web's default).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The HTTPS proxy listener: after the TLS handshake, connections that chose `h2` by ALPN are
+/// served by hyper (`h2server`, which carries trailers), the others by actix-web's HTTP/1.1.
+/// Both hand requests to the same app.
+fn tls_proxy_server(
+    state: Arc<ProxyState>,
+    addr: SocketAddr,
+    mut cfg: rustls::ServerConfig,
+    opts: &ListenOptions,
+) -> std::io::Result<Server> {
+    use super::client_io::ClientIo;
+    use actix_http::{HttpService, Protocol};
+    use actix_service::{
+        fn_factory, fn_service, map_config, IntoServiceFactory, Service, ServiceFactory,
     };
+    use actix_web::dev::AppConfig;
+
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let data = web::Data::new(state);
+    let mut builder = Server::build()
+        .disable_signals()
+        .shutdown_timeout(opts.shutdown_grace);
+    if let Some(w) = opts.workers {
+        builder = builder.workers(w);
+    }
+    let shutdown = builder.graceful_shutdown_signal();
+    let (keep_alive, request_timeout) = (opts.keep_alive, opts.request_timeout);
+    let server = builder.bind("rampart-proxy", addr, move || {
+        let (acceptor, data, shutdown) = (acceptor.clone(), data.clone(), shutdown.clone());
+        fn_factory(move || {
+            let (acceptor, data, shutdown) = (acceptor.clone(), data.clone(), shutdown.clone());
+            async move {
+                // What actix-web's own HTTPS listener passes (`secure` is read by the auth
+                // service); its constructor is crate-private, this one is public for actix-test.
+                let app_config = AppConfig::__priv_test_new(true, addr.to_string(), addr);
+                let h1_shutdown = shutdown.clone();
+                let config = app_config.clone();
+                let h1: HttpService<ClientIo, _, _, _, _> = HttpService::build()
+                    .keep_alive(keep_alive)
+                    .client_request_timeout(request_timeout)
+                    .local_addr(addr)
+                    .on_connect_ext(|io: &ClientIo, ext: &mut actix_web::dev::Extensions| {
+                        if let Some(certs) = io.peer_certificates() {
+                            ext.insert(certs.clone());
+                        }
+                    })
+                    .graceful_shutdown_signal(move || {
+                        let signal = h1_shutdown.clone();
+                        async move { signal.notified().await }
+                    })
+                    .finish(map_config(proxy_app(data.clone()), move |_| config.clone()));
+                let h1 = Rc::new(h1.new_service(()).await?);
+                let app = proxy_app(data)
+                    .into_factory()
+                    .new_service(app_config)
+                    .await?;
+                let app = Rc::new(app);
+                Ok::<_, ()>(fn_service(move |tcp: actix_web::rt::net::TcpStream| {
+                    let (acceptor, h1, app, shutdown) =
+                        (acceptor.clone(), h1.clone(), app.clone(), shutdown.clone());
+                    async move {
+                        let _ = tcp.set_nodelay(true);
+                        let peer = tcp.peer_addr().ok();
+                        let tls =
+                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                                .await
+                            {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                    return Ok(());
+                                }
+                                Err(_) => {
+                                    tracing::debug!("TLS handshake timed out");
+                                    return Ok(());
+                                }
+                            };
+                        let certs = super::tls::PeerCertificates::of(tls.get_ref().1);
+                        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            let signal = async move { shutdown.notified().await };
+                            super::h2server::serve(tls, peer, certs, app, keep_alive, signal)
+                                .await;
+                        } else if let Err(e) = h1
+                            .call((
+                                ClientIo::new(tls, peer).with_peer_certificates(certs),
+                                Protocol::Http1,
+                                peer,
+                            ))
+                            .await
+                        {
+                            tracing::debug!(error = ?e, "HTTP/1.1 client connection ended");
+                        }
+                        Ok::<_, ()>(())
+                    }
+                }))
+            }
+        })
+    })?;
     Ok(server.run())
 }
 
 /// Client connections send each response at once (no Nagle delay), as nginx does with
 /// `tcp_nodelay on`.
-/// Also keeps a presented client certificate chain as connection data (`PeerCertificates`).
-fn no_delay(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
-    let tls = conn
-        .downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>>();
-    if let Some(certs) = tls.and_then(|t| t.get_ref().1.peer_certificates()) {
-        ext.insert(super::tls::PeerCertificates(Arc::new(
-            certs.iter().map(|c| c.clone().into_owned()).collect(),
-        )));
-    }
-    let tcp = conn
-        .downcast_ref::<actix_web::rt::net::TcpStream>()
-        .or_else(|| tls.map(|tls| tls.get_ref().0));
-    if let Some(tcp) = tcp {
+/// (Plain listener; the HTTPS listener sets it before the TLS handshake.)
+fn no_delay(conn: &dyn std::any::Any, _ext: &mut actix_web::dev::Extensions) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
         let _ = tcp.set_nodelay(true);
     }
 }

@@ -335,6 +335,25 @@ impl ClientCertVerifier for OptionalClientCertificate {
 #[derive(Debug, Clone)]
 pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
 
+impl PeerCertificates {
+    /// The chain a client presented in this TLS handshake, if any.
+    pub fn of(conn: &rustls::ServerConnection) -> Option<PeerCertificates> {
+        let certs = conn.peer_certificates()?;
+        Some(PeerCertificates(Arc::new(
+            certs.iter().map(|c| c.clone().into_owned()).collect(),
+        )))
+    }
+
+    /// The chain of the request's connection: connection data on HTTP/1.1, a request
+    /// extension on HTTP/2 (served by hyper, which has no actix connection data).
+    pub fn of_request(req: &actix_web::HttpRequest) -> Option<PeerCertificates> {
+        use actix_web::HttpMessage;
+        req.conn_data::<PeerCertificates>()
+            .cloned()
+            .or_else(|| req.extensions().get::<PeerCertificates>().cloned())
+    }
+}
+
 /// Verifies client certificates against one route's `tls_downstream_client_ca`.
 pub fn client_ca_verifier(ca_der: &[Vec<u8>]) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -11,12 +11,14 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use bytes::{Bytes, BytesMut};
+use futures::stream::LocalBoxStream;
 use futures::StreamExt;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
 use super::body::{Exchange, ResponseBody};
+use super::client_io::claim_spdy_client;
 use super::h1client::{self, MAX_HEAD};
 use super::headers::end_to_end;
 use super::routes::RouteEntry;
@@ -41,6 +43,33 @@ pub async fn connect(entry: &RouteEntry, up: &Upstream) -> Result<Box<dyn Io>, T
         .await
         .map_err(TunnelError::Connect)?;
     Ok(Box::new(conn))
+}
+
+/// Where the client's bytes after the upgrade come from.
+pub enum ClientBytes {
+    /// The request payload (websockets).
+    Payload(Payload),
+    /// SPDY: the connection from `peer` as kept by `client_io` (the HTTPS listener), else
+    /// the payload.
+    Spdy {
+        payload: Payload,
+        peer: Option<std::net::SocketAddr>,
+    },
+}
+
+impl ClientBytes {
+    fn into_stream(self) -> LocalBoxStream<'static, Result<Bytes, io::Error>> {
+        let payload = match self {
+            ClientBytes::Spdy { payload, peer } => match claim_spdy_client(peer) {
+                Some(client) => return ReaderStream::new(client).boxed_local(),
+                None => payload,
+            },
+            ClientBytes::Payload(payload) => payload,
+        };
+        payload
+            .map(|r| r.map_err(|e| io::Error::other(e.to_string())))
+            .boxed_local()
+    }
 }
 
 /// Parsed upstream response head.
@@ -89,7 +118,7 @@ pub async fn open(
     method: &str,
     path_and_query: &str,
     headers: &HeaderMap,
-    payload: Payload,
+    client: ClientBytes,
     idle: Option<Duration>,
 ) -> Result<HttpResponse, TunnelError> {
     let mut head = format!("{method} {path_and_query} HTTP/1.1\r\n").into_bytes();
@@ -151,9 +180,9 @@ pub async fn open(
         builder.upgrade(v.clone());
     }
     let copier = exchange.clone();
-    let mut payload = payload;
+    let mut client = client.into_stream();
     actix_web::rt::spawn(async move {
-        while let Some(chunk) = payload.next().await {
+        while let Some(chunk) = client.next().await {
             let Ok(chunk) = chunk else { break };
             copier.touch();
             if write.write_all(&chunk).await.is_err() || write.flush().await.is_err() {
@@ -163,7 +192,11 @@ pub async fn open(
         let _ = write.shutdown().await;
     });
     let body = ResponseBody::new(upstream_bytes, exchange, None, idle, None, None);
-    Ok(builder.body(BodyStream::new(body)))
+    let mut response = builder.body(BodyStream::new(body));
+    // Raw bytes after the 101: actix-web would chunk-encode them for upgrades other than
+    // websocket.
+    response.head_mut().no_chunking(true);
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -99,7 +99,9 @@ fn echo_json(name: &str, req: &HttpRequest, body_len: usize) -> serde_json::Valu
     serde_json::json!({
         "upstream": name,
         "method": req.method().as_str(),
-        "uri": req.uri().to_string(),
+        // The request target (HTTP/2 servers see an absolute URI built from the pseudo-headers).
+        "uri": req.uri().path_and_query().map_or("/", |p| p.as_str()),
+        "version": format!("{:?}", req.version()),
         "headers": headers,
         "body_len": body_len,
     })

@@ -124,8 +124,8 @@ impl Authorizer for SignInAuthorizer {
             }
             let identity = session.as_deref().map(|s| self.service.policy_identity(s));
             let source_ip = req.peer_addr().map(|a| a.ip());
-            let peer = req.conn_data::<crate::http::tls::PeerCertificates>();
-            let client_cert = entry.client_certificate(peer);
+            let peer = crate::http::tls::PeerCertificates::of_request(req);
+            let client_cert = entry.client_certificate(peer.as_ref());
             let view = ActixRequestView::new(req, path, source_ip, client_cert.as_ref());
             let eval = policy.evaluate(&view, identity.as_deref());
             // A store failure is not "signed out": unless the route lets the request in
