@@ -10,6 +10,7 @@ pub mod body;
 pub mod errors;
 pub mod h1client;
 pub mod headers;
+pub mod listeners;
 pub mod metrics;
 pub mod proxy;
 pub mod request;

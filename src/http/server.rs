@@ -2,7 +2,7 @@
 //! `insecure_server`), the HTTP→HTTPS redirect listener, and the state they share: the
 //! current `Snapshot` (routes, authorizer, global response headers) behind `ArcSwap`.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -184,6 +184,16 @@ pub fn proxy_server(
     tls: Option<rustls::ServerConfig>,
     opts: &ListenOptions,
 ) -> std::io::Result<Server> {
+    proxy_server_on(state, bind_listener(addr)?, tls, opts)
+}
+
+/// The proxy listener on an already bound socket.
+pub fn proxy_server_on(
+    state: Arc<ProxyState>,
+    socket: TcpListener,
+    tls: Option<rustls::ServerConfig>,
+    opts: &ListenOptions,
+) -> std::io::Result<Server> {
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || {
         App::new()
@@ -199,10 +209,20 @@ pub fn proxy_server(
         server = server.workers(w);
     }
     let server = match tls {
-        Some(cfg) => server.bind_rustls_0_23(addr, cfg)?,
-        None => server.bind(addr)?,
+        Some(cfg) => server.listen_rustls_0_23(socket, cfg)?,
+        None => server.listen(socket)?,
     };
     Ok(server.run())
+}
+
+/// A listening TCP socket on `addr`, bound as actix binds (`SO_REUSEADDR`, backlog 2048).
+pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(2048)?;
+    Ok(socket.into())
 }
 
 /// Client connections send each response at once (no Nagle delay), as nginx does with
@@ -288,6 +308,16 @@ pub fn redirect_server(
     acme: Option<Arc<ProxyState>>,
     opts: &ListenOptions,
 ) -> std::io::Result<Server> {
+    redirect_server_on(bind_listener(addr)?, https_port, acme, opts)
+}
+
+/// The redirect listener on an already bound socket.
+pub fn redirect_server_on(
+    socket: TcpListener,
+    https_port: u16,
+    acme: Option<Arc<ProxyState>>,
+    opts: &ListenOptions,
+) -> std::io::Result<Server> {
     let state = web::Data::new(RedirectState { https_port, acme });
     Ok(HttpServer::new(move || {
         App::new()
@@ -297,7 +327,7 @@ pub fn redirect_server(
     .workers(1)
     .disable_signals()
     .shutdown_timeout(opts.shutdown_grace.min(5))
-    .bind(addr)?
+    .listen(socket)?
     .run())
 }
 
