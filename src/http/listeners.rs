@@ -180,9 +180,6 @@ impl Listeners {
         } else {
             Some(self.tls_config(cfg)?)
         };
-        if let (true, Some((_, certs))) = (had_tls, &self.tls) {
-            certs.do_send(SetSources(cfg.proxy.certificates.clone()));
-        }
         let kinds = changed_listeners(self.settings.as_ref(), &new);
 
         // Bind every new socket before touching the running listeners.
@@ -247,6 +244,9 @@ impl Listeners {
         }
         self.state.set_secure(!new.insecure_server);
         self.settings = Some(new);
+        if let (true, Some((_, certs))) = (had_tls, &self.tls) {
+            certs.do_send(SetSources(cfg.proxy.certificates.clone()));
+        }
         Ok(())
     }
 
