@@ -185,6 +185,14 @@ pub fn metrics_server(
     metrics_state: Arc<Metrics>,
     addr: std::net::SocketAddr,
 ) -> std::io::Result<actix_web::dev::Server> {
+    metrics_server_on(metrics_state, super::server::bind_listener(addr)?)
+}
+
+/// The metrics listener on an already bound socket.
+pub fn metrics_server_on(
+    metrics_state: Arc<Metrics>,
+    socket: std::net::TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::new(metrics_state);
     Ok(HttpServer::new(move || {
         App::new()
@@ -196,7 +204,7 @@ pub fn metrics_server(
     .workers(1)
     .disable_signals()
     .shutdown_timeout(1)
-    .bind(addr)?
+    .listen(socket)?
     .run())
 }
 

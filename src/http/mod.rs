@@ -15,6 +15,7 @@ pub mod h2server;
 pub mod headers;
 pub mod health;
 pub mod http_compat;
+pub mod listeners;
 pub mod metrics;
 pub mod proxy;
 pub mod request;

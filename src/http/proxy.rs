@@ -42,6 +42,15 @@ enum Reply {
     Http2(h2client::Response),
 }
 
+impl Reply {
+    fn status_code(&self) -> u16 {
+        match self {
+            Reply::Http1(r) => r.status.as_u16(),
+            Reply::Http2(r) => r.status.as_u16(),
+        }
+    }
+}
+
 /// What a request became, for the response headers, metrics and the access log.
 struct Outcome {
     response: HttpResponse,
@@ -457,7 +466,7 @@ impl Forward<'_> {
                 Either::Left(Ok(resp)) => {
                     self.entry
                         .balancer
-                        .record(index, UpstreamOutcome::Status(resp.status.as_u16()));
+                        .record(index, UpstreamOutcome::Status(resp.status_code()));
                     return (
                         self.response(resp, exchange.clone(), in_flight),
                         last_upstream,

@@ -2,7 +2,7 @@
 //! `insecure_server`), the HTTP→HTTPS redirect listener, and the state they share: the
 //! current `Snapshot` (routes, authorizer, global response headers) behind `ArcSwap`.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -209,8 +209,18 @@ pub fn proxy_server(
     tls: Option<rustls::ServerConfig>,
     opts: &ListenOptions,
 ) -> std::io::Result<Server> {
+    proxy_server_on(state, bind_listener(addr)?, tls, opts)
+}
+
+/// The proxy listener on an already bound socket.
+pub fn proxy_server_on(
+    state: Arc<ProxyState>,
+    socket: TcpListener,
+    tls: Option<rustls::ServerConfig>,
+    opts: &ListenOptions,
+) -> std::io::Result<Server> {
     if let Some(cfg) = tls {
-        return tls_proxy_server(state, addr, cfg, opts);
+        return tls_proxy_server(state, socket, cfg, opts);
     }
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || proxy_app(data.clone()))
@@ -222,7 +232,7 @@ pub fn proxy_server(
     if let Some(w) = opts.workers {
         server = server.workers(w);
     }
-    Ok(server.bind(addr)?.run())
+    Ok(server.listen(socket)?.run())
 }
 
 /// The proxy app: every request goes to `proxy::handle`.
@@ -250,7 +260,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Both hand requests to the same app.
 fn tls_proxy_server(
     state: Arc<ProxyState>,
-    addr: SocketAddr,
+    socket: TcpListener,
     mut cfg: rustls::ServerConfig,
     opts: &ListenOptions,
 ) -> std::io::Result<Server> {
@@ -261,6 +271,7 @@ fn tls_proxy_server(
     };
     use actix_web::dev::AppConfig;
 
+    let addr = socket.local_addr()?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let data = web::Data::new(state);
@@ -272,7 +283,7 @@ fn tls_proxy_server(
     }
     let shutdown = builder.graceful_shutdown_signal();
     let (keep_alive, request_timeout) = (opts.keep_alive, opts.request_timeout);
-    let server = builder.bind("rampart-proxy", addr, move || {
+    let server = builder.listen("rampart-proxy", socket, move || {
         let (acceptor, data, shutdown) = (acceptor.clone(), data.clone(), shutdown.clone());
         fn_factory(move || {
             let (acceptor, data, shutdown) = (acceptor.clone(), data.clone(), shutdown.clone());
@@ -325,8 +336,7 @@ fn tls_proxy_server(
                         let certs = super::tls::PeerCertificates::of(tls.get_ref().1);
                         if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                             let signal = async move { shutdown.notified().await };
-                            super::h2server::serve(tls, peer, certs, app, keep_alive, signal)
-                                .await;
+                            super::h2server::serve(tls, peer, certs, app, keep_alive, signal).await;
                         } else if let Err(e) = h1
                             .call((
                                 ClientIo::new(tls, peer).with_peer_certificates(certs),
@@ -344,6 +354,16 @@ fn tls_proxy_server(
         })
     })?;
     Ok(server.run())
+}
+
+/// A listening TCP socket on `addr`, bound as actix binds (`SO_REUSEADDR`, backlog 2048).
+pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(2048)?;
+    Ok(socket.into())
 }
 
 /// Client connections send each response at once (no Nagle delay), as nginx does with
@@ -433,6 +453,16 @@ pub fn redirect_server(
     acme: Option<Arc<ProxyState>>,
     opts: &ListenOptions,
 ) -> std::io::Result<Server> {
+    redirect_server_on(bind_listener(addr)?, https_port, acme, opts)
+}
+
+/// The redirect listener on an already bound socket.
+pub fn redirect_server_on(
+    socket: TcpListener,
+    https_port: Option<u16>,
+    acme: Option<Arc<ProxyState>>,
+    opts: &ListenOptions,
+) -> std::io::Result<Server> {
     let state = web::Data::new(RedirectState { https_port, acme });
     Ok(HttpServer::new(move || {
         App::new()
@@ -442,7 +472,7 @@ pub fn redirect_server(
     .workers(1)
     .disable_signals()
     .shutdown_timeout(opts.shutdown_grace.min(5))
-    .bind(addr)?
+    .listen(socket)?
     .run())
 }
 
