@@ -214,7 +214,7 @@ fn bad_policies_reject_the_file_naming_route_and_place() {
 #[test]
 fn request_rules_defaults_settings_and_errors() {
     use super::request_rules::{EscapedSlashesAction, UnderscoreHeadersAction};
-    let cfg = build_yaml("").unwrap();
+    let cfg = build_yaml("log_level: info\n").unwrap();
     assert_eq!(cfg.proxy.request_rules, RequestRules::default());
     assert!(cfg.proxy.request_rules.path.normalize);
     assert!(cfg.proxy.request_rules.path.merge_slashes);
