@@ -196,7 +196,7 @@ fn uint(key: &str, v: &Value) -> Result<u32, HealthConfigError> {
         })
 }
 
-const HEALTH_CHECK_FIELDS: &[&str] = &[
+pub const HEALTH_CHECK_FIELDS: &[&str] = &[
     "timeout",
     "interval",
     "initial_jitter",
@@ -461,7 +461,7 @@ pub struct CircuitBreakers {
     pub max_requests: Option<u32>,
 }
 
-const CIRCUIT_BREAKER_FIELDS: &[&str] = &[
+pub const CIRCUIT_BREAKER_FIELDS: &[&str] = &[
     "max_connections",
     "max_pending_requests",
     "max_requests",

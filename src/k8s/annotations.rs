@@ -372,39 +372,8 @@ fn want_object(key: &str, v: &Value, fields: &[&str]) -> Result<Map<String, Valu
     Ok(out)
 }
 
-const CIRCUIT_BREAKER_FIELDS: &[&str] = &[
-    "max_connections",
-    "max_pending_requests",
-    "max_requests",
-    "max_retries",
-    "max_connection_pools",
-];
-
-const HEALTH_CHECK_FIELDS: &[&str] = &[
-    "timeout",
-    "interval",
-    "initial_jitter",
-    "interval_jitter",
-    "interval_jitter_percent",
-    "unhealthy_threshold",
-    "healthy_threshold",
-    "alt_port",
-    "reuse_connection",
-    "http_health_check",
-    "tcp_health_check",
-    "grpc_health_check",
-    "custom_health_check",
-    "no_traffic_interval",
-    "no_traffic_healthy_interval",
-    "unhealthy_interval",
-    "unhealthy_edge_interval",
-    "healthy_edge_interval",
-    "event_log_path",
-    "always_log_health_check_failures",
-    "always_log_health_check_success",
-    "tls_options",
-    "transport_socket_match_criteria",
-];
+// Envoy field names, shared with the config file's parser.
+use crate::config::health::{CIRCUIT_BREAKER_FIELDS, HEALTH_CHECK_FIELDS};
 
 const HEALTH_CHECK_DURATIONS: &[&str] = &[
     "timeout",
