@@ -7,6 +7,11 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use super::authorize::UpstreamIdentity;
 use crate::config::Route;
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Hop-by-hop headers never forwarded (RFC 9110 7.6.1 plus the usual legacy ones).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
@@ -23,15 +28,64 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     ) || name.as_str().starts_with("proxy-")
 }
 
-/// Header names listed in `Connection` (also hop-by-hop).
-pub fn connection_listed(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::CONNECTION)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .collect()
+/// The tokens of a message's `Connection` header(s), read in place (no allocation: this runs
+/// for every request and response).
+#[derive(Clone, Copy)]
+pub struct ConnectionTokens<'a> {
+    headers: &'a HeaderMap,
+    any: bool,
+}
+
+impl<'a> ConnectionTokens<'a> {
+    pub fn of(headers: &'a HeaderMap) -> ConnectionTokens<'a> {
+        ConnectionTokens {
+            headers,
+            any: headers.contains_key(header::CONNECTION),
+        }
+    }
+
+    /// Each non-empty token, trimmed, as sent (compare case-insensitively).
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let headers = self.any.then_some(self.headers);
+        headers
+            .into_iter()
+            .flat_map(|h| h.get_all(header::CONNECTION))
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// Whether `token` is listed (ASCII case-insensitive).
+    pub fn contains(&self, token: &str) -> bool {
+        self.any && self.iter().any(|t| t.eq_ignore_ascii_case(token))
+    }
+}
+
+/// An IP address as text for `X-Forwarded-For`: IPv4 written digit by digit (the
+/// `Display` machinery costs more than the rest of the header work per request).
+pub fn ip_text(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
 }
 
 /// Copies end-to-end headers (drops hop-by-hop and `Connection`-listed ones).
@@ -43,9 +97,9 @@ pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
 
 /// Appends the end-to-end headers of `from` to `to`, leaving out `skip` as well.
 pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap, skip: &[HeaderName]) {
-    let listed = connection_listed(from);
+    let listed = ConnectionTokens::of(from);
     for (name, value) in from.iter() {
-        if is_hop_by_hop(name) || skip.contains(name) || listed.iter().any(|l| l == name.as_str()) {
+        if is_hop_by_hop(name) || skip.contains(name) || listed.contains(name.as_str()) {
             continue;
         }
         to.append(name.clone(), value.clone());
@@ -85,7 +139,7 @@ const CLIENT_POMERIUM_PREFIX: &str = "x-pomerium-";
 
 /// Builds the upstream request headers from the client's, in one pass over them.
 pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) -> HeaderMap {
-    let listed = connection_listed(client);
+    let listed = ConnectionTokens::of(client);
     let pomerium_auth = client
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -112,7 +166,7 @@ pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) ->
             // With a service account token the upstream trusts `Impersonate-*`: only the
             // proxy may set them.
             || (ctx.route.service_account_token.is_some() && n.starts_with("impersonate-"))
-            || (!listed.is_empty() && listed.iter().any(|l| l == n));
+            || listed.contains(n);
         if !dropped {
             h.append(name.clone(), value.clone());
         }
@@ -130,7 +184,7 @@ pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) ->
     // X-Forwarded-*.
     if let Some(ip) = &ctx.client_ip {
         let prev = client
-            .get("x-forwarded-for")
+            .get(X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
             .filter(|p| !p.trim().is_empty());
         let xff = match prev {
@@ -138,26 +192,20 @@ pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) ->
             None => HeaderValue::from_str(ip).ok(),
         };
         if let Some(v) = xff {
-            h.insert(HeaderName::from_static("x-forwarded-for"), v);
+            h.insert(X_FORWARDED_FOR, v);
         }
     }
-    h.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(ctx.proto),
-    );
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.proto));
     if rewrite_xfh {
-        let xfh = match client.get("x-forwarded-host").and_then(|v| v.to_str().ok()) {
+        let xfh = match client.get(X_FORWARDED_HOST).and_then(|v| v.to_str().ok()) {
             Some(prev) if !prev.trim().is_empty() => format!("{prev}, {}", ctx.original_host),
             _ => ctx.original_host.to_string(),
         };
         if let Ok(v) = HeaderValue::from_str(&xfh) {
-            h.insert(HeaderName::from_static("x-forwarded-host"), v);
+            h.insert(X_FORWARDED_HOST, v);
         }
     }
-    h.insert(
-        HeaderName::from_static("x-request-id"),
-        ctx.request_id.clone(),
-    );
+    h.insert(X_REQUEST_ID, ctx.request_id.clone());
 
     // Identity from the authorizer (its removals were applied above). A name listed twice
     // (`Impersonate-Group`) is sent twice.
@@ -432,11 +480,27 @@ mod tests {
     }
 
     #[test]
+    fn ip_text_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.100.9.99",
+            "::1",
+            "fe80::1",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
+
+    #[test]
     fn drops_hop_by_hop_and_connection_listed() {
         let mut h = HeaderMap::new();
         h.insert(
             header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
+            HeaderValue::from_static("keep-alive, X-Secret"),
         );
         h.insert(
             HeaderName::from_static("x-secret"),

@@ -23,7 +23,8 @@ use super::errors::{robots_txt, ClientKind, ErrorPage, REQUEST_ID};
 use super::h1client::{self, SendError};
 use super::h2client;
 use super::headers::{
-    apply_response_header_set, rewrite_response_headers, upstream_request_headers, ForwardContext,
+    apply_response_header_set, ip_text, rewrite_response_headers, upstream_request_headers,
+    ForwardContext,
 };
 use super::metrics::Metrics;
 use super::request::{
@@ -390,7 +391,7 @@ impl Forward<'_> {
             &ForwardContext {
                 route: &self.entry.route,
                 identity: self.identity,
-                client_ip: self.req.peer_addr().map(|a| a.ip().to_string()),
+                client_ip: self.req.peer_addr().map(|a| ip_text(a.ip())),
                 proto: self.proto,
                 original_host: self.host_header,
                 upstream_host: &host,

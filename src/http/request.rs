@@ -274,8 +274,13 @@ pub fn upstream_host(
 }
 
 /// `host[:port]` → lower-cased host without port (IPv6 brackets kept).
-pub fn host_without_port(authority: &str) -> String {
-    host_part(authority).to_ascii_lowercase()
+pub fn host_without_port(authority: &str) -> std::borrow::Cow<'_, str> {
+    let host = host_part(authority);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
+    }
 }
 
 /// The host of `host[:port]` as written (no port, no trailing dot; case kept).

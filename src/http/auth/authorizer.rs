@@ -98,14 +98,10 @@ impl Authorizer for SignInAuthorizer {
                 return deny(404, "route-not-found".into());
             };
             let cookie = &self.service.settings.cookie.name;
+            let host = host_of(crate::http::proxy::request_host_str(req));
             let lookup = self
                 .service
-                .session_lookup(
-                    &host_of(crate::http::proxy::request_host_str(req)),
-                    req.headers(),
-                    req.query_string(),
-                    cookie,
-                )
+                .session_lookup(&host, req.headers(), req.query_string(), cookie)
                 .await;
             let store_error = lookup.as_ref().err().map(|e| e.to_string());
             let mut session = lookup.unwrap_or(None);
@@ -146,13 +142,8 @@ impl Authorizer for SignInAuthorizer {
                         .route
                         .pass_identity_headers
                         .unwrap_or(self.service.settings.pass_identity_headers);
-                    let host = if pass {
-                        host_of(&crate::http::proxy::request_host(req))
-                    } else {
-                        String::new()
-                    };
                     let plan = self.service.upstream_headers(
-                        &host,
+                        if pass { &host } else { "" },
                         req.headers(),
                         session.as_deref(),
                         pass,
