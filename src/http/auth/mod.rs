@@ -14,9 +14,11 @@ pub mod signed_url;
 pub mod state;
 
 pub use settings::{AuthConfigError, AuthSettings};
+pub mod apple;
 pub mod authorizer;
 pub mod endpoints;
 pub mod headers;
+pub mod idps;
 pub mod oidc;
 pub mod respond;
 pub mod route_hosts;
