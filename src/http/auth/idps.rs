@@ -305,6 +305,26 @@ mod tests {
     }
 
     #[test]
+    fn route_clients_come_from_the_route_keys() {
+        let yaml = "routes:\n  - from: https://a.example.com\n    to: http://127.0.0.1:1\n  - from: https://B.example.com\n    to: http://127.0.0.1:1\n    id: b\n    idp_client_id: two\n    idp_client_secret: s2\n";
+        let settings = crate::config::parse(yaml, std::path::Path::new("t.yaml")).unwrap();
+        let cfg = crate::config::build(settings).unwrap();
+        let clients: Vec<RouteClient> = cfg.routes.iter().map(RouteClient::of_route).collect();
+        let a = clients.iter().find(|c| c.route_id != "b").unwrap();
+        assert_eq!(a.client_id, None);
+        assert!(!a.overrides());
+        assert_eq!(
+            *clients.iter().find(|c| c.route_id == "b").unwrap(),
+            RouteClient {
+                route_id: "b".into(),
+                host: Some("b.example.com".into()),
+                client_id: Some("two".into()),
+                client_secret: Some("s2".into()),
+            }
+        );
+    }
+
+    #[test]
     fn per_route_client_without_global_idp_is_an_error_naming_the_route() {
         let r = route("r7", "x.example.com", Some(("two", "s2")));
         let e = route_idp_settings(None, &r).unwrap_err();
