@@ -846,6 +846,12 @@ async fn chromium_signs_in_and_sees_verified_identity() {
         return;
     }
     let w = world(&[], "", None);
+    chromium_sign_in_checks(&w).await;
+}
+
+/// Signs in with headless Chromium (tests/browser/signin.mjs) on app.localhost/browser and
+/// checks the page and the session cookie.
+async fn chromium_sign_in_checks(w: &World) {
     let port = w.port();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
@@ -1618,4 +1624,25 @@ async fn apple_form_post_callback_signs_in() {
     let r = b.send(Method::GET, &app(port, "/form"), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.json()["claims"]["email"], "alice@example.com");
+}
+
+/// Sign in with Apple's flow in a real browser: the OP's page POSTs the callback by script
+/// across sites (127.0.0.1 → authenticate.localhost) and the user lands signed in on the app.
+/// (This Chromium sends the flow cookies on that POST even without `SameSite=None`, so the
+/// attribute itself is asserted in `apple_form_post_callback_signs_in`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_signs_in_through_a_form_post_callback() {
+    if !Path::new("/usr/bin/chromium").exists() {
+        eprintln!("SKIPPED chromium_signs_in_through_a_form_post_callback: /usr/bin/chromium is absent (apt-get install chromium)");
+        return;
+    }
+    let w = world_with(
+        &[("CLIENT_AUTH_METHOD", "client_secret_post")],
+        "",
+        None,
+        "",
+        "apple",
+    );
+    chromium_sign_in_checks(&w).await;
+    assert!(w.rampart_log().contains("signed in"), "{}", w.rampart_log());
 }
