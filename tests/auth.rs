@@ -1646,3 +1646,81 @@ async fn chromium_signs_in_through_a_form_post_callback() {
     chromium_sign_in_checks(&w).await;
     assert!(w.rampart_log().contains("signed in"), "{}", w.rampart_log());
 }
+
+/// A per-route client's session is refreshed and signed out through that client: with 3 s
+/// tokens every request refreshes (the OP refuses a refresh token presented by another client),
+/// and the IdP end-session URL names client 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_route_client_refreshes_and_signs_out_with_its_own_client() {
+    let routes = r#"  - from: https://idp2.localhost
+    to: {upstream}
+    idp_client_id: rampart2
+    idp_client_secret: rampart2-secret
+    allow_any_authenticated_user: true
+"#;
+    let w = world_with(
+        &[
+            ("CLIENT2_ID", "rampart2"),
+            ("CLIENT2_SECRET", "rampart2-secret"),
+            ("TOKEN_TTL", "3"),
+        ],
+        "",
+        None,
+        routes,
+        "oidc",
+    );
+    let port = w.port();
+    let mut b = Browser::new(port);
+    let r = b.sign_in(&idp2(port, "/"), "bob@example.com").await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{:#?}\n{}",
+        b.trace,
+        w.rampart_log()
+    );
+    assert!(
+        b.trace
+            .iter()
+            .any(|t| t.contains("/auth?") && t.contains("client_id=rampart2&")),
+        "{:#?}",
+        b.trace
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    b.accept = "application/json";
+    let r = b.send(Method::GET, &idp2(port, "/later"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}\n{}", r.body, w.rampart_log());
+    assert_eq!(r.json()["claims"]["email"], "bob@example.com");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !w.rampart_log().contains("session refreshed") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        w.rampart_log().contains("session refreshed"),
+        "{}",
+        w.rampart_log()
+    );
+    assert!(
+        !w.rampart_log().contains("session refresh failed"),
+        "{}",
+        w.rampart_log()
+    );
+
+    // Sign-out: route host → authenticate host → the OP's end-session endpoint as client 2.
+    b.accept = "text/html";
+    let r = b
+        .send(Method::GET, &idp2(port, "/.pomerium/sign_out"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    let r = b.send(Method::GET, &r.location(), None).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    let end = r.location();
+    assert!(
+        end.starts_with(&format!("{}/session/end?", w.setup.issuer)),
+        "{end}"
+    );
+    assert!(end.contains("client_id=rampart2"), "{end}");
+    b.accept = "application/json";
+    let r = b.send(Method::GET, &idp2(port, "/"), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+}

@@ -866,7 +866,10 @@ mod tests {
             idp.request_params,
             vec![("response_mode".to_string(), "query".to_string())]
         );
+    }
 
+    #[test]
+    fn storage_types() {
         let mut s = base();
         s.databroker_storage_type = Some("memory".into());
         assert_eq!(
