@@ -123,6 +123,13 @@ pub struct Settings {
     pub idp_scopes: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idp_request_params: Option<BTreeMap<String, String>>,
+    /// `idp_provider: apple` with a private key as `idp_client_secret`: the Apple team id
+    /// (issuer of the generated client-secret JWT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_apple_team_id: Option<String>,
+    /// The id of that private key (`kid` of the generated client-secret JWT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_apple_key_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_secret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

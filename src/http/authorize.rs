@@ -34,6 +34,9 @@ pub enum AuthOutcome {
     Respond(HttpResponse),
 }
 
+/// Largest form body `intercept_form` receives.
+pub const FORM_BODY_LIMIT: usize = 64 * 1024;
+
 /// Decides who may reach which route. Held as `Arc<dyn Authorizer>` in the proxy snapshot and
 /// replaced with each configuration.
 pub trait Authorizer: Send + Sync + 'static {
@@ -45,6 +48,23 @@ pub trait Authorizer: Send + Sync + 'static {
         req: &HttpRequest,
         request_id: &str,
     ) -> Option<LocalBoxFuture<'static, HttpResponse>>;
+
+    /// Whether this request is a form POST the auth layer answers itself with its body (the
+    /// OAuth callback with `response_mode=form_post`); the proxy then reads the body (up to
+    /// [`FORM_BODY_LIMIT`]) and calls `intercept_form`.
+    fn wants_form(&self, _req: &HttpRequest) -> bool {
+        false
+    }
+
+    /// Answers a request `wants_form` claimed, given its body.
+    fn intercept_form(
+        &self,
+        _req: &HttpRequest,
+        _request_id: &str,
+        _body: String,
+    ) -> Option<LocalBoxFuture<'static, HttpResponse>> {
+        None
+    }
 
     /// Decides for a request that matched `route`. `path` is the normalised request path the
     /// route was matched with and the upstream receives (policies must see the same one).

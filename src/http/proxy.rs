@@ -185,6 +185,20 @@ pub async fn handle(
     outcome.response
 }
 
+/// A form body for the auth layer, as UTF-8 text (`None`: over the limit, not UTF-8, or the
+/// client failed).
+async fn read_form_body(mut payload: Payload) -> Option<String> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.ok()?;
+        if buf.len() + chunk.len() > super::authorize::FORM_BODY_LIMIT {
+            return None;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf).ok()
+}
+
 /// The request id as text and as the header value sent both ways.
 #[derive(Clone, Copy)]
 struct RequestIdRef<'a> {
@@ -231,6 +245,23 @@ async fn serve(
         Ok(p) => p.path,
         Err(e) => return Outcome::local(error(StatusCode::BAD_REQUEST, Some(&e.to_string()))),
     };
+    if snapshot.authorizer.wants_form(req) {
+        let Some(body) = read_form_body(payload).await else {
+            return Outcome::local(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Some("form body too large or unreadable"),
+            ));
+        };
+        return Outcome::local(
+            match snapshot
+                .authorizer
+                .intercept_form(req, request_id.text, body)
+            {
+                Some(reply) => reply.await,
+                None => error(StatusCode::NOT_FOUND, Some("route_not_found")),
+            },
+        );
+    }
     if let Some(reply) = snapshot.authorizer.intercept(req, request_id.text) {
         return Outcome::local(reply.await);
     }

@@ -27,6 +27,9 @@ try {
   if (await page.locator('input[name=prompt][value=consent]').count()) {
     await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
   }
+  // With response_mode=form_post the OP's page submits the callback by script: wait for the
+  // navigations to land back on the app.
+  await page.waitForURL((u) => u.href.startsWith(start), { timeout: 10000 }).catch(() => {});
   await page.waitForLoadState('load');
   const status = (await page.locator('#status').count()) ? await page.textContent('#status') : '';
   const email = (await page.locator('#email').count()) ? await page.textContent('#email') : '';

@@ -9,6 +9,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use futures::future::LocalBoxFuture;
 use thiserror::Error;
 
+use super::idps::{AuthStartIdpError, IdpCache, RouteClient};
 use super::oidc::IdpError;
 use super::route_hosts::RouteHosts;
 use super::service::{host_of, AuthService, RequestInfo};
@@ -30,6 +31,15 @@ pub enum AuthStartError {
     Store(#[from] StoreError),
     #[error("identity provider: {0}")]
     Idp(#[from] IdpError),
+}
+
+impl From<AuthStartIdpError> for AuthStartError {
+    fn from(e: AuthStartIdpError) -> Self {
+        match e {
+            AuthStartIdpError::Config(e) => AuthStartError::Config(e),
+            AuthStartIdpError::Idp(e) => AuthStartError::Idp(e),
+        }
+    }
 }
 
 /// Policy inputs of a route (legacy allow-list fields + `policy`).
@@ -75,6 +85,20 @@ impl Authorizer for SignInAuthorizer {
             .intercept_info(with_request_id(req, request_id))
     }
 
+    fn wants_form(&self, req: &HttpRequest) -> bool {
+        self.service.wants_form(req)
+    }
+
+    fn intercept_form(
+        &self,
+        req: &HttpRequest,
+        request_id: &str,
+        body: String,
+    ) -> Option<LocalBoxFuture<'static, HttpResponse>> {
+        self.service
+            .intercept_form(with_request_id(req, request_id), body)
+    }
+
     fn authorize<'a>(
         &'a self,
         req: &'a HttpRequest,
@@ -99,9 +123,17 @@ impl Authorizer for SignInAuthorizer {
             };
             let cookie = &self.service.settings.cookie.name;
             let host = host_of(crate::http::proxy::request_host_str(req));
+            // The route's IdP client keys its sessions (a per-route `idp_client_id`).
+            let idp_id = self.service.idps.route_id(&entry.route.id);
             let lookup = self
                 .service
-                .session_lookup(&host, req.headers(), req.query_string(), cookie)
+                .session_lookup_for(
+                    &host,
+                    req.headers(),
+                    req.query_string(),
+                    cookie,
+                    Some(idp_id),
+                )
                 .await;
             let store_error = lookup.as_ref().err().map(|e| e.to_string());
             let mut session = lookup.unwrap_or(None);
@@ -109,10 +141,10 @@ impl Authorizer for SignInAuthorizer {
                 if let Some(token) = bearer_token(req.headers()) {
                     session = match entry.route.bearer_token_format.as_deref() {
                         Some("idp_identity_token") => {
-                            self.service.session_from_id_token(token).await
+                            self.service.session_from_id_token(token, idp_id).await
                         }
                         Some("idp_access_token") => {
-                            self.service.session_from_access_token(token).await
+                            self.service.session_from_access_token(token, idp_id).await
                         }
                         _ => None,
                     };
@@ -161,9 +193,10 @@ impl Authorizer for SignInAuthorizer {
                         strip_cookie: plan.strip_cookie,
                     })
                 }
-                Decision::Login => {
-                    AuthOutcome::Respond(self.service.login(&with_request_id(req, request_id)))
-                }
+                Decision::Login => AuthOutcome::Respond(
+                    self.service
+                        .login_for(&with_request_id(req, request_id), idp_id),
+                ),
                 Decision::Deny | Decision::ClientCertificateRequired => {
                     let reasons = eval.decisive_reasons().to_string();
                     tracing::info!(route = %entry.route.id, user = session.as_deref().map(|s| s.user_id.as_str()).unwrap_or(""), reasons = %reasons, "access denied");
@@ -234,6 +267,8 @@ pub struct AuthRuntime {
     sessions: Sessions,
     storage: StorageSettings,
     compiler: Mutex<PolicyCompiler>,
+    /// IdP clients (and their discovery caches) carried across configuration loads.
+    idp_cache: IdpCache,
 }
 
 impl AuthRuntime {
@@ -248,6 +283,7 @@ impl AuthRuntime {
             sessions: Sessions::start(store),
             storage,
             compiler: Mutex::new(PolicyCompiler::new()),
+            idp_cache: IdpCache::default(),
         })
     }
 
@@ -271,7 +307,14 @@ impl AuthRuntime {
         }
         let routes: Vec<&Route> = routes.collect();
         let route_hosts = RouteHosts::new(routes.iter().map(|r| &r.host));
-        let service = AuthService::new(settings, self.sessions.clone(), route_hosts)?;
+        let clients: Vec<RouteClient> = routes.iter().map(|r| RouteClient::of_route(r)).collect();
+        let service = AuthService::with_routes(
+            settings,
+            self.sessions.clone(),
+            route_hosts,
+            &clients,
+            &self.idp_cache,
+        )?;
         let inputs: Vec<RoutePolicyInput> = routes.into_iter().map(route_policy_input).collect();
         let snapshot = self.compiler.lock().expect("poisoned").compile_all(&inputs);
         for (route, err) in &snapshot.errors {

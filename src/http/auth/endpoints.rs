@@ -47,6 +47,26 @@ impl AuthService {
                 ))
     }
 
+    /// Whether the request is a form POST to the OAuth callback (`response_mode=form_post`,
+    /// as Apple answers), which needs its body.
+    pub fn wants_form(&self, req: &HttpRequest) -> bool {
+        req.method() == actix_web::http::Method::POST
+            && req.path() == "/oauth2/callback"
+            && self
+                .settings
+                .is_authenticate_host(crate::http::request::host_part(
+                    crate::http::proxy::request_host_str(req),
+                ))
+    }
+
+    /// The OAuth callback posted as a form (`body` = the urlencoded parameters).
+    pub fn intercept_form(self: &Arc<Self>, info: RequestInfo, body: String) -> Option<Reply> {
+        let this = self.clone();
+        Some(Box::pin(async move {
+            this.oauth_callback(info, Some(body)).await
+        }))
+    }
+
     /// First look at every request. `Some` = answered here.
     pub fn intercept(self: &Arc<Self>, req: &HttpRequest) -> Option<Reply> {
         if !self.wants(req) {
@@ -80,7 +100,7 @@ impl AuthService {
 
     async fn authenticate_host(self: Arc<Self>, info: RequestInfo) -> HttpResponse {
         match info.path.as_str() {
-            "/oauth2/callback" => self.oauth_callback(info).await,
+            "/oauth2/callback" => self.oauth_callback(info, None).await,
             "/.pomerium/sign_in" => self.sign_in(info).await,
             "/.pomerium/sign_out" => self.authenticate_sign_out(info).await,
             "/.pomerium/signed_out" => html(
@@ -265,11 +285,28 @@ impl AuthService {
                 )),
             );
         }
+        // The IdP client the route signs in with (Pomerium's `GetIdentityProviderForID`: an
+        // unknown id means the global client).
+        let idp = self
+            .idps
+            .for_id_or_default(info.query_param("pomerium_idp_id").as_deref())
+            .cloned();
+        let idp_id = idp
+            .as_ref()
+            .map(|i| i.settings.id.clone())
+            .unwrap_or_default();
         let authn_cookie = self.settings.cookie.authenticate_name();
-        if let Some(session) = self
-            .session_for(&info.host, &info.headers, "", &authn_cookie)
+        let existing = match self
+            .session_lookup_for(&info.host, &info.headers, "", &authn_cookie, Some(&idp_id))
             .await
         {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "session lookup failed");
+                None
+            }
+        };
+        if let Some(session) = existing {
             // Step 4: hand the session to the route host.
             let authn_host = self.settings.authenticate_host().unwrap_or_default();
             let handle = SessionHandle {
@@ -278,7 +315,7 @@ impl AuthService {
                 iat: unix_now(),
                 jti: session.id.clone(),
                 sub: session.user_id.clone(),
-                idp_id: self.idp_id().to_string(),
+                idp_id: session.idp_id.clone(),
                 databroker_server_version: 1,
                 databroker_record_version: session.version,
             };
@@ -316,7 +353,7 @@ impl AuthService {
                 None,
             );
         }
-        let Some(idp) = &self.idp else {
+        let Some(idp) = &idp else {
             return error_response(&info.headers, StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", Some("no identity provider is configured (idp_provider_url, idp_client_id, idp_client_secret)"));
         };
         // Step 2: start the OIDC flow; come back to this very (signed) URL.
@@ -336,7 +373,23 @@ impl AuthService {
             Ok(r) => r,
             Err(e) => return idp_error_page(&info, &e),
         };
-        let opts = &self.settings.cookie;
+        // With `response_mode=form_post` (Apple) the IdP's page POSTs the callback from its
+        // own site: only `SameSite=None` cookies come along, so the CSRF and PKCE cookies
+        // (short-lived, `Secure`, checked against the signed state) get that attribute.
+        let form_post = idp
+            .settings
+            .request_params
+            .iter()
+            .any(|(k, v)| k == "response_mode" && v == "form_post");
+        let flow_opts = super::settings::CookieOptions {
+            same_site: if form_post {
+                Some(super::settings::SameSite::None)
+            } else {
+                self.settings.cookie.same_site
+            },
+            ..self.settings.cookie.clone()
+        };
+        let opts = &flow_opts;
         let csrf_name = opts.csrf_name();
         let mut resp = HttpResponse::Found();
         resp.insert_header((header::LOCATION, request.url))
@@ -368,7 +421,19 @@ impl AuthService {
     }
 
     /// `/oauth2/callback` (spec 2.3 step 3, checks of 2.4 in order).
-    async fn oauth_callback(self: Arc<Self>, info: RequestInfo) -> HttpResponse {
+    async fn oauth_callback(
+        self: Arc<Self>,
+        info: RequestInfo,
+        form: Option<String>,
+    ) -> HttpResponse {
+        // `response_mode=form_post` (Apple) sends the parameters as a form body, else they
+        // come in the query.
+        let params = form.unwrap_or_else(|| info.query.clone());
+        let param = |name: &str| {
+            url::form_urlencoded::parse(params.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
         let bad = |msg: &str| {
             error_response(
                 &info.headers,
@@ -377,7 +442,7 @@ impl AuthService {
                 Some(msg),
             )
         };
-        if let Some(err) = info.query_param("error") {
+        if let Some(err) = param("error") {
             let status = if err == "access_denied" || err == "unauthorized_client" {
                 StatusCode::UNAUTHORIZED
             } else {
@@ -394,12 +459,12 @@ impl AuthService {
                 Some(&format!("identity provider: {err}{desc}")),
             );
         }
-        let Some(code) = info.query_param("code").filter(|c| !c.is_empty()) else {
+        let Some(code) = param("code").filter(|c| !c.is_empty()) else {
             return bad("identity provider returned empty code");
         };
         let now = unix_now();
         let key = &self.settings.cookie_secret;
-        let state = match decode_state(key, &info.query_param("state").unwrap_or_default(), now) {
+        let state = match decode_state(key, &param("state").unwrap_or_default(), now) {
             Ok(s) => s,
             Err(e @ StateError::Expired) => {
                 return bad(&format!(
@@ -416,7 +481,14 @@ impl AuthService {
         if let Err(e) = check_csrf(key, &csrf_name, csrf_cookie.as_deref(), &state.csrf, now) {
             return bad(&e.to_string());
         }
-        let Some(idp) = &self.idp else {
+        // The client the sign-in started with: the `pomerium_idp_id` of the sign-in URL the
+        // (authenticated) state returns to.
+        let idp_id = url::Url::parse(&state.return_url).ok().and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "pomerium_idp_id")
+                .map(|(_, v)| v.into_owned())
+        });
+        let Some(idp) = self.idps.for_id_or_default(idp_id.as_deref()).cloned() else {
             return error_response(
                 &info.headers,
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -461,7 +533,7 @@ impl AuthService {
                 .unwrap_or_default()
                 .to_string(),
             user_id,
-            idp_id: self.idp_id().to_string(),
+            idp_id: idp.settings.id.clone(),
             issued_at: now,
             expires_at: now + opts.expire.as_secs(),
             id_token: tokens.id_token,
@@ -489,7 +561,7 @@ impl AuthService {
             iat: now,
             jti: session.id.clone(),
             sub: session.user_id.clone(),
-            idp_id: self.idp_id().to_string(),
+            idp_id: idp.settings.id.clone(),
             databroker_server_version: 1,
             databroker_record_version: session.version,
         };
@@ -622,7 +694,7 @@ impl AuthService {
                 ("pomerium_redirect_uri", redirect.as_str()),
                 ("pomerium_callback_uri", callback.as_str()),
                 ("pomerium_is_programmatic", "true"),
-                ("pomerium_idp_id", self.idp_id()),
+                ("pomerium_idp_id", self.host_idp_id(&info.host)),
             ],
         );
         HttpResponse::Ok()
@@ -697,7 +769,11 @@ impl AuthService {
             })
             .unwrap_or_else(|| format!("{authn}/.pomerium/signed_out"));
         let mut location = after.clone();
-        if let Some(idp) = &self.idp {
+        let idp = session
+            .as_ref()
+            .and_then(|s| self.idps.by_id(&s.idp_id))
+            .or(self.idp.as_ref());
+        if let Some(idp) = idp {
             if let Some(u) = idp
                 .end_session_url(session.as_ref().map(|s| s.id_token.as_str()), &after)
                 .await

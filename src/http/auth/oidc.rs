@@ -132,6 +132,11 @@ impl Idp {
         })
     }
 
+    /// The callback URL this client sends to the IdP.
+    pub fn redirect_uri(&self) -> &str {
+        self.redirect_uri.as_str()
+    }
+
     fn unavailable(&self, message: impl std::fmt::Display) -> IdpError {
         IdpError::Unavailable {
             issuer: self.settings.issuer.clone(),
@@ -158,12 +163,29 @@ impl Idp {
             .as_ref()
             .is_some_and(|m| m.iter().any(|x| x == "S256"));
         let userinfo = meta.userinfo_endpoint().map(|u| u.url().to_string());
-        let client = CoreClient::from_provider_metadata(
+        // Apple (and any provider that lists only `client_secret_post`) wants the client
+        // credentials in the token request body.
+        let post_only = meta
+            .token_endpoint_auth_methods_supported()
+            .is_some_and(|m| {
+                !m.contains(&CoreClientAuthMethod::ClientSecretBasic)
+                    && m.contains(&CoreClientAuthMethod::ClientSecretPost)
+            });
+        // Apple's client secret is a short-lived JWT signed with the team key, made afresh
+        // with every metadata fetch (every DISCOVERY_TTL).
+        let secret = match &self.settings.apple {
+            Some(key) => key.client_secret(&self.settings.client_id, now()),
+            None => self.settings.client_secret.clone(),
+        };
+        let mut client = CoreClient::from_provider_metadata(
             meta,
             ClientId::new(self.settings.client_id.clone()),
-            Some(ClientSecret::new(self.settings.client_secret.clone())),
+            Some(ClientSecret::new(secret)),
         )
         .set_redirect_uri(self.redirect_uri.clone());
+        if post_only || self.settings.provider == "apple" {
+            client = client.set_auth_type(openidconnect::AuthType::RequestBody);
+        }
         let d = Arc::new(Discovered {
             client,
             pkce_s256,
@@ -202,10 +224,13 @@ impl Idp {
             pkce_verifier = Some(verifier.secret().clone());
         }
         let (url, _, _) = req.url();
-        Ok(AuthorizeRequest {
-            url: url.to_string(),
-            pkce_verifier,
-        })
+        let mut url = url.to_string();
+        if self.settings.provider == "apple" {
+            // Apple wants spaces as %20, not `+` (Pomerium does the same); a literal `+` in a
+            // value is already %2B.
+            url = url.replace('+', "%20");
+        }
+        Ok(AuthorizeRequest { url, pkce_verifier })
     }
 
     /// Exchanges the code and verifies the ID token (with `nonce`).

@@ -15,6 +15,7 @@ use super::headers::{
     has_non_cookie_carrier, identity_headers, session_tokens, HeaderPlan, PlanTemplate,
 };
 use super::identity::{claim_header_value, identity_claims, IdentityCache, IdentitySigner};
+use super::idps::{AuthStartIdpError, IdpCache, IdpSet, RouteClient};
 use super::oidc::{Idp, IdpError, IdpTokens};
 use super::respond::login_response;
 use super::route_hosts::RouteHosts;
@@ -132,7 +133,10 @@ pub fn host_of(authority: &str) -> String {
 pub struct AuthService {
     pub settings: AuthSettings,
     pub signer: IdentitySigner,
-    pub idp: Option<Idp>,
+    /// The global IdP client.
+    pub idp: Option<Arc<Idp>>,
+    /// Every IdP client of this configuration (global and per-route), by IdP id.
+    pub idps: IdpSet,
     pub sessions: Sessions,
     /// The hosts routes serve: the only hosts that get route-host endpoints and sessions.
     pub route_hosts: RouteHosts,
@@ -155,18 +159,38 @@ impl AuthService {
         sessions: Sessions,
         route_hosts: RouteHosts,
     ) -> Result<Arc<AuthService>, IdpError> {
-        let idp = match (&settings.idp, &settings.authenticate_url) {
-            (Some(idp), Some(authn)) => Some(Idp::new(
-                idp.clone(),
-                &format!("{}/oauth2/callback", authn.origin().ascii_serialization()),
-            )?),
-            _ => None,
-        };
+        match AuthService::with_routes(settings, sessions, route_hosts, &[], &IdpCache::default()) {
+            Ok(s) => Ok(s),
+            Err(AuthStartIdpError::Idp(e)) => Err(e),
+            Err(AuthStartIdpError::Config(e)) => Err(IdpError::Rejected(e.to_string())),
+        }
+    }
+
+    /// The service for a configuration whose routes may have their own IdP clients.
+    pub fn with_routes(
+        settings: AuthSettings,
+        sessions: Sessions,
+        route_hosts: RouteHosts,
+        routes: &[RouteClient],
+        cache: &IdpCache,
+    ) -> Result<Arc<AuthService>, AuthStartIdpError> {
+        let redirect_uri = settings
+            .authenticate_url
+            .as_ref()
+            .map(|authn| format!("{}/oauth2/callback", authn.origin().ascii_serialization()));
+        let idps = IdpSet::build(
+            settings.idp.as_ref(),
+            redirect_uri.as_deref(),
+            routes,
+            cache,
+        )?;
+        let idp = idps.default.clone();
         let plan_template = PlanTemplate::new(&settings.cookie.name, &settings.jwt_claims_headers);
         Ok(Arc::new(AuthService {
             signer: IdentitySigner::new(&settings.signing_key),
             settings,
             idp,
+            idps,
             sessions,
             route_hosts,
             identity_cache: IdentityCache::default(),
@@ -183,9 +207,9 @@ impl AuthService {
     /// A request-scoped session from an IdP access token sent as `Authorization: Bearer`
     /// (`bearer_token_format: idp_access_token`): the IdP's UserInfo endpoint must accept it.
     /// Results are cached for `BEARER_CACHE_TTL` so the IdP is not asked on every request.
-    pub async fn session_from_access_token(&self, raw: &str) -> Option<Arc<Session>> {
-        let idp = self.idp.as_ref()?;
-        let key = token_digest(raw);
+    pub async fn session_from_access_token(&self, raw: &str, idp_id: &str) -> Option<Arc<Session>> {
+        let idp = self.idps.by_id(idp_id)?;
+        let key = format!("{idp_id}:{}", token_digest(raw));
         let now = crate::store::unix_now();
         if let Some((s, until)) = self.bearer_cache.get(&key) {
             if until > now {
@@ -195,14 +219,14 @@ impl AuthService {
         let session = match idp.userinfo_claims(raw).await {
             Ok(Some(claims)) if claims.get("sub").and_then(Value::as_str).is_some() => {
                 Some(Arc::new(Session {
-                    id: format!("bearer-{key}"),
+                    id: format!("bearer-{}", token_digest(raw)),
                     user_id: idp.user_id(&claims),
                     email: claims
                         .get("email")
                         .and_then(Value::as_str)
                         .unwrap_or_default()
                         .to_string(),
-                    idp_id: self.idp_id().to_string(),
+                    idp_id: idp_id.to_string(),
                     issued_at: now,
                     expires_at: now + BEARER_CACHE_TTL,
                     id_token: String::new(),
@@ -232,8 +256,8 @@ impl AuthService {
 
     /// A request-scoped session from an IdP ID token sent as `Authorization: Bearer`
     /// (`bearer_token_format: idp_identity_token`); `None` when it does not verify.
-    pub async fn session_from_id_token(&self, raw: &str) -> Option<Arc<Session>> {
-        let idp = self.idp.as_ref()?;
+    pub async fn session_from_id_token(&self, raw: &str, idp_id: &str) -> Option<Arc<Session>> {
+        let idp = self.idps.by_id(idp_id)?;
         let claims = match idp.verify_id_token(raw).await {
             Ok(c) => c,
             Err(e) => {
@@ -251,7 +275,7 @@ impl AuthService {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string(),
-            idp_id: self.idp_id().to_string(),
+            idp_id: idp_id.to_string(),
             issued_at: claims.get("iat").and_then(Value::as_u64).unwrap_or(now),
             expires_at,
             id_token: raw.to_string(),
@@ -265,12 +289,14 @@ impl AuthService {
         Some(Arc::new(session))
     }
 
+    /// The id of the global IdP client.
     pub fn idp_id(&self) -> &str {
-        self.settings
-            .idp
-            .as_ref()
-            .map(|i| i.id.as_str())
-            .unwrap_or("")
+        self.idps.default_id()
+    }
+
+    /// The IdP id that keys sessions on a host's `/.pomerium/*` endpoints.
+    pub fn host_idp_id(&self, host: &str) -> &str {
+        self.idps.host_id(host)
     }
 
     /// `scheme://host[:port]` of the authenticate service.
@@ -287,12 +313,17 @@ impl AuthService {
 
     /// Signed `<authn>/.pomerium/sign_in?pomerium_redirect_uri=<url>` for a request.
     pub fn sign_in_url(&self, redirect_to: &str) -> Option<String> {
+        self.sign_in_url_for(redirect_to, self.idp_id())
+    }
+
+    /// Like `sign_in_url`, for the IdP client `idp_id` (a route's own client).
+    pub fn sign_in_url_for(&self, redirect_to: &str, idp_id: &str) -> Option<String> {
         let authn = self.authenticate_origin()?;
         let url = build_url(
             &format!("{authn}/.pomerium/sign_in"),
             &[
                 ("pomerium_redirect_uri", redirect_to),
-                ("pomerium_idp_id", self.idp_id()),
+                ("pomerium_idp_id", idp_id),
             ],
         );
         Some(sign_url(&self.settings.shared_secret.0, &url, unix_now()))
@@ -300,7 +331,12 @@ impl AuthService {
 
     /// The Login outcome for a request: 302 to sign-in (browsers) or 401.
     pub fn login(&self, info: &RequestInfo) -> actix_web::HttpResponse {
-        match self.sign_in_url(&info.url()) {
+        self.login_for(info, self.host_idp_id(&info.host))
+    }
+
+    /// The Login outcome for a request to a route signing in with the IdP client `idp_id`.
+    pub fn login_for(&self, info: &RequestInfo, idp_id: &str) -> actix_web::HttpResponse {
+        match self.sign_in_url_for(&info.url(), idp_id) {
             Some(url) => login_response(&info.headers, has_non_cookie_carrier(&info.headers, &info.query), &url),
             None => super::respond::error_response(
                 &info.headers,
@@ -321,7 +357,11 @@ impl AuthService {
         query: &str,
         cookie_name: &str,
     ) -> Option<Arc<Session>> {
-        match self.session_lookup(host, headers, query, cookie_name).await {
+        let filter = self.idp_filter_for_host(host);
+        match self
+            .session_lookup_for(host, headers, query, cookie_name, filter)
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "session lookup failed");
@@ -339,6 +379,31 @@ impl AuthService {
         query: &str,
         cookie_name: &str,
     ) -> Result<Option<Arc<Session>>, StoreError> {
+        let filter = self.idp_filter_for_host(host);
+        self.session_lookup_for(host, headers, query, cookie_name, filter)
+            .await
+    }
+
+    /// Which sessions count on `host`: any known client's on the authenticate host, else
+    /// the host's client's.
+    fn idp_filter_for_host<'a>(&'a self, host: &str) -> Option<&'a str> {
+        if self.is_authenticate_host(host) {
+            None
+        } else {
+            Some(self.host_idp_id(host))
+        }
+    }
+
+    /// `session_lookup` for sessions of the IdP client `idp_id` (`None`: any client of this
+    /// configuration).
+    pub async fn session_lookup_for(
+        &self,
+        host: &str,
+        headers: &HeaderMap,
+        query: &str,
+        cookie_name: &str,
+        idp_id: Option<&str>,
+    ) -> Result<Option<Arc<Session>>, StoreError> {
         for (token, carrier) in session_tokens(headers, query, cookie_name) {
             let handle = match self.verified_handles.get(token.as_ref()) {
                 Some(h) => h,
@@ -354,7 +419,15 @@ impl AuthService {
                     }
                 },
             };
-            if handle.idp_id != self.idp_id() {
+            let idp_ok = match idp_id {
+                Some(id) => handle.idp_id == id,
+                None => self.idps.is_known(&handle.idp_id),
+            };
+            if !idp_ok {
+                tracing::debug!(
+                    ?carrier,
+                    "ignoring session handle of another identity provider client"
+                );
                 continue;
             }
             if !handle.valid_for_host(host, self.settings.cookie.domain.as_deref()) {
@@ -409,7 +482,8 @@ impl AuthService {
                 return Ok(current);
             }
         }
-        let (Some(idp), Some(rt)) = (&self.idp, &session.refresh_token) else {
+        let (Some(idp), Some(rt)) = (self.idps.by_id(&session.idp_id), &session.refresh_token)
+        else {
             return Err(RefreshFailure::Permanent);
         };
         match idp.refresh(rt).await {

@@ -94,6 +94,42 @@ pub struct IdpSettings {
     pub request_params: Vec<(String, String)>,
     /// Stable id of this IdP configuration (carried in the session cookie).
     pub id: String,
+    /// `apple` with a private key as client secret: signs the client-secret JWT.
+    pub apple: Option<super::apple::AppleKey>,
+}
+
+impl IdpSettings {
+    /// The id of a client at a provider (a hash of provider, URL, client id and secret, like
+    /// Pomerium's IdP id): sessions are keyed by it.
+    pub fn compute_id(
+        provider: &str,
+        issuer: &str,
+        client_id: &str,
+        client_secret: &str,
+    ) -> String {
+        let mut h = Sha256::new();
+        for part in [provider, issuer, client_id, client_secret] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        super::crypto::b64url(&h.finalize()[..12])
+    }
+
+    /// These settings with another OAuth client (a route's `idp_client_id` /
+    /// `idp_client_secret`; each `None` keeps the global value), with its own id.
+    pub fn with_client(&self, client_id: Option<&str>, client_secret: Option<&str>) -> IdpSettings {
+        let mut s = self.clone();
+        if let Some(id) = client_id {
+            s.client_id = id.to_string();
+        }
+        if let Some(secret) = client_secret {
+            s.client_secret = secret.to_string();
+            // An Apple key belongs to the global secret; a route's secret is used as is.
+            s.apple = None;
+        }
+        s.id = IdpSettings::compute_id(&s.provider, &s.issuer, &s.client_id, &s.client_secret);
+        s
+    }
 }
 
 /// Checked auth settings.
@@ -518,7 +554,12 @@ fn idp_settings(s: &Settings) -> Result<Option<IdpSettings>, AuthConfigError> {
         "oidc" | "auth0" | "azure" | "cognito" | "keycloak" | "okta" | "onelogin" | "ping" => {
             url.ok_or_else(|| err("idp_provider_url", format!("required for idp_provider {provider}")))?
         }
-        "github" | "gitlab" | "apple" => {
+        "apple" => {
+            scopes = super::apple::APPLE_SCOPES.iter().map(|s| s.to_string()).collect();
+            request_params.push(("response_mode".into(), "form_post".into()));
+            url.unwrap_or_else(|| super::apple::APPLE_ISSUER.into())
+        }
+        "github" | "gitlab" => {
             return Err(err(
                 "idp_provider",
                 format!("{provider:?} is not supported; use an OpenID Connect provider (idp_provider: oidc)"),
@@ -527,7 +568,7 @@ fn idp_settings(s: &Settings) -> Result<Option<IdpSettings>, AuthConfigError> {
         other => {
             return Err(err(
                 "idp_provider",
-                format!("unknown provider {other:?} (use oidc, google, auth0, azure, cognito, keycloak, okta, onelogin or ping)"),
+                format!("unknown provider {other:?} (use oidc, apple, google, auth0, azure, cognito, keycloak, okta, onelogin or ping)"),
             ))
         }
     };
@@ -562,14 +603,16 @@ fn idp_settings(s: &Settings) -> Result<Option<IdpSettings>, AuthConfigError> {
             request_params.push((k.clone(), v.clone()));
         }
     }
-    let id = {
-        let mut h = Sha256::new();
-        for part in [provider.as_str(), issuer.as_str(), client_id.as_str()] {
-            h.update(part.as_bytes());
-            h.update([0]);
-        }
-        super::crypto::b64url(&h.finalize()[..12])
+    let apple = if provider == "apple" {
+        super::apple::apple_key(
+            &client_secret,
+            s.idp_apple_team_id.as_deref(),
+            s.idp_apple_key_id.as_deref(),
+        )?
+    } else {
+        None
     };
+    let id = IdpSettings::compute_id(&provider, &issuer, &client_id, &client_secret);
     Ok(Some(IdpSettings {
         provider,
         issuer,
@@ -578,6 +621,7 @@ fn idp_settings(s: &Settings) -> Result<Option<IdpSettings>, AuthConfigError> {
         scopes,
         request_params,
         id,
+        apple,
     }))
 }
 
@@ -776,7 +820,56 @@ mod tests {
             AuthSettings::from_settings(&s).unwrap_err().key,
             "idp_provider"
         );
+    }
 
+    #[test]
+    fn apple_defaults_and_key_errors() {
+        use p256::pkcs8::{EncodePrivateKey, LineEnding};
+        let mut s = base();
+        s.authenticate_service_url = Some("https://authenticate.example.com".into());
+        s.idp_provider = Some("apple".into());
+        s.idp_client_id = Some("com.example.web".into());
+        // A ready client-secret JWT (Pomerium's form) is used as is.
+        s.idp_client_secret = Some("eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJUIn0.c2ln".into());
+        let idp = AuthSettings::from_settings(&s).unwrap().idp.unwrap();
+        assert_eq!(idp.issuer, "https://appleid.apple.com");
+        assert_eq!(idp.scopes, vec!["name".to_string(), "email".to_string()]);
+        assert!(idp
+            .request_params
+            .contains(&("response_mode".to_string(), "form_post".to_string())));
+        assert!(idp.apple.is_none());
+
+        // The team's private key: team and key ids are required.
+        let key = p256::SecretKey::from_slice(&[9; 32]).unwrap();
+        s.idp_client_secret = Some(key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string());
+        let e = AuthSettings::from_settings(&s).unwrap_err();
+        assert_eq!(e.key, "idp_apple_team_id");
+        s.idp_apple_team_id = Some("TEAM".into());
+        s.idp_apple_key_id = Some("KEY".into());
+        let idp = AuthSettings::from_settings(&s).unwrap().idp.unwrap();
+        assert_eq!(idp.apple.as_ref().unwrap().team_id, "TEAM");
+        s.idp_client_secret =
+            Some("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n".into());
+        let e = AuthSettings::from_settings(&s).unwrap_err();
+        assert_eq!(e.key, "idp_client_secret");
+        assert!(e.to_string().contains("apple"), "{e}");
+
+        // Overrides: URL, scopes, and response_mode through idp_request_params.
+        s.idp_client_secret = Some("jwt".into());
+        s.idp_provider_url = Some("http://127.0.0.1:9".into());
+        s.idp_scopes = Some(vec!["openid".into(), "email".into()]);
+        s.idp_request_params = Some([("response_mode".to_string(), "query".to_string())].into());
+        let idp = AuthSettings::from_settings(&s).unwrap().idp.unwrap();
+        assert_eq!(idp.issuer, "http://127.0.0.1:9");
+        assert_eq!(idp.scopes, vec!["openid".to_string(), "email".to_string()]);
+        assert_eq!(
+            idp.request_params,
+            vec![("response_mode".to_string(), "query".to_string())]
+        );
+    }
+
+    #[test]
+    fn storage_types() {
         let mut s = base();
         s.databroker_storage_type = Some("memory".into());
         assert_eq!(

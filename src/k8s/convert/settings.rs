@@ -122,6 +122,13 @@ pub fn pomerium_to_settings(
                 s.idp_client_secret = Some(utf8(v));
             }
         }
+        // Rampart extension for `apple`: the team's `.p8` key as client_secret, with its ids.
+        if let Some(v) = secret_bytes(sec, "apple_team_id") {
+            s.idp_apple_team_id = Some(utf8(v));
+        }
+        if let Some(v) = secret_bytes(sec, "apple_key_id") {
+            s.idp_apple_key_id = Some(utf8(v));
+        }
         if secret_bytes(sec, "service_account").is_some() {
             warnings.push("identityProvider.secret.service_account: config option was removed, please see https://docs.pomerium.com/docs/overview/upgrading#idp-directory-sync".into());
         }
@@ -481,6 +488,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("unsupported provider \"myspace\""), "{e}");
+    }
+
+    #[test]
+    fn apple_key_ids_come_from_the_idp_secret() {
+        let extra = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: apple, namespace: pomerium}}\ndata: {{client_id: {}, client_secret: {}, apple_team_id: {}, apple_key_id: {}}}\n",
+            b64("com.example.web"),
+            b64("-----BEGIN PRIVATE KEY-----"),
+            b64("TEAM123456"),
+            b64("KEY1234567"),
+        );
+        let (s, _) = settings(
+            "  secrets: pomerium/bootstrap\n  authenticate: {url: https://auth.example.com}\n  identityProvider: {provider: apple, secret: pomerium/apple}\n",
+            &extra,
+        )
+        .unwrap();
+        assert_eq!(s.idp_provider.as_deref(), Some("apple"));
+        assert_eq!(s.idp_apple_team_id.as_deref(), Some("TEAM123456"));
+        assert_eq!(s.idp_apple_key_id.as_deref(), Some("KEY1234567"));
+        assert_eq!(s.idp_provider_url, None, "Apple's URL is the default");
     }
 
     #[test]
