@@ -11,9 +11,10 @@ use crate::actors::config::ConfigActor;
 use crate::cli::ServeArgs;
 use crate::config::{Config, ConfigError};
 use crate::http::auth::authorizer::AuthRuntime;
+use crate::http::forward_auth::{forward_auth_server, ForwardAuthState};
 use crate::http::listeners::{ListenError, Listeners};
 use crate::http::metrics::Metrics;
-use crate::http::server::{ProxyState, Snapshot, SnapshotError};
+use crate::http::server::{ListenOptions, ProxyState, Snapshot, SnapshotError};
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -50,6 +51,12 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
         args.workers,
         args.shutdown_grace_seconds,
     )));
+    // Forward auth: its trusted proxies follow reloads; its address is read at startup.
+    let forward_auth = Arc::new(ForwardAuthState {
+        proxy: state.clone(),
+        trusted_proxies: arc_swap::ArcSwap::from_pointee(Vec::new()),
+    });
+    let forward_auth_for_update = forward_auth.clone();
     let publish_state = state.clone();
     let listeners_for_update = listeners.clone();
     let first = std::sync::atomic::AtomicBool::new(true);
@@ -75,6 +82,11 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
             }
         }
         publish_state.publish(snapshot);
+        if let Some(fa) = &cfg.proxy.forward_auth {
+            forward_auth_for_update
+                .trusted_proxies
+                .store(Arc::new(fa.trusted_proxies.clone()));
+        }
         publish_state.metrics.set_ready(true);
         if !initial {
             publish_state.metrics.config_reload(true);
@@ -88,6 +100,30 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
     // The first snapshot must have built: the callback cannot return its error, so check here.
     Snapshot::build(&cfg, auth.authorizer_for(&cfg)?)?;
     listeners.lock().expect("listeners lock").apply(&cfg)?;
+    let forward_auth_server = match &cfg.proxy.forward_auth {
+        Some(fa) => {
+            forward_auth
+                .trusted_proxies
+                .store(Arc::new(fa.trusted_proxies.clone()));
+            let opts = ListenOptions {
+                workers: args.workers,
+                ..ListenOptions::from_config(&cfg, args.shutdown_grace_seconds)
+            };
+            let server =
+                forward_auth_server(forward_auth.clone(), fa.address, &opts).map_err(|source| {
+                    ListenError::Bind {
+                        key: "forward_auth.address",
+                        addr: fa.address,
+                        source,
+                    }
+                })?;
+            tracing::info!(address = %fa.address, "forward auth listening");
+            let handle = server.handle();
+            actix_web::rt::spawn(server);
+            Some(handle)
+        }
+        None => None,
+    };
 
     shutdown_signal().await;
     tracing::info!(
@@ -95,6 +131,9 @@ async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
         "shutting down: draining requests"
     );
     metrics.set_ready(false);
+    if let Some(h) = &forward_auth_server {
+        actix_web::rt::spawn(h.stop(true));
+    }
     let stopping = listeners.lock().expect("listeners lock").stop_all();
     let _ = tokio::time::timeout(
         Duration::from_secs(args.shutdown_grace_seconds + 2),

@@ -168,6 +168,10 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signout_redirect_url: Option<String>,
 
+    /// rampart only: forward-auth endpoints for other proxies (nginx, Traefik, Caddy, Envoy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_auth: Option<super::forward_auth::ForwardAuthConfig>,
+
     // --- routes ---
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteConfig>,

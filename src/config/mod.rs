@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod file;
+pub mod forward_auth;
 pub mod health;
 pub mod request_rules;
 pub mod route;
@@ -71,6 +72,8 @@ pub struct ProxySettings {
     pub log_level: String,
     /// Request normalisation and request-side limits.
     pub request_rules: RequestRules,
+    /// The forward-auth endpoints for other proxies, when configured.
+    pub forward_auth: Option<forward_auth::ForwardAuthSettings>,
 }
 
 /// A complete checked configuration: what the config actor publishes.
@@ -303,6 +306,11 @@ fn proxy_settings(s: &Settings) -> Result<ProxySettings, ConfigError> {
     }
 
     let request_rules = request_rules(s)?;
+    let forward_auth = s
+        .forward_auth
+        .as_ref()
+        .map(forward_auth::ForwardAuthSettings::from_config)
+        .transpose()?;
 
     Ok(ProxySettings {
         address,
@@ -315,6 +323,7 @@ fn proxy_settings(s: &Settings) -> Result<ProxySettings, ConfigError> {
         set_response_headers,
         log_level: s.log_level.clone().unwrap_or_else(|| "info".into()),
         request_rules,
+        forward_auth,
     })
 }
 

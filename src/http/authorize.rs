@@ -3,6 +3,7 @@
 //! then `authorize` once a route matched. `PublicOnlyAuthorizer` is the default until sign-in
 //! lands: public routes pass, everything else gets 401.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -11,6 +12,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use futures::future::{ready, LocalBoxFuture};
 use futures::FutureExt;
 
+use super::auth::service::RequestInfo;
 use super::routes::RouteEntry;
 
 /// What the upstream request should carry for the signed-in user (or nothing for anonymous).
@@ -36,6 +38,20 @@ pub enum AuthOutcome {
 
 /// Largest form body `intercept_form` receives.
 pub const FORM_BODY_LIMIT: usize = 64 * 1024;
+
+/// How a forward-auth answer asks the user to sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginStyle {
+    /// Always 401 (nginx `auth_request` accepts only 2xx, 401 and 403); the sign-in URL is
+    /// in the `X-Sign-In-Url` header.
+    Unauthorized,
+    /// As the proxy itself answers: 302 to sign-in for browsers, 401 for other clients
+    /// (Traefik, Caddy, Envoy return the answer to the client as is).
+    Redirect,
+}
+
+/// Response header carrying the sign-in URL on forward-auth login answers.
+pub const SIGN_IN_URL_HEADER: &str = "x-sign-in-url";
 
 /// Decides who may reach which route. Held as `Arc<dyn Authorizer>` in the proxy snapshot and
 /// replaced with each configuration.
@@ -75,6 +91,42 @@ pub trait Authorizer: Send + Sync + 'static {
         route: &'a RouteEntry,
         request_id: &'a str,
     ) -> LocalBoxFuture<'a, AuthOutcome>;
+
+    /// `intercept` for a request described by a trusted proxy (forward auth): the sign-in
+    /// endpoints (`/.pomerium/*`, the authenticate host) of the original request.
+    fn intercept_forwarded(
+        &self,
+        _info: RequestInfo,
+    ) -> Option<LocalBoxFuture<'static, HttpResponse>> {
+        None
+    }
+
+    /// `authorize` for a request described by a trusted proxy (forward auth). `info` is the
+    /// original request (its headers are the ones the proxy passed on), `path` its normalised
+    /// path, `source_ip` the client's address.
+    fn authorize_forwarded<'a>(
+        &'a self,
+        info: &'a RequestInfo,
+        _source_ip: Option<IpAddr>,
+        _path: &'a str,
+        route: &'a RouteEntry,
+        request_id: &'a str,
+        _login: LoginStyle,
+    ) -> LocalBoxFuture<'a, AuthOutcome> {
+        let outcome = if route.route.public {
+            AuthOutcome::Allow(UpstreamIdentity::default())
+        } else {
+            AuthOutcome::Respond(
+                super::errors::ErrorPage {
+                    status: StatusCode::UNAUTHORIZED,
+                    request_id,
+                    detail: None,
+                }
+                .render(super::errors::ClientKind::detect(&info.headers)),
+            )
+        };
+        ready(outcome).boxed_local()
+    }
 }
 
 /// Allows routes with `allow_public_unauthenticated_access`; everything else is 401 (there is

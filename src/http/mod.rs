@@ -9,6 +9,7 @@ pub mod balancer;
 pub mod body;
 pub mod client_io;
 pub mod errors;
+pub mod forward_auth;
 pub mod h1client;
 pub mod h2client;
 pub mod h2server;

@@ -17,11 +17,14 @@ use super::settings::{AuthConfigError, AuthSettings, StorageSettings};
 use crate::actors::policy::{PolicyCompiler, PolicySnapshot, RoutePolicyInput};
 use crate::actors::session::Sessions;
 use crate::config::{Config, Route};
-use crate::http::authorize::{AuthOutcome, Authorizer, UpstreamIdentity};
+use crate::http::authorize::{
+    AuthOutcome, Authorizer, LoginStyle, UpstreamIdentity, SIGN_IN_URL_HEADER,
+};
 use crate::http::errors::{ClientKind, ErrorPage};
 use crate::http::routes::RouteEntry;
 use crate::policy::{ActixRequestView, Decision};
 use crate::store::{open_store, StoreError};
+use actix_web::http::header::HeaderMap;
 
 #[derive(Debug, Error)]
 pub enum AuthStartError {
@@ -107,103 +110,217 @@ impl Authorizer for SignInAuthorizer {
         request_id: &'a str,
     ) -> LocalBoxFuture<'a, AuthOutcome> {
         Box::pin(async move {
-            let deny = |status: u16, detail: String| {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-                AuthOutcome::Respond(
-                    ErrorPage {
-                        status,
-                        request_id,
-                        detail: Some(&detail),
-                    }
-                    .render(ClientKind::detect(req.headers())),
-                )
-            };
-            let Some(policy) = self.policies.get(&entry.route.id) else {
-                return deny(404, "route-not-found".into());
-            };
-            let cookie = &self.service.settings.cookie.name;
-            let host = host_of(crate::http::proxy::request_host_str(req));
-            // The route's IdP client keys its sessions (a per-route `idp_client_id`).
-            let idp_id = self.service.idps.route_id(&entry.route.id);
-            let lookup = self
-                .service
-                .session_lookup_for(
-                    &host,
-                    req.headers(),
-                    req.query_string(),
-                    cookie,
-                    Some(idp_id),
-                )
-                .await;
-            let store_error = lookup.as_ref().err().map(|e| e.to_string());
-            let mut session = lookup.unwrap_or(None);
-            if session.is_none() {
-                if let Some(token) = bearer_token(req.headers()) {
-                    session = match entry.route.bearer_token_format.as_deref() {
-                        Some("idp_identity_token") => {
-                            self.service.session_from_id_token(token, idp_id).await
-                        }
-                        Some("idp_access_token") => {
-                            self.service.session_from_access_token(token, idp_id).await
-                        }
-                        _ => None,
-                    };
-                }
-            }
-            let identity = session.as_deref().map(|s| self.service.policy_identity(s));
-            let source_ip = req.peer_addr().map(|a| a.ip());
             let peer = crate::http::tls::PeerCertificates::of_request(req);
-            let client_cert = entry.client_certificate(peer.as_ref());
-            let view = ActixRequestView::new(req, path, source_ip, client_cert.as_ref());
-            let eval = policy.evaluate(&view, identity.as_deref());
-            // A store failure is not "signed out": unless the route lets the request in
-            // without a session, answer 503 rather than send the user to sign in or deny
-            // (the callback could not store a new session either).
-            if let Some(e) = store_error {
-                if eval.decision != Decision::Allow {
-                    tracing::error!(route = %entry.route.id, error = %e, "session store unavailable");
-                    return deny(
-                        503,
-                        "the session store is unavailable; please try again shortly".into(),
-                    );
-                }
+            let subject = Subject {
+                method: req.method().as_str(),
+                authority: crate::http::proxy::request_host_str(req),
+                headers: req.headers(),
+                query: req.query_string(),
+                source_ip: req.peer_addr().map(|a| a.ip()),
+                client_certificate: entry.client_certificate(peer.as_ref()),
+            };
+            match self.decide(&subject, path, entry, request_id).await {
+                Verdict::Allow(identity) => AuthOutcome::Allow(identity),
+                Verdict::Respond(r) => AuthOutcome::Respond(r),
+                Verdict::Login => AuthOutcome::Respond(self.service.login_for(
+                    &with_request_id(req, request_id),
+                    self.service.idps.route_id(&entry.route.id),
+                )),
             }
-            match eval.decision {
-                Decision::Allow => {
-                    let pass = entry
-                        .route
-                        .pass_identity_headers
-                        .unwrap_or(self.service.settings.pass_identity_headers);
-                    let plan = self.service.upstream_headers(
-                        if pass { &host } else { "" },
-                        req.headers(),
-                        session.as_deref(),
-                        pass,
-                        false,
-                    );
-                    let mut set_headers = plan.set;
-                    if entry.route.service_account_token.is_some() {
-                        if let Some(s) = session.as_deref() {
-                            set_headers.extend(impersonation_headers(s));
-                        }
-                    }
-                    AuthOutcome::Allow(UpstreamIdentity {
-                        set_headers,
-                        remove_headers: plan.remove,
-                        strip_cookie: plan.strip_cookie,
-                    })
-                }
-                Decision::Login => AuthOutcome::Respond(
-                    self.service
-                        .login_for(&with_request_id(req, request_id), idp_id),
-                ),
-                Decision::Deny | Decision::ClientCertificateRequired => {
-                    let reasons = eval.decisive_reasons().to_string();
-                    tracing::info!(route = %entry.route.id, user = session.as_deref().map(|s| s.user_id.as_str()).unwrap_or(""), reasons = %reasons, "access denied");
-                    deny(eval.deny_status().unwrap_or(403), reasons)
+        })
+    }
+
+    fn intercept_forwarded(
+        &self,
+        info: RequestInfo,
+    ) -> Option<LocalBoxFuture<'static, HttpResponse>> {
+        let wants = info.path.starts_with("/.pomerium")
+            || info.path.starts_with("/.well-known/pomerium")
+            || self.service.is_authenticate_host(&info.host);
+        if !wants {
+            return None;
+        }
+        self.service.intercept_info(info)
+    }
+
+    fn authorize_forwarded<'a>(
+        &'a self,
+        info: &'a RequestInfo,
+        source_ip: Option<std::net::IpAddr>,
+        path: &'a str,
+        entry: &'a RouteEntry,
+        request_id: &'a str,
+        login: LoginStyle,
+    ) -> LocalBoxFuture<'a, AuthOutcome> {
+        Box::pin(async move {
+            let subject = Subject {
+                method: &info.method,
+                authority: &info.authority,
+                headers: &info.headers,
+                query: &info.query,
+                source_ip,
+                // A proxy in front does not pass the client's certificate on.
+                client_certificate: None,
+            };
+            match self.decide(&subject, path, entry, request_id).await {
+                Verdict::Allow(identity) => AuthOutcome::Allow(identity),
+                Verdict::Respond(r) => AuthOutcome::Respond(r),
+                Verdict::Login => {
+                    let idp_id = self.service.idps.route_id(&entry.route.id);
+                    AuthOutcome::Respond(self.forwarded_login(info, idp_id, login))
                 }
             }
         })
+    }
+}
+
+/// The request being authorized: the proxied request itself, or the original request a
+/// forward-auth caller describes.
+struct Subject<'a> {
+    method: &'a str,
+    /// `host[:port]` the client asked for.
+    authority: &'a str,
+    headers: &'a HeaderMap,
+    query: &'a str,
+    source_ip: Option<std::net::IpAddr>,
+    client_certificate: Option<crate::policy::ClientCertificate>,
+}
+
+/// What `decide` concluded.
+enum Verdict {
+    Allow(UpstreamIdentity),
+    /// No (usable) session: the caller answers with its kind of sign-in response.
+    Login,
+    Respond(HttpResponse),
+}
+
+impl SignInAuthorizer {
+    /// Session lookup, policy evaluation and the upstream identity for one request (the proxy
+    /// and forward auth share it).
+    async fn decide(
+        &self,
+        subject: &Subject<'_>,
+        path: &str,
+        entry: &RouteEntry,
+        request_id: &str,
+    ) -> Verdict {
+        let deny = |status: u16, detail: String| {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            Verdict::Respond(
+                ErrorPage {
+                    status,
+                    request_id,
+                    detail: Some(&detail),
+                }
+                .render(ClientKind::detect(subject.headers)),
+            )
+        };
+        let Some(policy) = self.policies.get(&entry.route.id) else {
+            return deny(404, "route-not-found".into());
+        };
+        let cookie = &self.service.settings.cookie.name;
+        let host = host_of(subject.authority);
+        // The route's IdP client keys its sessions (a per-route `idp_client_id`).
+        let idp_id = self.service.idps.route_id(&entry.route.id);
+        let lookup = self
+            .service
+            .session_lookup_for(&host, subject.headers, subject.query, cookie, Some(idp_id))
+            .await;
+        let store_error = lookup.as_ref().err().map(|e| e.to_string());
+        let mut session = lookup.unwrap_or(None);
+        if session.is_none() {
+            if let Some(token) = bearer_token(subject.headers) {
+                session = match entry.route.bearer_token_format.as_deref() {
+                    Some("idp_identity_token") => {
+                        self.service.session_from_id_token(token, idp_id).await
+                    }
+                    Some("idp_access_token") => {
+                        self.service.session_from_access_token(token, idp_id).await
+                    }
+                    _ => None,
+                };
+            }
+        }
+        let identity = session.as_deref().map(|s| self.service.policy_identity(s));
+        let view = ActixRequestView {
+            method: subject.method,
+            host: crate::http::request::host_part(subject.authority),
+            path,
+            headers: subject.headers,
+            source_ip: subject.source_ip,
+            client_certificate: subject.client_certificate.as_ref(),
+        };
+        let eval = policy.evaluate(&view, identity.as_deref());
+        // A store failure is not "signed out": unless the route lets the request in
+        // without a session, answer 503 rather than send the user to sign in or deny
+        // (the callback could not store a new session either).
+        if let Some(e) = store_error {
+            if eval.decision != Decision::Allow {
+                tracing::error!(route = %entry.route.id, error = %e, "session store unavailable");
+                return deny(
+                    503,
+                    "the session store is unavailable; please try again shortly".into(),
+                );
+            }
+        }
+        match eval.decision {
+            Decision::Allow => {
+                let pass = entry
+                    .route
+                    .pass_identity_headers
+                    .unwrap_or(self.service.settings.pass_identity_headers);
+                let jwt_host = if pass { host.as_str() } else { "" };
+                let plan = self.service.upstream_headers(
+                    jwt_host,
+                    subject.headers,
+                    session.as_deref(),
+                    pass,
+                    false,
+                );
+                let mut set_headers = plan.set;
+                if entry.route.service_account_token.is_some() {
+                    if let Some(s) = session.as_deref() {
+                        set_headers.extend(impersonation_headers(s));
+                    }
+                }
+                Verdict::Allow(UpstreamIdentity {
+                    set_headers,
+                    remove_headers: plan.remove,
+                    strip_cookie: plan.strip_cookie,
+                })
+            }
+            Decision::Login => Verdict::Login,
+            Decision::Deny | Decision::ClientCertificateRequired => {
+                let reasons = eval.decisive_reasons().to_string();
+                tracing::info!(route = %entry.route.id, user = session.as_deref().map(|s| s.user_id.as_str()).unwrap_or(""), reasons = %reasons, "access denied");
+                deny(eval.deny_status().unwrap_or(403), reasons)
+            }
+        }
+    }
+
+    /// The sign-in answer of a forward-auth request: 401 (nginx) or 302/401 as the proxy
+    /// answers, with the signed sign-in URL (returning to the original URL) in
+    /// `X-Sign-In-Url`.
+    fn forwarded_login(&self, info: &RequestInfo, idp_id: &str, style: LoginStyle) -> HttpResponse {
+        let Some(url) = self.service.sign_in_url_for(&info.url(), idp_id) else {
+            return self.service.login_for(info, idp_id);
+        };
+        let mut response = match style {
+            LoginStyle::Redirect => self.service.login_for(info, idp_id),
+            LoginStyle::Unauthorized => super::respond::error_response(
+                &info.headers,
+                StatusCode::UNAUTHORIZED,
+                "Unauthenticated",
+                None,
+            ),
+        };
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&url) {
+            response.headers_mut().insert(
+                actix_web::http::header::HeaderName::from_static(SIGN_IN_URL_HEADER),
+                v,
+            );
+        }
+        response
     }
 }
 
