@@ -28,7 +28,7 @@ use thiserror::Error;
 
 use super::auth::service::{host_of, RequestInfo};
 use super::authorize::{AuthOutcome, LoginStyle};
-use super::errors::{ClientKind, ErrorPage, REQUEST_ID};
+use super::errors::REQUEST_ID;
 use super::headers::{is_hop_by_hop, render_template, resolve_reference};
 use super::request::{host_without_port, normalize_path};
 use super::server::{ListenOptions, ProxyState};
@@ -317,13 +317,13 @@ pub struct ForwardAuthState {
     pub trusted_proxies: ArcSwap<Vec<IpNet>>,
 }
 
-fn error(headers: &HeaderMap, status: StatusCode, request_id: &str, detail: &str) -> HttpResponse {
-    ErrorPage {
-        status,
-        request_id,
-        detail: Some(detail),
-    }
-    .render(ClientKind::detect(headers))
+/// An answer about the forward-auth request itself (not the user's access): untrusted peer,
+/// missing headers, no route. Plain text naming the problem, for whoever sets the proxy up.
+fn error(_headers: &HeaderMap, status: StatusCode, request_id: &str, detail: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{detail}\nrequest id: {request_id}\n"))
 }
 
 /// The handler of every forward-auth request.
