@@ -367,6 +367,8 @@ struct World {
     _op: Proc,
     _nginx: Proc,
     rampart: Proxy,
+    /// The rampart config as started.
+    config: String,
     _upstream: Upstream,
     _dir: tempfile::TempDir,
     nginx_port: u16,
@@ -382,10 +384,8 @@ fn world() -> World {
         "http://authenticate.localhost:{rampart_port}/oauth2/callback"
     ));
     let upstream = Upstream::start("app");
-    let rampart = Proxy::start(
-        &rampart_config(rampart_port, fwd_port, &issuer, &upstream.url()),
-        rampart_port,
-    );
+    let config = rampart_config(rampart_port, fwd_port, &issuer, &upstream.url());
+    let rampart = Proxy::start(&config, rampart_port);
     wait_port(fwd_port, "the forward-auth listener");
     let dir = tempfile::tempdir().unwrap();
     let nginx = start_nginx(dir.path(), nginx_port, fwd_port, upstream.addr);
@@ -393,6 +393,7 @@ fn world() -> World {
         _op: op,
         _nginx: nginx,
         rampart,
+        config,
         _upstream: upstream,
         _dir: dir,
         nginx_port,
@@ -673,4 +674,43 @@ async fn traefik_caddy_and_envoy_style_answers() {
     assert_eq!(r.status(), StatusCode::FOUND);
     let r = envoy("/public/x", None, JSON).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxies_follow_config_reloads() {
+    let w = world();
+    let direct = w.fwd_client("127.0.0.1");
+    let ask = || {
+        direct
+            .get(w.fwd("/traefik"))
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-proto", "http")
+            .header("x-forwarded-host", "app.localhost")
+            .header("x-forwarded-uri", "/public/x")
+            .send()
+    };
+    assert_eq!(ask().await.unwrap().status(), StatusCode::FORBIDDEN);
+    w.rampart.rewrite_config(&w.config.replace(
+        "trusted_proxies: [127.0.0.2/32]",
+        "trusted_proxies: [127.0.0.1/32]",
+    ));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = ask().await.unwrap().status();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(
+            Instant::now() < deadline,
+            "reload not applied:\n{}",
+            w.rampart.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // nginx at 127.0.0.2 is no longer trusted: its check fails closed.
+    let r = Browser::new()
+        .send(Method::GET, &w.app("/public/x"), &[], None)
+        .await;
+    assert_ne!(r.status, StatusCode::OK, "{}", r.body);
 }
