@@ -655,6 +655,13 @@ async fn traefik_caddy_and_envoy_style_answers() {
     assert_eq!(r.headers()["x-team"], "blue");
     assert!(r.headers().contains_key("x-pomerium-jwt-assertion"));
 
+    // rampart's own pages cannot be answered through the check: never a 2xx, which would
+    // send the request on to the upstream unchecked.
+    for uri in ["/.pomerium/", "/.pomerium/user", "/.pomerium/jwt"] {
+        let r = traefik(&b, uri).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{uri}");
+    }
+
     // Envoy ext_authz / Gateway API ExternalAuth: original path after /envoy, original Host.
     let envoy = |path: &str, cookie: Option<&str>, accept: &str| {
         let mut req = proxy

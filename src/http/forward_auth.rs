@@ -425,7 +425,20 @@ async fn answer(
         headers: info_headers,
     };
     if let Some(reply) = snapshot.authorizer.intercept_forwarded(info.clone()) {
-        return (reply.await, described);
+        let reply = reply.await;
+        // A 2xx here would tell the proxy to pass the request to its upstream: the sign-in
+        // endpoints' redirects and errors go back to the client, their pages cannot.
+        if reply.status().is_success() {
+            let detail = format!(
+                "forward auth: {} is answered by rampart itself; route /.pomerium/ to rampart's forward-auth listener",
+                info.path
+            );
+            return (
+                error(headers, StatusCode::NOT_FOUND, request_id, &detail),
+                described,
+            );
+        }
+        return (reply, described);
     }
     let path = match normalize_path(&info.path, &snapshot.request_rules.path) {
         Ok(p) => p.path,
