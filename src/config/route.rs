@@ -57,6 +57,12 @@ pub enum RouteErrorKind {
     BadHeaderName { key: &'static str, name: String },
     #[error("`{key}`: invalid value for header {name:?}")]
     BadHeaderValue { key: &'static str, name: String },
+    #[error("`{key}`: {name:?}: {reason}")]
+    BadMatch {
+        key: &'static str,
+        name: String,
+        reason: String,
+    },
     #[error("`{key}` must start with `/`, got {value:?}")]
     BadPath { key: &'static str, value: String },
     #[error("config: client certificate key and cert both must be non-empty")]
@@ -127,6 +133,72 @@ impl PathMatch {
             PathMatch::Exact(p) => path == p,
             PathMatch::Regex(r) => r.is_match(path),
         }
+    }
+}
+
+/// A value test of a request match: exact text, a full-match regex, or presence.
+#[derive(Debug, Clone)]
+pub enum ValueTest {
+    Present,
+    Exact(String),
+    Regex(Regex),
+}
+
+impl ValueTest {
+    pub fn matches(&self, v: &str) -> bool {
+        match self {
+            ValueTest::Present => true,
+            ValueTest::Exact(e) => e == v,
+            ValueTest::Regex(r) => r.is_match(v),
+        }
+    }
+}
+
+/// Request conditions beyond host and path (`match_method`, `match_headers`, `match_query`);
+/// all must hold. Empty: every request matches.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMatch {
+    pub method: Option<actix_web::http::Method>,
+    pub headers: Vec<(HeaderName, ValueTest)>,
+    pub query: Vec<(String, ValueTest)>,
+}
+
+impl RequestMatch {
+    pub fn is_empty(&self) -> bool {
+        self.method.is_none() && self.headers.is_empty() && self.query.is_empty()
+    }
+
+    /// Whether a request matches. `query` is the raw query string (without `?`); a parameter's
+    /// first value is tested (percent-decoded, `+` as space).
+    pub fn matches(
+        &self,
+        method: &actix_web::http::Method,
+        headers: &actix_web::http::header::HeaderMap,
+        query: &str,
+    ) -> bool {
+        if self.method.as_ref().is_some_and(|m| m != method) {
+            return false;
+        }
+        for (name, test) in &self.headers {
+            // Repeated headers are tested as one comma-joined value (RFC 9110 §5.3).
+            let values: Vec<&str> = headers
+                .get_all(name)
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            if values.is_empty() || !test.matches(&values.join(",")) {
+                return false;
+            }
+        }
+        for (name, test) in &self.query {
+            let found = url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v);
+            match found {
+                Some(v) if test.matches(&v) => {}
+                _ => return false,
+            }
+        }
+        true
     }
 }
 
@@ -210,6 +282,14 @@ pub struct Route {
     pub set_request_headers: Vec<(HeaderName, String)>,
     pub remove_request_headers: Vec<HeaderName>,
     pub set_response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// rampart only: `add_request_headers` (appended).
+    pub add_request_headers: Vec<(HeaderName, HeaderValue)>,
+    /// rampart only: `add_response_headers` (appended).
+    pub add_response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// rampart only: `remove_response_headers`.
+    pub remove_response_headers: Vec<HeaderName>,
+    /// rampart only: method, header and query conditions.
+    pub request_match: RequestMatch,
     /// `rewrite_response_headers`: (header, prefix, replacement).
     pub rewrite_response_headers: Vec<(HeaderName, String, String)>,
     /// Whole-request deadline; `None` = no limit.
@@ -328,6 +408,18 @@ pub fn validate_route(
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(fail)?;
+    let add_request_headers =
+        header_pairs("add_request_headers", cfg.add_request_headers.as_ref()).map_err(fail)?;
+    let add_response_headers =
+        header_pairs("add_response_headers", cfg.add_response_headers.as_ref()).map_err(fail)?;
+    let remove_response_headers = cfg
+        .remove_response_headers
+        .iter()
+        .flatten()
+        .map(|k| header_name("remove_response_headers", k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    let request_match = request_match(cfg).map_err(fail)?;
     let rewrite_response_headers = cfg
         .rewrite_response_headers
         .iter()
@@ -370,6 +462,10 @@ pub fn validate_route(
         set_request_headers,
         remove_request_headers,
         set_response_headers,
+        add_request_headers,
+        add_response_headers,
+        remove_response_headers,
+        request_match,
         rewrite_response_headers,
         timeout,
         idle_timeout,
@@ -500,6 +596,85 @@ fn bearer_token_format(cfg: &RouteConfig) -> Result<Option<String>, RouteErrorKi
         "default" | "idp_access_token" | "idp_identity_token" => Ok(Some(norm)),
         _ => Err(RouteErrorKind::BadBearerTokenFormat(raw.to_string())),
     }
+}
+
+fn header_pairs(
+    key: &'static str,
+    map: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, RouteErrorKind> {
+    map.into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            let name = header_name(key, k)?;
+            let value = HeaderValue::from_str(v).map_err(|_| RouteErrorKind::BadHeaderValue {
+                key,
+                name: k.clone(),
+            })?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+fn value_test(
+    key: &'static str,
+    m: &crate::config::RequestValueMatch,
+) -> Result<ValueTest, RouteErrorKind> {
+    match (&m.value, &m.regex) {
+        (Some(_), Some(_)) => Err(RouteErrorKind::BadMatch {
+            key,
+            name: m.name.clone(),
+            reason: "set `value` or `regex`, not both".into(),
+        }),
+        (Some(v), None) => Ok(ValueTest::Exact(v.clone())),
+        (None, Some(r)) => Ok(ValueTest::Regex(full_regex(key, r)?)),
+        (None, None) => Ok(ValueTest::Present),
+    }
+}
+
+fn request_match(cfg: &RouteConfig) -> Result<RequestMatch, RouteErrorKind> {
+    let method = match cfg.match_method.as_deref().filter(|m| !m.is_empty()) {
+        Some(m) => Some(
+            actix_web::http::Method::from_bytes(m.as_bytes()).map_err(|_| {
+                RouteErrorKind::BadMatch {
+                    key: "match_method",
+                    name: m.to_string(),
+                    reason: "not an HTTP method".into(),
+                }
+            })?,
+        ),
+        None => None,
+    };
+    let headers = cfg
+        .match_headers
+        .iter()
+        .flatten()
+        .map(|m| -> Result<_, RouteErrorKind> {
+            Ok((
+                header_name("match_headers", &m.name)?,
+                value_test("match_headers", m)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let query = cfg
+        .match_query
+        .iter()
+        .flatten()
+        .map(|m| {
+            if m.name.is_empty() {
+                return Err(RouteErrorKind::BadMatch {
+                    key: "match_query",
+                    name: String::new(),
+                    reason: "empty parameter name".into(),
+                });
+            }
+            Ok((m.name.clone(), value_test("match_query", m)?))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RequestMatch {
+        method,
+        headers,
+        query,
+    })
 }
 
 fn nonzero(d: Duration) -> Option<Duration> {

@@ -267,7 +267,17 @@ async fn serve(
     }
     let host_header = request_host_str(req);
     let host = host_without_port(host_header);
-    let Some(entry) = snapshot.routes.find(&host, &path).cloned() else {
+    let Some(entry) = snapshot
+        .routes
+        .find_request(
+            &host,
+            &path,
+            req.method(),
+            req.headers(),
+            req.query_string(),
+        )
+        .cloned()
+    else {
         return Outcome::local(error(StatusCode::NOT_FOUND, Some("route_not_found")));
     };
     let upgrade = upgrade_kind(req.headers());
