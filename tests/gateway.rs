@@ -125,6 +125,9 @@ fn http_route(bad_regex: bool) -> Value {
              "filters": [alice_only.clone(),
                          {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "X-Via", "value": "gateway"}]}}],
              "backendRefs": [{"name": "canary", "port": 80}]},
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/old"}}],
+             "filters": [alice_only.clone(),
+                         {"type": "RequestRedirect", "requestRedirect": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/new"}}}]},
             {"matches": [{"path": default_path}],
              "filters": [alice_only,
                          {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"add": [{"name": "X-Served-By", "value": "rampart"}]}}],
@@ -344,6 +347,20 @@ async fn gateway_httproute_policy_filter_with_real_sign_in() {
     assert_eq!(
         (echo["upstream"].as_str(), echo["method"].as_str()),
         (Some("canary"), Some("DELETE"))
+    );
+
+    // RequestRedirect: the signed-in user gets the redirect, no backend is involved.
+    let r = alice
+        .client
+        .get(format!("{app}/old/page?x=1"))
+        .send()
+        .await
+        .unwrap();
+    let st = r.status();
+    assert_eq!(st, 302, "{:?}", r.text().await);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        format!("https://app.localhost:{port}/new/page?x=1")
     );
 
     // bob signs in too, but the PolicyFilter keeps him out.

@@ -32,6 +32,34 @@ pub struct CertificatePair {
     pub key: String,
 }
 
+/// A route's `redirect` (Pomerium's keys, plus rampart's `prefix_match`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme_redirect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_redirect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_redirect: Option<u16>,
+    /// Replaces the whole path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_redirect: Option<String>,
+    /// Replaces the matched prefix (the route's `prefix`, or `prefix_match`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
+    /// rampart only: the path prefix `prefix_rewrite` replaces when the route matches by regex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_match: Option<String>,
+    /// 301 (default), 302, 303, 307 or 308.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_query: Option<bool>,
+}
+
 /// rampart only: a header or query parameter match of a route (`match_headers`,
 /// `match_query`): `value` exact, or `regex` (whole value); neither: present.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,6 +322,10 @@ pub struct RouteConfig {
     pub idp_client_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idp_client_secret: Option<String>,
+    /// Answer with a redirect instead of proxying (after the policy check); `to` is then
+    /// optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RedirectConfig>,
     /// rampart only: the request method must be this one (Gateway API `method` match).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_method: Option<String>,

@@ -57,6 +57,8 @@ pub enum RouteErrorKind {
     BadHeaderName { key: &'static str, name: String },
     #[error("`{key}`: invalid value for header {name:?}")]
     BadHeaderValue { key: &'static str, name: String },
+    #[error("`redirect`: {0}")]
+    BadRedirect(String),
     #[error("`{key}`: {name:?}: {reason}")]
     BadMatch {
         key: &'static str,
@@ -202,6 +204,87 @@ impl RequestMatch {
     }
 }
 
+/// A checked `redirect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: RedirectPath,
+    pub code: u16,
+    pub strip_query: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectPath {
+    Keep,
+    Full(String),
+    /// Replace the leading `from` (path elements) with `to`.
+    Prefix {
+        from: String,
+        to: String,
+    },
+}
+
+/// `host[:port]` → (host, port); IPv6 literals keep their brackets.
+fn split_host_port(h: &str) -> (&str, Option<&str>) {
+    let cut = if h.starts_with('[') {
+        h.find("]:").map(|i| i + 1)
+    } else {
+        h.rfind(':')
+    };
+    match cut {
+        Some(i) if h[i + 1..].chars().all(|c| c.is_ascii_digit()) && i + 1 < h.len() => {
+            (&h[..i], Some(&h[i + 1..]))
+        }
+        _ => (h, None),
+    }
+}
+
+impl Redirect {
+    /// The `Location` for a request: its scheme, `Host` header, path and raw query.
+    pub fn location(&self, scheme: &str, host_header: &str, path: &str, query: &str) -> String {
+        let (req_host, req_port) = split_host_port(host_header);
+        let new_scheme = self.scheme.as_deref().unwrap_or(scheme);
+        let host = self.host.as_deref().unwrap_or(req_host);
+        // A new scheme without a port goes to that scheme's default port.
+        let port = match (self.port, &self.scheme) {
+            (Some(p), _) => Some(p.to_string()),
+            (None, Some(_)) => None,
+            (None, None) => req_port.map(str::to_string),
+        };
+        let port = port.filter(|p| {
+            !((new_scheme == "https" && p == "443") || (new_scheme == "http" && p == "80"))
+        });
+        let path = match &self.path {
+            RedirectPath::Keep => path.to_string(),
+            RedirectPath::Full(p) => p.clone(),
+            RedirectPath::Prefix { from, to } => {
+                let rest = path
+                    .strip_prefix(from.trim_end_matches('/'))
+                    .unwrap_or(path);
+                let joined = format!("{}{rest}", to.trim_end_matches('/'));
+                if joined.is_empty() {
+                    "/".into()
+                } else {
+                    joined
+                }
+            }
+        };
+        let mut out = format!("{new_scheme}://{host}");
+        if let Some(p) = port {
+            out.push(':');
+            out.push_str(&p);
+        }
+        out.push_str(&path);
+        if !self.strip_query && !query.is_empty() {
+            out.push('?');
+            out.push_str(query);
+        }
+        out
+    }
+}
+
 /// One upstream endpoint of a route.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -290,6 +373,8 @@ pub struct Route {
     pub remove_response_headers: Vec<HeaderName>,
     /// rampart only: method, header and query conditions.
     pub request_match: RequestMatch,
+    /// `redirect`: answer with this redirect instead of proxying.
+    pub redirect: Option<Redirect>,
     /// `rewrite_response_headers`: (header, prefix, replacement).
     pub rewrite_response_headers: Vec<(HeaderName, String, String)>,
     /// Whole-request deadline; `None` = no limit.
@@ -420,6 +505,7 @@ pub fn validate_route(
         .collect::<Result<Vec<_>, _>>()
         .map_err(fail)?;
     let request_match = request_match(cfg).map_err(fail)?;
+    let redirect = redirect(cfg).map_err(fail)?;
     let rewrite_response_headers = cfg
         .rewrite_response_headers
         .iter()
@@ -466,6 +552,7 @@ pub fn validate_route(
         add_response_headers,
         remove_response_headers,
         request_match,
+        redirect,
         rewrite_response_headers,
         timeout,
         idle_timeout,
@@ -631,6 +718,48 @@ fn value_test(
     }
 }
 
+fn redirect(cfg: &RouteConfig) -> Result<Option<Redirect>, RouteErrorKind> {
+    let Some(r) = &cfg.redirect else {
+        return Ok(None);
+    };
+    let bad = |reason: String| RouteErrorKind::BadRedirect(reason);
+    let code = r.response_code.unwrap_or(301);
+    if ![301, 302, 303, 307, 308].contains(&code) {
+        return Err(bad(format!(
+            "response_code {code} (use 301, 302, 303, 307 or 308)"
+        )));
+    }
+    let scheme = match (r.https_redirect, r.scheme_redirect.as_deref()) {
+        (Some(true), _) => Some("https".to_string()),
+        (_, Some(s @ ("http" | "https"))) => Some(s.to_string()),
+        (_, Some(s)) => return Err(bad(format!("scheme_redirect {s:?} (use http or https)"))),
+        _ => None,
+    };
+    let path = match (&r.path_redirect, &r.prefix_rewrite) {
+        (Some(_), Some(_)) => {
+            return Err(bad("set path_redirect or prefix_rewrite, not both".into()))
+        }
+        (Some(p), None) => RedirectPath::Full(p.clone()),
+        (None, Some(to)) => RedirectPath::Prefix {
+            from: r
+                .prefix_match
+                .clone()
+                .or_else(|| cfg.prefix.clone())
+                .unwrap_or_else(|| "/".into()),
+            to: to.clone(),
+        },
+        (None, None) => RedirectPath::Keep,
+    };
+    Ok(Some(Redirect {
+        scheme,
+        host: r.host_redirect.clone().filter(|h| !h.is_empty()),
+        port: r.port_redirect,
+        path,
+        code,
+        strip_query: r.strip_query.unwrap_or(false),
+    }))
+}
+
 fn request_match(cfg: &RouteConfig) -> Result<RequestMatch, RouteErrorKind> {
     let method = match cfg.match_method.as_deref().filter(|m| !m.is_empty()) {
         Some(m) => Some(
@@ -779,6 +908,9 @@ fn plain_regex(key: &'static str, pattern: &str) -> Result<Regex, RouteErrorKind
 fn parse_to(cfg: &RouteConfig) -> Result<Vec<Upstream>, RouteErrorKind> {
     let targets = cfg.to.as_ref().map(|t| t.to_vec()).unwrap_or_default();
     if targets.is_empty() {
+        if cfg.redirect.is_some() {
+            return Ok(Vec::new());
+        }
         return Err(RouteErrorKind::MissingTo);
     }
     targets.iter().map(|t| parse_upstream(t)).collect()
@@ -848,7 +980,7 @@ fn path_rewrite(cfg: &RouteConfig, upstreams: &[Upstream]) -> Result<PathRewrite
         }
         (None, None) => {
             // A path on the first `to` URL acts as prefix_rewrite.
-            let path = upstreams[0].url.path();
+            let path = upstreams.first().map_or("", |u| u.url.path());
             if path.is_empty() || path == "/" {
                 Ok(PathRewrite::None)
             } else {

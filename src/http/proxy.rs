@@ -320,6 +320,22 @@ async fn serve(
             };
         }
     };
+    if let Some(r) = &entry.route.redirect {
+        let scheme = if state.is_secure() { "https" } else { "http" };
+        let location = r.location(scheme, host_header, req.path(), req.query_string());
+        let code = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+        let response = match HeaderValue::from_str(&location) {
+            Ok(v) => HttpResponse::build(code)
+                .insert_header((header::LOCATION, v))
+                .finish(),
+            Err(_) => error(StatusCode::BAD_REQUEST, Some("bad redirect location")),
+        };
+        return Outcome {
+            response,
+            route: Some(entry),
+            upstream: None,
+        };
+    }
     let ctx = Forward {
         req,
         client_headers: client_headers.as_ref().unwrap_or(req.headers()),

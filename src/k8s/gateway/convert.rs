@@ -364,12 +364,15 @@ fn rule_templates(
             }
         }
     }
-    if to.is_empty() {
+    let has_redirect = rule.filters.iter().any(|f| f.type_ == "RequestRedirect");
+    if to.is_empty() && !has_redirect {
         return Err(Problem::Invalid(format!(
-            "{label}: no backendRefs with a non-zero weight (rampart needs a backend for every rule)"
+            "{label}: no backendRefs with a non-zero weight (rampart needs a backend for every rule without a RequestRedirect)"
         )));
     }
-    base.to = Some(OneOrMany::Many(to));
+    if !to.is_empty() {
+        base.to = Some(OneOrMany::Many(to));
+    }
 
     // --- timeouts ---
     if let Some(t) = &rule.timeouts {
@@ -394,6 +397,7 @@ fn rule_templates(
     // --- filters ---
     let mut policies: Vec<Value> = Vec::new();
     let mut rewrite: Option<&PathModifier> = None;
+    let mut redirect: Option<&RequestRedirect> = None;
     for (j, f) in rule.filters.iter().enumerate() {
         let what = format!("{label}.filters[{j}]");
         let missing = || Problem::Invalid(format!("{what}: type {} without its field", f.type_));
@@ -433,6 +437,15 @@ fn rule_templates(
                     base.preserve_host_header = None;
                 }
                 rewrite = m.path.as_ref();
+            }
+            "RequestRedirect" => {
+                let m = f.request_redirect.as_ref().ok_or_else(missing)?;
+                if let Some(c) = m.status_code.filter(|c| ![301, 302].contains(c)) {
+                    return Err(Problem::Invalid(format!(
+                        "{what}: statusCode {c} (use 301 or 302)"
+                    )));
+                }
+                redirect = Some(m);
             }
             "ExtensionRef" => {
                 let r = f.extension_ref.as_ref().ok_or_else(missing)?;
@@ -543,6 +556,38 @@ fn rule_templates(
                     )))
                 }
             }
+        }
+        if let Some(rr) = redirect {
+            let mut r = crate::config::RedirectConfig {
+                scheme_redirect: rr.scheme.clone(),
+                host_redirect: rr.hostname.clone(),
+                port_redirect: rr.port.and_then(|p| u16::try_from(p).ok()),
+                response_code: Some(rr.status_code.unwrap_or(302)),
+                ..Default::default()
+            };
+            if let Some(pm) = &rr.path {
+                match pm.type_.as_str() {
+                    "ReplaceFullPath" => {
+                        r.path_redirect = Some(pm.replace_full_path.clone().unwrap_or_default())
+                    }
+                    "ReplacePrefixMatch" => {
+                        let Some(p) = &prefix_trimmed else {
+                            return Err(Problem::Invalid(format!(
+                                "{what}: RequestRedirect ReplacePrefixMatch needs a PathPrefix match"
+                            )));
+                        };
+                        r.prefix_rewrite =
+                            Some(pm.replace_prefix_match.clone().unwrap_or_default());
+                        r.prefix_match = Some(if p.is_empty() { "/".into() } else { p.clone() });
+                    }
+                    other => {
+                        return Err(Problem::Invalid(format!(
+                            "{label}: RequestRedirect path type {other:?} is not supported"
+                        )))
+                    }
+                }
+            }
+            cfg.redirect = Some(r);
         }
         let vm = |kind: &str, v: &ValueMatch| -> Result<RequestValueMatch, Problem> {
             match v.type_.as_deref().unwrap_or("Exact") {

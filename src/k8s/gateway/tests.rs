@@ -492,3 +492,50 @@ subsets: [{addresses: [{ip: 10.9.9.9}], ports: [{name: http, port: 8080}]}]
     ));
     assert!(rec.routes().is_empty());
 }
+
+#[test]
+fn request_redirect_answers_without_a_backend() {
+    let out = run(&route(&format!(
+        "{PARENT}  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /old}}}}]
+    filters:
+    - {{type: RequestRedirect, requestRedirect: {{scheme: https, hostname: new.example.com, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /new}}, statusCode: 301}}}}
+  - matches: [{{path: {{type: Exact, value: /x}}}}]
+    filters:
+    - {{type: RequestRedirect, requestRedirect: {{port: 8443}}}}"
+    )));
+    let r = routes_of(&out);
+    let a =
+        crate::config::route::validate_route("a", "a".into(), &r[0], &Default::default()).unwrap();
+    let red = a.redirect.expect("redirect");
+    assert_eq!(red.code, 301);
+    assert_eq!(
+        red.location("https", "app.example.com:8443", "/old/a", "q=1"),
+        "https://new.example.com/new/a?q=1"
+    );
+    assert_eq!(
+        red.location("https", "app.example.com", "/old", ""),
+        "https://new.example.com/new"
+    );
+    let b =
+        crate::config::route::validate_route("b", "b".into(), &r[1], &Default::default()).unwrap();
+    let red = b.redirect.expect("redirect");
+    assert_eq!(red.code, 302);
+    assert_eq!(
+        red.location("https", "app.example.com:443", "/x", ""),
+        "https://app.example.com:8443/x"
+    );
+    // A status code Gateway API does not allow.
+    let out = run(&route(&format!(
+        "{PARENT}  rules:
+  - filters: [{{type: RequestRedirect, requestRedirect: {{statusCode: 307}}}}]"
+    )));
+    assert!(error_of(&out).contains("statusCode 307"));
+    // Other filters are refused by name, never ignored.
+    let out = run(&route(&format!(
+        "{PARENT}  rules:
+  - filters: [{{type: RequestMirror}}]
+    backendRefs: [{{name: svc, port: 80}}]"
+    )));
+    assert!(error_of(&out).contains("RequestMirror"));
+}
