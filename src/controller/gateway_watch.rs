@@ -2,6 +2,7 @@
 //! installed (404/403 on the first list) is logged and no longer waited for.
 
 use actix::prelude::*;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::runtime::watcher;
 
@@ -11,7 +12,8 @@ use crate::k8s::gateway::{Gateway, GatewayClass, HttpRoute, PolicyFilter, Refere
 use crate::k8s::{Kind, KubeObject};
 
 /// The kinds watched for the Gateway API.
-pub const KINDS: [Kind; 5] = [
+pub const KINDS: [Kind; 6] = [
+    Kind::Namespace,
     Kind::GatewayClass,
     Kind::Gateway,
     Kind::HttpRoute,
@@ -19,6 +21,9 @@ pub const KINDS: [Kind; 5] = [
     Kind::PolicyFilter,
 ];
 
+fn wrap_namespace(o: Namespace) -> KubeObject {
+    KubeObject::Namespace(Box::new(o))
+}
 fn wrap_class(o: GatewayClass) -> KubeObject {
     KubeObject::GatewayClass(Box::new(o))
 }
@@ -41,6 +46,16 @@ fn not_installed(kind: Kind) -> impl FnOnce() + Send + 'static {
 
 /// Starts one watcher per Gateway API kind (and namespace, with `--namespaces`).
 pub fn start(client: &kube::Client, scopes: &WatchScopes, target: &Recipient<Watched>) {
+    WatcherActor::new(
+        Kind::Namespace,
+        None,
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+        wrap_namespace,
+        target.clone(),
+    )
+    .on_unavailable(not_installed(Kind::Namespace))
+    .start();
     WatcherActor::new(
         Kind::GatewayClass,
         None,

@@ -41,6 +41,8 @@ pub enum Kind {
     HttpRoute,
     ReferenceGrant,
     PolicyFilter,
+    /// Namespaces (their labels, for Gateway listeners' `allowedRoutes` selectors).
+    Namespace,
 }
 
 impl fmt::Display for Kind {
@@ -58,6 +60,7 @@ impl fmt::Display for Kind {
             Kind::HttpRoute => "HTTPRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::PolicyFilter => "PolicyFilter",
+            Kind::Namespace => "Namespace",
         };
         f.write_str(s)
     }
@@ -135,6 +138,7 @@ pub enum KubeObject {
     HttpRoute(Box<gateway::HttpRoute>),
     ReferenceGrant(Box<gateway::ReferenceGrant>),
     PolicyFilter(Box<gateway::PolicyFilter>),
+    Namespace(Box<k8s_openapi::api::core::v1::Namespace>),
 }
 
 impl KubeObject {
@@ -152,6 +156,7 @@ impl KubeObject {
             KubeObject::HttpRoute(_) => Kind::HttpRoute,
             KubeObject::ReferenceGrant(_) => Kind::ReferenceGrant,
             KubeObject::PolicyFilter(_) => Kind::PolicyFilter,
+            KubeObject::Namespace(_) => Kind::Namespace,
         }
     }
 
@@ -170,6 +175,7 @@ impl KubeObject {
             KubeObject::HttpRoute(o) => &o.metadata,
             KubeObject::ReferenceGrant(o) => &o.metadata,
             KubeObject::PolicyFilter(o) => &o.metadata,
+            KubeObject::Namespace(o) => &o.metadata,
         }
     }
 
@@ -177,7 +183,7 @@ impl KubeObject {
     /// ignored).
     pub fn namespace(&self) -> &str {
         match self.kind() {
-            Kind::IngressClass | Kind::Pomerium | Kind::GatewayClass => "",
+            Kind::IngressClass | Kind::Pomerium | Kind::GatewayClass | Kind::Namespace => "",
             _ => ns_of(self.meta()),
         }
     }

@@ -127,6 +127,9 @@ fn collect(
             "gateway.networking.k8s.io/v1beta1" | "gateway.networking.k8s.io/v1",
             "ReferenceGrant",
         ) => KubeObject::ReferenceGrant(Box::new(serde_json::from_value(value).map_err(de)?)),
+        ("v1", "Namespace") => {
+            KubeObject::Namespace(Box::new(serde_json::from_value(value).map_err(de)?))
+        }
         ("gateway.pomerium.io/v1alpha1", "PolicyFilter") => {
             KubeObject::PolicyFilter(Box::new(serde_json::from_value(value).map_err(de)?))
         }

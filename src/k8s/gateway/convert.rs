@@ -196,7 +196,12 @@ fn listener_info<'a>(
 
 /// Whether a listener's `allowedRoutes` admits an HTTPRoute from `route_ns`. `Err` is the
 /// message for `NotAllowedByListeners`.
-fn allows(l: &Listener, gw_ns: &str, route_ns: &str) -> Result<(), String> {
+fn allows(
+    l: &Listener,
+    gw_ns: &str,
+    route_ns: &str,
+    namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<(), String> {
     let ar = l.allowed_routes.as_ref();
     if let Some(kinds) = ar.and_then(|a| a.kinds.as_ref()) {
         let ok = kinds.iter().any(|k| {
@@ -220,11 +225,59 @@ fn allows(l: &Listener, gw_ns: &str, route_ns: &str) -> Result<(), String> {
             "listener {} only allows routes from namespace {gw_ns}",
             l.name
         )),
+        "Selector" => {
+            let sel = ar
+                .and_then(|a| a.namespaces.as_ref())
+                .and_then(|n| n.selector.as_ref());
+            let Some(sel) = sel else {
+                return Err(format!(
+                    "listener {}: allowedRoutes.namespaces.from is Selector but no selector is set",
+                    l.name
+                ));
+            };
+            let labels = namespaces.get(route_ns);
+            match labels {
+                Some(labels) if selector_matches(sel, labels) => Ok(()),
+                Some(_) => Err(format!(
+                    "listener {}: namespace {route_ns} does not match the allowedRoutes selector",
+                    l.name
+                )),
+                None => Err(format!(
+                    "listener {}: namespace {route_ns} is unknown (its labels are needed for the allowedRoutes selector)",
+                    l.name
+                )),
+            }
+        }
         other => Err(format!(
-            "listener {}: allowedRoutes.namespaces.from {other:?} is not supported by rampart (use Same or All)",
+            "listener {}: allowedRoutes.namespaces.from {other:?} is not supported (use Same, All or Selector)",
             l.name
         )),
     }
+}
+
+/// Kubernetes label selector semantics (`matchLabels` and `matchExpressions`: In, NotIn,
+/// Exists, DoesNotExist); an empty selector matches everything.
+pub fn selector_matches(
+    sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    let by_label = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expr = sel.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or(&[]);
+        let have = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => have.is_some_and(|v| values.contains(v)),
+            "NotIn" => have.is_none_or(|v| !values.contains(v)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            _ => false,
+        }
+    });
+    by_label && by_expr
 }
 
 /// `host` matches the wildcard `pattern` (`*.example.com`: one or more labels in front).
@@ -755,7 +808,7 @@ pub fn convert_gateway(
                     );
                     continue;
                 }
-                if let Err(m) = allows(l, &gkey.namespace, &rkey.namespace) {
+                if let Err(m) = allows(l, &gkey.namespace, &rkey.namespace, &store.namespaces) {
                     reason = ("NotAllowedByListeners", m);
                     continue;
                 }

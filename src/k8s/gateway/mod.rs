@@ -44,6 +44,8 @@ pub struct GatewayStore {
     pub routes: BTreeMap<NamespacedName, HttpRoute>,
     pub grants: BTreeMap<NamespacedName, ReferenceGrant>,
     pub filters: BTreeMap<NamespacedName, PolicyFilter>,
+    /// Namespace labels (watched with the Gateway API, for `allowedRoutes` selectors).
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Whether a kind is a Gateway API (or PolicyFilter) kind.
@@ -55,6 +57,7 @@ pub fn is_gateway_kind(kind: Kind) -> bool {
             | Kind::HttpRoute
             | Kind::ReferenceGrant
             | Kind::PolicyFilter
+            | Kind::Namespace
     )
 }
 
@@ -77,6 +80,10 @@ impl GatewayStore {
             }
             KubeObject::PolicyFilter(o) => {
                 self.filters.insert(key, *o);
+            }
+            KubeObject::Namespace(o) => {
+                self.namespaces
+                    .insert(key.name, o.metadata.labels.unwrap_or_default());
             }
             other => return Some(other),
         }
@@ -101,6 +108,9 @@ impl GatewayStore {
             }
             Kind::PolicyFilter => {
                 self.filters.remove(&key);
+            }
+            Kind::Namespace => {
+                self.namespaces.remove(name);
             }
             _ => return false,
         }

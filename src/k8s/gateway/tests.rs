@@ -539,3 +539,54 @@ fn request_redirect_answers_without_a_backend() {
     )));
     assert!(error_of(&out).contains("RequestMirror"));
 }
+
+#[test]
+fn allowed_routes_selector_uses_namespace_labels() {
+    let gw = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: sel, namespace: default}
+spec:
+  gatewayClassName: pomerium
+  listeners:
+  - name: http
+    protocol: HTTP
+    port: 80
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector:
+          matchLabels: {shared-gateway: 'true'}
+          matchExpressions: [{key: env, operator: NotIn, values: [dev]}]
+";
+    let ns = |name: &str, labels: &str| {
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {labels}}}\n")
+    };
+    let svc = OTHER_NS_SVC.replace("other", "team");
+    let r = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: team}
+spec:
+  parentRefs: [{name: sel, namespace: default}]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]";
+    let accepted = |labels: &str| {
+        let out = run(&format!(
+            "{gw}\n---\n{svc}\n---\n{}\n---\n{r}",
+            ns("team", labels)
+        ));
+        let st = status_of(&out, Kind::HttpRoute, "r");
+        condition(&st["parents"][0]["conditions"], "Accepted")
+    };
+    assert_eq!(
+        accepted("{shared-gateway: 'true', env: prod}"),
+        ("True".into(), "Accepted".into())
+    );
+    assert_eq!(
+        accepted("{shared-gateway: 'true', env: dev}"),
+        ("False".into(), "NotAllowedByListeners".into())
+    );
+    assert_eq!(
+        accepted("{}"),
+        ("False".into(), "NotAllowedByListeners".into())
+    );
+}
