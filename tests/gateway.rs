@@ -459,3 +459,29 @@ async fn gateway_httproute_policy_filter_with_real_sign_in() {
     running.stop().await;
     drop(op);
 }
+
+#[test]
+fn gateway_flags_and_pomerium_alias() {
+    let kube_url = "http://127.0.0.1:1";
+    let parse = |extra: &[&str]| {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct A {
+            #[command(flatten)]
+            a: ControllerArgs,
+        }
+        let mut v = vec!["test", "--kube-api-url", kube_url];
+        v.extend_from_slice(extra);
+        A::parse_from(v).a.options().unwrap().convert.gateway
+    };
+    assert_eq!(parse(&[]), None, "off by default");
+    let on = parse(&["--experimental-gateway-api"]).expect("Pomerium's flag enables it");
+    assert_eq!(on.controller_name, "pomerium.io/gateway-controller");
+    let named = parse(&[
+        "--gateway-api",
+        "--gateway-class-controller-name",
+        "example.com/gw",
+    ])
+    .unwrap();
+    assert_eq!(named.controller_name, "example.com/gw");
+}

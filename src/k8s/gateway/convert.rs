@@ -890,6 +890,17 @@ pub fn convert_gateway(
         if parents.is_empty() {
             continue;
         }
+        // Keep other controllers' entries: a merge patch replaces the whole list.
+        let others = route
+            .status
+            .as_ref()
+            .and_then(|st| st.get("parents"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|p| p["controllerName"].as_str() != Some(opts.controller_name.as_str()))
+            .cloned();
+        parents.extend(others);
         out.statuses.push(StatusWrite {
             kind: Kind::HttpRoute,
             namespace: rkey.namespace.clone(),

@@ -590,3 +590,32 @@ spec:
         ("False".into(), "NotAllowedByListeners".into())
     );
 }
+
+#[test]
+fn other_controllers_parent_statuses_are_kept() {
+    let r = route(&format!(
+        "{PARENT}  rules: [{{backendRefs: [{{name: svc, port: 80}}]}}]"
+    ));
+    let r = format!(
+        "{r}
+status:
+  parents:
+  - parentRef: {{name: other-gw}}
+    controllerName: example.com/other
+    conditions: [{{type: Accepted, status: 'True', reason: Accepted}}]
+  - parentRef: {{name: gw}}
+    controllerName: pomerium.io/gateway-controller
+    conditions: [{{type: Accepted, status: 'False', reason: Stale}}]
+"
+    );
+    let out = run(&r);
+    let parents = status_of(&out, Kind::HttpRoute, "r")["parents"].clone();
+    let parents = parents.as_array().unwrap();
+    assert_eq!(parents.len(), 2, "{parents:?}");
+    assert_eq!(
+        parents[0]["controllerName"],
+        "pomerium.io/gateway-controller"
+    );
+    assert_eq!(condition(&parents[0]["conditions"], "Accepted").0, "True");
+    assert_eq!(parents[1]["controllerName"], "example.com/other");
+}
