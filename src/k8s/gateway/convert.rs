@@ -887,20 +887,21 @@ pub fn convert_gateway(
                 "conditions": [accepted, resolved],
             }));
         }
-        if parents.is_empty() {
-            continue;
-        }
-        // Keep other controllers' entries: a merge patch replaces the whole list.
-        let others = route
+        let current: Vec<&Value> = route
             .status
             .as_ref()
             .and_then(|st| st.get("parents"))
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter(|p| p["controllerName"].as_str() != Some(opts.controller_name.as_str()))
-            .cloned();
-        parents.extend(others);
+            .collect();
+        let ours = |p: &Value| p["controllerName"].as_str() == Some(opts.controller_name.as_str());
+        if parents.is_empty() && !current.iter().any(|p| ours(p)) {
+            continue;
+        }
+        // Keep other controllers' entries (a merge patch replaces the whole list); a route
+        // no longer attached to our Gateways loses only our entries.
+        parents.extend(current.into_iter().filter(|p| !ours(p)).cloned());
         out.statuses.push(StatusWrite {
             kind: Kind::HttpRoute,
             namespace: rkey.namespace.clone(),

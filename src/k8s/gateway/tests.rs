@@ -619,3 +619,18 @@ status:
     assert_eq!(condition(&parents[0]["conditions"], "Accepted").0, "True");
     assert_eq!(parents[1]["controllerName"], "example.com/other");
 }
+
+#[test]
+fn a_detached_route_loses_only_our_parent_status() {
+    let r = route("  parentRefs: [{name: elsewhere}]\n  rules: [{backendRefs: [{name: svc, port: 80}]}]\nstatus:\n  parents:\n  - {parentRef: {name: gw}, controllerName: pomerium.io/gateway-controller, conditions: []}\n  - {parentRef: {name: x}, controllerName: example.com/other, conditions: []}\n");
+    let out = run(&r);
+    let parents = status_of(&out, Kind::HttpRoute, "r")["parents"].clone();
+    assert_eq!(parents.as_array().unwrap().len(), 1);
+    assert_eq!(parents[0]["controllerName"], "example.com/other");
+    assert!(out.routes.is_empty());
+    // Without our entry, nothing is written.
+    let r = route(
+        "  parentRefs: [{name: elsewhere}]\n  rules: [{backendRefs: [{name: svc, port: 80}]}]",
+    );
+    assert!(!run(&r).statuses.iter().any(|s| s.kind == Kind::HttpRoute));
+}
