@@ -76,6 +76,10 @@ pub struct RenderArgs {
     /// Name of the `Pomerium` object to take global settings from (default: the first one).
     #[arg(long)]
     pub pomerium_config: Option<String>,
+    /// GatewayClass `controllerName` treated as ours (Gateways whose class is not in the
+    /// input are assumed to use it).
+    #[arg(long, default_value = crate::k8s::gateway::DEFAULT_GATEWAY_CONTROLLER)]
+    pub gateway_class_controller_name: String,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 //! actor, which publishes routes/certificates/settings through a `Publisher` and hands events
 //! and status writes to their actors. Health probes on `--health-probe-bind-address`.
 
+pub mod gateway_watch;
 pub mod gen_secrets;
 pub mod health;
 pub mod proxy;
@@ -92,6 +93,18 @@ pub struct ControllerArgs {
     /// Accepted for compatibility (v0.17); no effect.
     #[arg(long, hide = true, default_value_t = false)]
     pub disable_cert_check: bool,
+    /// Serve Gateway API HTTPRoutes (Gateways of GatewayClasses with our controllerName),
+    /// beside Ingresses. Pomerium's `--experimental-gateway-api` is accepted too.
+    #[arg(
+        long,
+        alias = "experimental-gateway-api",
+        env = "GATEWAY_API",
+        default_value_t = false
+    )]
+    pub gateway_api: bool,
+    /// The GatewayClass `spec.controllerName` this controller owns.
+    #[arg(long, env = "GATEWAY_CLASS_CONTROLLER_NAME", default_value = crate::k8s::gateway::DEFAULT_GATEWAY_CONTROLLER)]
+    pub gateway_class_controller_name: String,
     /// Elect a leader among replicas through a Lease; only the leader writes status and
     /// events (every replica serves traffic). Off: every replica writes.
     #[arg(long, env = "LEADER_ELECT", default_value_t = false)]
@@ -219,6 +232,11 @@ impl ControllerArgs {
                 prefix: self.prefix.clone(),
                 controller_name: self.name.clone(),
                 namespaces,
+                gateway: self
+                    .gateway_api
+                    .then(|| crate::k8s::gateway::GatewayOptions {
+                        controller_name: self.gateway_class_controller_name.clone(),
+                    }),
             },
             watch_scopes,
             pomerium_name,
@@ -358,14 +376,19 @@ impl Controller {
             Kind::EndpointSlice
         };
         let scopes = &options.watch_scopes;
-        let expected = scopes.sources(&[
+        let mut kinds = vec![
             Kind::Ingress,
             Kind::IngressClass,
             Kind::Service,
             Kind::Secret,
             Kind::Pomerium,
             endpoints_kind,
-        ]);
+        ];
+        let gateway_api = options.convert.gateway.is_some();
+        if gateway_api {
+            kinds.extend(crate::controller::gateway_watch::KINDS);
+        }
+        let expected = scopes.sources(&kinds);
         let events = EventRecorderActor::new(
             client.clone(),
             &options.events_controller_name,
@@ -424,6 +447,9 @@ impl Controller {
         for ns in scopes.namespaces(Kind::Ingress) {
             watch_in(&client, Kind::Ingress, ns, wrap_ingress, &target).start();
         }
+        if gateway_api {
+            crate::controller::gateway_watch::start(&client, scopes, &target);
+        }
         for ns in scopes.namespaces(Kind::Service) {
             watch_in(&client, Kind::Service, ns, wrap_service, &target).start();
         }
@@ -457,7 +483,7 @@ impl Controller {
 }
 
 /// A watcher of a namespaced kind, in one namespace or (`None`) cluster-wide.
-fn watch_in<K>(
+pub(crate) fn watch_in<K>(
     client: &kube::Client,
     kind: Kind,
     namespace: Option<String>,

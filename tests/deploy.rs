@@ -102,3 +102,43 @@ fn base_and_namespaced_overlay_render() {
         "{args:?}"
     );
 }
+
+#[test]
+fn gateway_api_overlay_installs_the_crds_and_enables_the_flag() {
+    let Some(docs) = kustomize("deploy/overlays/gateway-api") else {
+        return;
+    };
+    for plural in [
+        "gatewayclasses",
+        "gateways",
+        "httproutes",
+        "referencegrants",
+    ] {
+        let name = format!("{plural}.gateway.networking.k8s.io");
+        let crd = find(&docs, "CustomResourceDefinition", &name, None)
+            .unwrap_or_else(|| panic!("CRD {name} missing"));
+        assert_eq!(
+            crd["spec"]["group"].as_str(),
+            Some("gateway.networking.k8s.io")
+        );
+    }
+    let dep = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("Deployment"))
+        .unwrap();
+    let args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .unwrap();
+    assert!(args.iter().any(|a| a.as_str() == Some("--gateway-api")));
+    let cr = find(&docs, "ClusterRole", "pomerium-controller", None).unwrap();
+    let res = resources(cr);
+    for r in [
+        "httproutes",
+        "httproutes/status",
+        "gateways/status",
+        "policyfilters",
+    ] {
+        assert!(res.contains(&r.to_string()), "{r} not granted");
+    }
+    assert!(find(&docs, "GatewayClass", "pomerium-gateway", None).is_some());
+}

@@ -167,3 +167,64 @@ fn stdin_options_and_unreadable_input() {
         text(&out.stderr)
     );
 }
+
+const GATEWAY_MANIFESTS: &str = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: pomerium-gateway
+  listeners: [{name: http, protocol: HTTP, port: 80, hostname: '*.example.com'}]
+---
+apiVersion: gateway.pomerium.io/v1alpha1
+kind: PolicyFilter
+metadata: {name: alice, namespace: default}
+spec: {ppl: 'allow: {and: [{email: {is: alice@example.com}}]}'}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {type: ExternalName, externalName: web.internal, ports: [{port: 8080}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [web.example.com]
+  rules:
+  - matches: [{path: {type: Exact, value: /api}, method: POST}]
+    filters: [{type: ExtensionRef, extensionRef: {group: gateway.pomerium.io, kind: PolicyFilter, name: alice}}]
+    backendRefs: [{name: web, port: 8080}]
+";
+
+#[test]
+fn gateway_api_manifests_render() {
+    let out = render(&["-f", "-"], Some(GATEWAY_MANIFESTS));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let settings = rampart::config::parse(&text(&out.stdout), Path::new("rendered.yaml")).unwrap();
+    assert_eq!(settings.routes.len(), 1, "{}", text(&out.stdout));
+    let r = &settings.routes[0];
+    assert_eq!(r.from, "https://web.example.com");
+    assert_eq!(r.path.as_deref(), Some("/api"));
+    assert_eq!(r.match_method.as_deref(), Some("POST"));
+    assert_eq!(
+        serde_json::to_value(&r.to).unwrap(),
+        serde_json::json!(["http://web.internal:8080"])
+    );
+    assert_eq!(
+        r.policy.as_ref().unwrap()[0]["allow"]["and"][0]["email"]["is"],
+        "alice@example.com"
+    );
+    rampart::config::build(settings).expect("rendered config loads");
+
+    // A broken HTTPRoute is reported and fails the render.
+    let bad = GATEWAY_MANIFESTS.replace("name: alice}", "name: nobody}");
+    let out = render(&["-f", "-"], Some(&bad));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("httproute default/web: HTTPRoute default/web: rules[0].filters[0]: PolicyFilter default/nobody not found"),
+        "{}",
+        text(&out.stderr)
+    );
+}

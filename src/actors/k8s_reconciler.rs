@@ -124,6 +124,8 @@ pub struct ReconcilerActor {
     last_certs: Option<Arc<Vec<TlsCert>>>,
     /// Last settings outcome reported: (generation, error text or None).
     last_settings: Option<(Option<i64>, Result<Settings, String>)>,
+    /// HTTPRoute uids (for event references).
+    gateway_uids: BTreeMap<crate::k8s::NamespacedName, Option<String>>,
 }
 
 impl ReconcilerActor {
@@ -153,6 +155,7 @@ impl ReconcilerActor {
             settings_applied: false,
             last_certs: None,
             last_settings: None,
+            gateway_uids: BTreeMap::new(),
         }
     }
 
@@ -193,6 +196,12 @@ impl ReconcilerActor {
                     meta(obj),
                 );
             }
+            KubeObject::HttpRoute(_) => {
+                self.gateway_uids.insert(
+                    crate::k8s::NamespacedName::new(obj.namespace(), obj.name()),
+                    obj.meta().uid.clone(),
+                );
+            }
             KubeObject::Pomerium(_) if obj.name() == self.options.pomerium_name => {
                 self.pomerium = Some(meta(obj));
             }
@@ -222,7 +231,15 @@ impl ReconcilerActor {
             self.observe_upsert(o);
         }
         let outcome = self.core.apply_all(objects);
-        tracing::info!(ingresses = outcome.results.len(), "initial sync applied");
+        tracing::info!(
+            ingresses = outcome.results.len(),
+            httproutes = outcome.gateway_results.len(),
+            "initial sync applied"
+        );
+        self.report_gateway(
+            outcome.gateway_results.clone(),
+            outcome.gateway_status.clone(),
+        );
         self.publish(true);
         self.report(outcome.results, true);
         self.settings(true);
@@ -255,8 +272,14 @@ impl ReconcilerActor {
                     settings_touched |= matches!(kind, Kind::Pomerium | Kind::Secret);
                 }
             }
-            let Outcome { results: r, .. } = self.core.apply(c);
+            let Outcome {
+                results: r,
+                gateway_results,
+                gateway_status,
+                ..
+            } = self.core.apply(c);
             results.extend(r);
+            self.report_gateway(gateway_results, gateway_status);
         }
         // Compared with what was last published when the window closes: certificates can
         // change without a route change (a rotated Secret).
@@ -392,6 +415,37 @@ impl ReconcilerActor {
                     }
                 }
             }
+        }
+    }
+
+    /// Events on HTTPRoutes and Gateway API status writes.
+    fn report_gateway(
+        &mut self,
+        results: Vec<(crate::k8s::NamespacedName, IngressResult)>,
+        statuses: Vec<crate::k8s::gateway::StatusWrite>,
+    ) {
+        for (key, result) in results {
+            let uid = self.gateway_uids.get(&key).cloned().flatten();
+            let r = ev::object_ref(
+                crate::k8s::gateway::HttpRoute::API_VERSION,
+                "HTTPRoute",
+                &key.namespace,
+                &key.name,
+                uid.as_deref(),
+            );
+            match result {
+                IngressResult::Updated => self.event(ev::ingress_updated(r)),
+                IngressResult::Error(text) => {
+                    tracing::warn!(httproute = %key, error = %text, "HTTPRoute rejected");
+                    self.event(ev::ingress_error(r, &text));
+                }
+                IngressResult::Removed(reason) => {
+                    tracing::info!(httproute = %key, reason = %reason, "HTTPRoute routes removed");
+                }
+            }
+        }
+        for s in statuses {
+            self.write(WriteStatus::Gateway(s));
         }
     }
 
@@ -544,6 +598,20 @@ impl Handler<LeaderChanged> for ReconcilerActor {
                 })
                 .collect();
             self.report(results, true);
+            let gw: Vec<_> = self
+                .core
+                .gateway_routes()
+                .into_iter()
+                .map(|k| {
+                    let r = match self.core.gateway_error(&k) {
+                        Some(e) => IngressResult::Error(e.to_string()),
+                        None => IngressResult::Updated,
+                    };
+                    (k, r)
+                })
+                .collect();
+            let statuses = self.core.gateway_statuses();
+            self.report_gateway(gw, statuses);
             self.last_settings = None;
             self.settings(false);
         }

@@ -34,6 +34,8 @@ pub enum WriteStatus {
         name: String,
         status: IngressLoadBalancerStatus,
     },
+    /// The status of a GatewayClass, Gateway or HTTPRoute (written right away, not batched).
+    Gateway(crate::k8s::gateway::StatusWrite),
 }
 
 pub struct StatusWriterActor {
@@ -99,6 +101,72 @@ async fn send(client: kube::Client, pomerium: String, batch: StatusBatch) {
     }
 }
 
+/// `lastTransitionTime` on every condition (Gateway API requires it).
+fn stamp_conditions(v: &mut serde_json::Value, at: &str) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                if k == "conditions" {
+                    if let serde_json::Value::Array(items) = child {
+                        for c in items.iter_mut().filter_map(|c| c.as_object_mut()) {
+                            c.insert("lastTransitionTime".into(), at.into());
+                        }
+                    }
+                } else {
+                    stamp_conditions(child, at);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|c| stamp_conditions(c, at)),
+        _ => {}
+    }
+}
+
+async fn send_gateway(client: kube::Client, w: crate::k8s::gateway::StatusWrite, at: String) {
+    use crate::k8s::gateway::types as t;
+    use crate::k8s::Kind;
+    let (group, version, kind, plural) = match w.kind {
+        Kind::GatewayClass => (
+            t::GatewayClass::GROUP,
+            t::GatewayClass::VERSION,
+            t::GatewayClass::KIND,
+            t::GatewayClass::PLURAL,
+        ),
+        Kind::Gateway => (
+            t::Gateway::GROUP,
+            t::Gateway::VERSION,
+            t::Gateway::KIND,
+            t::Gateway::PLURAL,
+        ),
+        Kind::HttpRoute => (
+            t::HttpRoute::GROUP,
+            t::HttpRoute::VERSION,
+            t::HttpRoute::KIND,
+            t::HttpRoute::PLURAL,
+        ),
+        other => {
+            tracing::warn!(kind = %other, "no Gateway API status for this kind");
+            return;
+        }
+    };
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+    let api: Api<DynamicObject> = if w.namespace.is_empty() {
+        Api::all_with(client, &ar)
+    } else {
+        Api::namespaced_with(client, &w.namespace, &ar)
+    };
+    let mut status = w.status;
+    stamp_conditions(&mut status, &at);
+    let patch = serde_json::json!({ "status": status });
+    if let Err(e) = api
+        .patch_status(&w.name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        tracing::warn!(kind = %w.kind, object = %format!("{}/{}", w.namespace, w.name), error = %e, "cannot update status");
+    }
+}
+
 impl Actor for StatusWriterActor {
     type Context = Context<Self>;
 }
@@ -129,6 +197,11 @@ impl Handler<WriteStatus> for StatusWriterActor {
                 name,
                 status,
             } => self.pending.load_balancer(&namespace, &name, &status),
+            WriteStatus::Gateway(w) => {
+                let client = self.client.clone();
+                ctx.spawn(send_gateway(client, w, at).into_actor(self));
+                return;
+            }
         }
         self.flush(ctx);
     }

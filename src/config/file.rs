@@ -32,6 +32,46 @@ pub struct CertificatePair {
     pub key: String,
 }
 
+/// A route's `redirect` (Pomerium's keys, plus rampart's `prefix_match`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme_redirect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_redirect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_redirect: Option<u16>,
+    /// Replaces the whole path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_redirect: Option<String>,
+    /// Replaces the matched prefix (the route's `prefix`, or `prefix_match`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
+    /// rampart only: the path prefix `prefix_rewrite` replaces when the route matches by regex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_match: Option<String>,
+    /// 301 (default), 302, 303, 307 or 308.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_query: Option<bool>,
+}
+
+/// rampart only: a header or query parameter match of a route (`match_headers`,
+/// `match_query`): `value` exact, or `regex` (whole value); neither: present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestValueMatch {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
 /// `rewrite_response_headers` entry: replace a leading `prefix` of response header `header`
 /// with `value` (e.g. fix an upstream's `Location`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,6 +326,28 @@ pub struct RouteConfig {
     pub idp_client_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idp_client_secret: Option<String>,
+    /// Answer with a redirect instead of proxying (after the policy check); `to` is then
+    /// optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RedirectConfig>,
+    /// rampart only: the request method must be this one (Gateway API `method` match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_method: Option<String>,
+    /// rampart only: request headers that must match (names are case-insensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_headers: Option<Vec<RequestValueMatch>>,
+    /// rampart only: query parameters that must match (the first value of each name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_query: Option<Vec<RequestValueMatch>>,
+    /// rampart only: request headers appended (kept beside a client's value of the same name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_request_headers: Option<BTreeMap<String, String>>,
+    /// rampart only: response headers appended to the upstream's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_response_headers: Option<BTreeMap<String, String>>,
+    /// rampart only: response headers removed from the upstream's response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_response_headers: Option<Vec<String>>,
 
     // --- policy (compiled by `crate::policy`) ---
     #[serde(default, skip_serializing_if = "Option::is_none")]

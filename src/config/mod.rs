@@ -18,7 +18,9 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use thiserror::Error;
 
-pub use file::{CertificatePair, OneOrMany, RouteConfig, Settings};
+pub use file::{
+    CertificatePair, OneOrMany, RedirectConfig, RequestValueMatch, RouteConfig, Settings,
+};
 pub use route::{Route, RouteDefaults, RouteError};
 
 use duration::parse_go_duration;

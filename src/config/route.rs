@@ -57,6 +57,14 @@ pub enum RouteErrorKind {
     BadHeaderName { key: &'static str, name: String },
     #[error("`{key}`: invalid value for header {name:?}")]
     BadHeaderValue { key: &'static str, name: String },
+    #[error("`redirect`: {0}")]
+    BadRedirect(String),
+    #[error("`{key}`: {name:?}: {reason}")]
+    BadMatch {
+        key: &'static str,
+        name: String,
+        reason: String,
+    },
     #[error("`{key}` must start with `/`, got {value:?}")]
     BadPath { key: &'static str, value: String },
     #[error("config: client certificate key and cert both must be non-empty")]
@@ -127,6 +135,153 @@ impl PathMatch {
             PathMatch::Exact(p) => path == p,
             PathMatch::Regex(r) => r.is_match(path),
         }
+    }
+}
+
+/// A value test of a request match: exact text, a full-match regex, or presence.
+#[derive(Debug, Clone)]
+pub enum ValueTest {
+    Present,
+    Exact(String),
+    Regex(Regex),
+}
+
+impl ValueTest {
+    pub fn matches(&self, v: &str) -> bool {
+        match self {
+            ValueTest::Present => true,
+            ValueTest::Exact(e) => e == v,
+            ValueTest::Regex(r) => r.is_match(v),
+        }
+    }
+}
+
+/// Request conditions beyond host and path (`match_method`, `match_headers`, `match_query`);
+/// all must hold. Empty: every request matches.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMatch {
+    pub method: Option<actix_web::http::Method>,
+    pub headers: Vec<(HeaderName, ValueTest)>,
+    pub query: Vec<(String, ValueTest)>,
+}
+
+impl RequestMatch {
+    pub fn is_empty(&self) -> bool {
+        self.method.is_none() && self.headers.is_empty() && self.query.is_empty()
+    }
+
+    /// Whether a request matches. `query` is the raw query string (without `?`); a parameter's
+    /// first value is tested (percent-decoded, `+` as space).
+    pub fn matches(
+        &self,
+        method: &actix_web::http::Method,
+        headers: &actix_web::http::header::HeaderMap,
+        query: &str,
+    ) -> bool {
+        if self.method.as_ref().is_some_and(|m| m != method) {
+            return false;
+        }
+        for (name, test) in &self.headers {
+            // Repeated headers are tested as one comma-joined value (RFC 9110 §5.3).
+            let values: Vec<&str> = headers
+                .get_all(name)
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            if values.is_empty() || !test.matches(&values.join(",")) {
+                return false;
+            }
+        }
+        for (name, test) in &self.query {
+            let found = url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v);
+            match found {
+                Some(v) if test.matches(&v) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+/// A checked `redirect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: RedirectPath,
+    pub code: u16,
+    pub strip_query: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectPath {
+    Keep,
+    Full(String),
+    /// Replace the leading `from` (path elements) with `to`.
+    Prefix {
+        from: String,
+        to: String,
+    },
+}
+
+/// `host[:port]` → (host, port); IPv6 literals keep their brackets.
+fn split_host_port(h: &str) -> (&str, Option<&str>) {
+    let cut = if h.starts_with('[') {
+        h.find("]:").map(|i| i + 1)
+    } else {
+        h.rfind(':')
+    };
+    match cut {
+        Some(i) if h[i + 1..].chars().all(|c| c.is_ascii_digit()) && i + 1 < h.len() => {
+            (&h[..i], Some(&h[i + 1..]))
+        }
+        _ => (h, None),
+    }
+}
+
+impl Redirect {
+    /// The `Location` for a request: its scheme, `Host` header, path and raw query.
+    pub fn location(&self, scheme: &str, host_header: &str, path: &str, query: &str) -> String {
+        let (req_host, req_port) = split_host_port(host_header);
+        let new_scheme = self.scheme.as_deref().unwrap_or(scheme);
+        let host = self.host.as_deref().unwrap_or(req_host);
+        // A new scheme without a port goes to that scheme's default port.
+        let port = match (self.port, &self.scheme) {
+            (Some(p), _) => Some(p.to_string()),
+            (None, Some(_)) => None,
+            (None, None) => req_port.map(str::to_string),
+        };
+        let port = port.filter(|p| {
+            !((new_scheme == "https" && p == "443") || (new_scheme == "http" && p == "80"))
+        });
+        let path = match &self.path {
+            RedirectPath::Keep => path.to_string(),
+            RedirectPath::Full(p) => p.clone(),
+            RedirectPath::Prefix { from, to } => {
+                let rest = path
+                    .strip_prefix(from.trim_end_matches('/'))
+                    .unwrap_or(path);
+                let joined = format!("{}{rest}", to.trim_end_matches('/'));
+                if joined.is_empty() {
+                    "/".into()
+                } else {
+                    joined
+                }
+            }
+        };
+        let mut out = format!("{new_scheme}://{host}");
+        if let Some(p) = port {
+            out.push(':');
+            out.push_str(&p);
+        }
+        out.push_str(&path);
+        if !self.strip_query && !query.is_empty() {
+            out.push('?');
+            out.push_str(query);
+        }
+        out
     }
 }
 
@@ -210,6 +365,16 @@ pub struct Route {
     pub set_request_headers: Vec<(HeaderName, String)>,
     pub remove_request_headers: Vec<HeaderName>,
     pub set_response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// rampart only: `add_request_headers` (appended).
+    pub add_request_headers: Vec<(HeaderName, HeaderValue)>,
+    /// rampart only: `add_response_headers` (appended).
+    pub add_response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// rampart only: `remove_response_headers`.
+    pub remove_response_headers: Vec<HeaderName>,
+    /// rampart only: method, header and query conditions.
+    pub request_match: RequestMatch,
+    /// `redirect`: answer with this redirect instead of proxying.
+    pub redirect: Option<Redirect>,
     /// `rewrite_response_headers`: (header, prefix, replacement).
     pub rewrite_response_headers: Vec<(HeaderName, String, String)>,
     /// Whole-request deadline; `None` = no limit.
@@ -328,6 +493,19 @@ pub fn validate_route(
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(fail)?;
+    let add_request_headers =
+        header_pairs("add_request_headers", cfg.add_request_headers.as_ref()).map_err(fail)?;
+    let add_response_headers =
+        header_pairs("add_response_headers", cfg.add_response_headers.as_ref()).map_err(fail)?;
+    let remove_response_headers = cfg
+        .remove_response_headers
+        .iter()
+        .flatten()
+        .map(|k| header_name("remove_response_headers", k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    let request_match = request_match(cfg).map_err(fail)?;
+    let redirect = redirect(cfg).map_err(fail)?;
     let rewrite_response_headers = cfg
         .rewrite_response_headers
         .iter()
@@ -370,6 +548,11 @@ pub fn validate_route(
         set_request_headers,
         remove_request_headers,
         set_response_headers,
+        add_request_headers,
+        add_response_headers,
+        remove_response_headers,
+        request_match,
+        redirect,
         rewrite_response_headers,
         timeout,
         idle_timeout,
@@ -502,6 +685,127 @@ fn bearer_token_format(cfg: &RouteConfig) -> Result<Option<String>, RouteErrorKi
     }
 }
 
+fn header_pairs(
+    key: &'static str,
+    map: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, RouteErrorKind> {
+    map.into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            let name = header_name(key, k)?;
+            let value = HeaderValue::from_str(v).map_err(|_| RouteErrorKind::BadHeaderValue {
+                key,
+                name: k.clone(),
+            })?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+fn value_test(
+    key: &'static str,
+    m: &crate::config::RequestValueMatch,
+) -> Result<ValueTest, RouteErrorKind> {
+    match (&m.value, &m.regex) {
+        (Some(_), Some(_)) => Err(RouteErrorKind::BadMatch {
+            key,
+            name: m.name.clone(),
+            reason: "set `value` or `regex`, not both".into(),
+        }),
+        (Some(v), None) => Ok(ValueTest::Exact(v.clone())),
+        (None, Some(r)) => Ok(ValueTest::Regex(full_regex(key, r)?)),
+        (None, None) => Ok(ValueTest::Present),
+    }
+}
+
+fn redirect(cfg: &RouteConfig) -> Result<Option<Redirect>, RouteErrorKind> {
+    let Some(r) = &cfg.redirect else {
+        return Ok(None);
+    };
+    let bad = |reason: String| RouteErrorKind::BadRedirect(reason);
+    let code = r.response_code.unwrap_or(301);
+    if ![301, 302, 303, 307, 308].contains(&code) {
+        return Err(bad(format!(
+            "response_code {code} (use 301, 302, 303, 307 or 308)"
+        )));
+    }
+    let scheme = match (r.https_redirect, r.scheme_redirect.as_deref()) {
+        (Some(true), _) => Some("https".to_string()),
+        (_, Some(s @ ("http" | "https"))) => Some(s.to_string()),
+        (_, Some(s)) => return Err(bad(format!("scheme_redirect {s:?} (use http or https)"))),
+        _ => None,
+    };
+    let path = match (&r.path_redirect, &r.prefix_rewrite) {
+        (Some(_), Some(_)) => {
+            return Err(bad("set path_redirect or prefix_rewrite, not both".into()))
+        }
+        (Some(p), None) => RedirectPath::Full(p.clone()),
+        (None, Some(to)) => RedirectPath::Prefix {
+            from: r
+                .prefix_match
+                .clone()
+                .or_else(|| cfg.prefix.clone())
+                .unwrap_or_else(|| "/".into()),
+            to: to.clone(),
+        },
+        (None, None) => RedirectPath::Keep,
+    };
+    Ok(Some(Redirect {
+        scheme,
+        host: r.host_redirect.clone().filter(|h| !h.is_empty()),
+        port: r.port_redirect,
+        path,
+        code,
+        strip_query: r.strip_query.unwrap_or(false),
+    }))
+}
+
+fn request_match(cfg: &RouteConfig) -> Result<RequestMatch, RouteErrorKind> {
+    let method = match cfg.match_method.as_deref().filter(|m| !m.is_empty()) {
+        Some(m) => Some(
+            actix_web::http::Method::from_bytes(m.as_bytes()).map_err(|_| {
+                RouteErrorKind::BadMatch {
+                    key: "match_method",
+                    name: m.to_string(),
+                    reason: "not an HTTP method".into(),
+                }
+            })?,
+        ),
+        None => None,
+    };
+    let headers = cfg
+        .match_headers
+        .iter()
+        .flatten()
+        .map(|m| -> Result<_, RouteErrorKind> {
+            Ok((
+                header_name("match_headers", &m.name)?,
+                value_test("match_headers", m)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let query = cfg
+        .match_query
+        .iter()
+        .flatten()
+        .map(|m| {
+            if m.name.is_empty() {
+                return Err(RouteErrorKind::BadMatch {
+                    key: "match_query",
+                    name: String::new(),
+                    reason: "empty parameter name".into(),
+                });
+            }
+            Ok((m.name.clone(), value_test("match_query", m)?))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RequestMatch {
+        method,
+        headers,
+        query,
+    })
+}
+
 fn nonzero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
@@ -604,6 +908,9 @@ fn plain_regex(key: &'static str, pattern: &str) -> Result<Regex, RouteErrorKind
 fn parse_to(cfg: &RouteConfig) -> Result<Vec<Upstream>, RouteErrorKind> {
     let targets = cfg.to.as_ref().map(|t| t.to_vec()).unwrap_or_default();
     if targets.is_empty() {
+        if cfg.redirect.is_some() {
+            return Ok(Vec::new());
+        }
         return Err(RouteErrorKind::MissingTo);
     }
     targets.iter().map(|t| parse_upstream(t)).collect()
@@ -673,7 +980,7 @@ fn path_rewrite(cfg: &RouteConfig, upstreams: &[Upstream]) -> Result<PathRewrite
         }
         (None, None) => {
             // A path on the first `to` URL acts as prefix_rewrite.
-            let path = upstreams[0].url.path();
+            let path = upstreams.first().map_or("", |u| u.url.path());
             if path.is_empty() || path == "/" {
                 Ok(PathRewrite::None)
             } else {

@@ -48,10 +48,13 @@ impl WatchScopes {
     /// The namespaces a kind is watched in: `[None]` is one cluster-wide watcher.
     pub fn namespaces(&self, kind: Kind) -> Vec<Option<String>> {
         let list = match kind {
-            Kind::IngressClass | Kind::Pomerium => None,
+            Kind::IngressClass | Kind::Pomerium | Kind::GatewayClass | Kind::Namespace => None,
             Kind::Service => self.services.as_ref(),
             Kind::Secret => self.secrets.as_ref(),
             Kind::Ingress | Kind::Endpoints | Kind::EndpointSlice => self.managed.as_ref(),
+            Kind::Gateway | Kind::HttpRoute | Kind::ReferenceGrant | Kind::PolicyFilter => {
+                self.managed.as_ref()
+            }
         };
         match list {
             None => vec![None],

@@ -236,6 +236,9 @@ pub fn upstream_request_headers(client: &HeaderMap, ctx: &ForwardContext<'_>) ->
             h.insert(name.clone(), v);
         }
     }
+    for (name, value) in &ctx.route.add_request_headers {
+        h.append(name.clone(), value.clone());
+    }
     if let Ok(v) = HeaderValue::from_str(ctx.upstream_host) {
         h.insert(header::HOST, v);
     }
@@ -388,6 +391,14 @@ pub fn apply_response_header_set(
         }
     }
     apply_response_headers(h, route_headers);
+    if let Some(r) = route {
+        for name in &r.remove_response_headers {
+            h.remove(name);
+        }
+        for (name, value) in &r.add_response_headers {
+            h.append(name.clone(), value.clone());
+        }
+    }
 }
 
 #[cfg(test)]

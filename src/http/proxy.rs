@@ -267,7 +267,17 @@ async fn serve(
     }
     let host_header = request_host_str(req);
     let host = host_without_port(host_header);
-    let Some(entry) = snapshot.routes.find(&host, &path).cloned() else {
+    let Some(entry) = snapshot
+        .routes
+        .find_request(
+            &host,
+            &path,
+            req.method(),
+            req.headers(),
+            req.query_string(),
+        )
+        .cloned()
+    else {
         return Outcome::local(error(StatusCode::NOT_FOUND, Some("route_not_found")));
     };
     let upgrade = upgrade_kind(req.headers());
@@ -310,6 +320,22 @@ async fn serve(
             };
         }
     };
+    if let Some(r) = &entry.route.redirect {
+        let scheme = if state.is_secure() { "https" } else { "http" };
+        let location = r.location(scheme, host_header, req.path(), req.query_string());
+        let code = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+        let response = match HeaderValue::from_str(&location) {
+            Ok(v) => HttpResponse::build(code)
+                .insert_header((header::LOCATION, v))
+                .finish(),
+            Err(_) => error(StatusCode::BAD_REQUEST, Some("bad redirect location")),
+        };
+        return Outcome {
+            response,
+            route: Some(entry),
+            upstream: None,
+        };
+    }
     let ctx = Forward {
         req,
         client_headers: client_headers.as_ref().unwrap_or(req.headers()),

@@ -167,6 +167,28 @@ impl RouteTable {
             .find(|e| e.route.host.matches(host) && e.route.path.matches(path))
     }
 
+    /// `find` with the route's method, header and query conditions checked too (routes
+    /// without conditions match any request).
+    pub fn find_request(
+        &self,
+        host: &str,
+        path: &str,
+        method: &actix_web::http::Method,
+        headers: &actix_web::http::header::HeaderMap,
+        query: &str,
+    ) -> Option<&Arc<RouteEntry>> {
+        let candidates = match self.exact.get(host) {
+            Some(list) => list.as_slice(),
+            None => self.wildcard.as_slice(),
+        };
+        candidates.iter().map(|&i| &self.entries[i]).find(|e| {
+            e.route.host.matches(host)
+                && e.route.path.matches(path)
+                && (e.route.request_match.is_empty()
+                    || e.route.request_match.matches(method, headers, query))
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -235,6 +257,50 @@ mod tests {
         assert_eq!(t.find("a.test", "/apix").unwrap().route.id, "p");
         assert_eq!(t.find("a.test", "/r/12").unwrap().route.id, "r");
         assert!(t.find("a.test", "/r/12/x").is_none());
+    }
+
+    #[test]
+    fn method_header_and_query_conditions_pick_the_route() {
+        use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+        use actix_web::http::Method;
+        let t = table(
+            "routes:
+  - {id: a-post, from: https://a.test, to: http://x, match_method: POST}
+  - {id: b-hdr, from: https://a.test, to: http://x, match_headers: [{name: X-Env, value: canary}]}
+  - {id: c-re, from: https://a.test, to: http://x, match_headers: [{name: x-ver, regex: 'v[0-9]+'}]}
+  - {id: d-query, from: https://a.test, to: http://x, match_query: [{name: q, value: 'a b'}]}
+  - {id: e-any, from: https://a.test, to: http://y}
+",
+        );
+        let mut h = HeaderMap::new();
+        let get = |h: &HeaderMap, m: &Method, q: &str| {
+            t.find_request("a.test", "/", m, h, q)
+                .unwrap()
+                .route
+                .id
+                .clone()
+        };
+        assert_eq!(get(&h, &Method::POST, ""), "a-post");
+        assert_eq!(get(&h, &Method::GET, ""), "e-any");
+        h.insert(
+            HeaderName::from_static("x-env"),
+            HeaderValue::from_static("canary"),
+        );
+        assert_eq!(get(&h, &Method::GET, ""), "b-hdr");
+        h.clear();
+        h.insert(
+            HeaderName::from_static("x-ver"),
+            HeaderValue::from_static("v12"),
+        );
+        assert_eq!(get(&h, &Method::GET, ""), "c-re");
+        h.insert(
+            HeaderName::from_static("x-ver"),
+            HeaderValue::from_static("v12x"),
+        );
+        assert_eq!(get(&h, &Method::GET, "x=1&q=a+b"), "d-query");
+        assert_eq!(get(&h, &Method::GET, "q=other"), "e-any");
+        // Without the request, conditions are ignored (first route by order).
+        assert_eq!(t.find("a.test", "/").unwrap().route.id, "a-post");
     }
 
     #[test]

@@ -49,6 +49,24 @@ pub fn ingress_ref(namespace: &str, name: &str, uid: Option<&str>) -> ObjectRefe
     }
 }
 
+/// Reference to any namespaced object (HTTPRoute events).
+pub fn object_ref(
+    api_version: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    uid: Option<&str>,
+) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(kind.into()),
+        namespace: Some(namespace.into()),
+        name: Some(name.into()),
+        uid: uid.map(str::to_string),
+        ..Default::default()
+    }
+}
+
 /// Reference to the cluster-scoped `Pomerium` object (its events land in namespace `default`).
 pub fn pomerium_ref(name: &str, uid: Option<&str>) -> ObjectReference {
     ObjectReference {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub mod annotations;
 pub mod convert;
 pub mod crd;
+pub mod gateway;
 pub mod reconcile;
 pub mod render;
 
@@ -35,6 +36,13 @@ pub enum Kind {
     EndpointSlice,
     Secret,
     Pomerium,
+    GatewayClass,
+    Gateway,
+    HttpRoute,
+    ReferenceGrant,
+    PolicyFilter,
+    /// Namespaces (their labels, for Gateway listeners' `allowedRoutes` selectors).
+    Namespace,
 }
 
 impl fmt::Display for Kind {
@@ -47,6 +55,12 @@ impl fmt::Display for Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
             Kind::Pomerium => "Pomerium",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::PolicyFilter => "PolicyFilter",
+            Kind::Namespace => "Namespace",
         };
         f.write_str(s)
     }
@@ -119,6 +133,12 @@ pub enum KubeObject {
     EndpointSlice(Box<EndpointSlice>),
     Secret(Box<Secret>),
     Pomerium(Box<Pomerium>),
+    GatewayClass(Box<gateway::GatewayClass>),
+    Gateway(Box<gateway::Gateway>),
+    HttpRoute(Box<gateway::HttpRoute>),
+    ReferenceGrant(Box<gateway::ReferenceGrant>),
+    PolicyFilter(Box<gateway::PolicyFilter>),
+    Namespace(Box<k8s_openapi::api::core::v1::Namespace>),
 }
 
 impl KubeObject {
@@ -131,6 +151,12 @@ impl KubeObject {
             KubeObject::EndpointSlice(_) => Kind::EndpointSlice,
             KubeObject::Secret(_) => Kind::Secret,
             KubeObject::Pomerium(_) => Kind::Pomerium,
+            KubeObject::GatewayClass(_) => Kind::GatewayClass,
+            KubeObject::Gateway(_) => Kind::Gateway,
+            KubeObject::HttpRoute(_) => Kind::HttpRoute,
+            KubeObject::ReferenceGrant(_) => Kind::ReferenceGrant,
+            KubeObject::PolicyFilter(_) => Kind::PolicyFilter,
+            KubeObject::Namespace(_) => Kind::Namespace,
         }
     }
 
@@ -144,6 +170,12 @@ impl KubeObject {
             KubeObject::EndpointSlice(o) => &o.metadata,
             KubeObject::Secret(o) => &o.metadata,
             KubeObject::Pomerium(o) => &o.metadata,
+            KubeObject::GatewayClass(o) => &o.metadata,
+            KubeObject::Gateway(o) => &o.metadata,
+            KubeObject::HttpRoute(o) => &o.metadata,
+            KubeObject::ReferenceGrant(o) => &o.metadata,
+            KubeObject::PolicyFilter(o) => &o.metadata,
+            KubeObject::Namespace(o) => &o.metadata,
         }
     }
 
@@ -151,7 +183,7 @@ impl KubeObject {
     /// ignored).
     pub fn namespace(&self) -> &str {
         match self.kind() {
-            Kind::IngressClass | Kind::Pomerium => "",
+            Kind::IngressClass | Kind::Pomerium | Kind::GatewayClass | Kind::Namespace => "",
             _ => ns_of(self.meta()),
         }
     }

@@ -25,7 +25,8 @@ use crate::k8s::convert::{
     ConversionContext, ConvertOptions, ConvertedIngress, TlsCert,
 };
 use crate::k8s::crd::Pomerium;
-use crate::k8s::{ns_of, IngressKey, Kind, KubeObject, ObjectKey};
+use crate::k8s::gateway::{self, convert_gateway, Converted, GatewayStore, StatusWrite};
+use crate::k8s::{ns_of, IngressKey, Kind, KubeObject, NamespacedName, ObjectKey};
 
 /// Reason given when an Ingress disappears.
 pub const DELETED_REASON: &str = "Ingress resource was deleted";
@@ -56,6 +57,10 @@ pub struct Outcome {
     pub results: Vec<(IngressKey, IngressResult)>,
     /// The merged route list changed (re-read `routes()`/`certificates()`).
     pub routes_changed: bool,
+    /// Gateway API: HTTPRoutes whose conversion result changed (same meaning as `results`).
+    pub gateway_results: Vec<(NamespacedName, IngressResult)>,
+    /// Gateway API: statuses that changed and should be written.
+    pub gateway_status: Vec<StatusWrite>,
 }
 
 /// Route evaluation order as a map key: `from` asc, `path` desc, `regex` desc, `prefix` desc,
@@ -148,6 +153,16 @@ pub struct Reconciler {
     /// Hosts of all routes (for certificate matching).
     hosts: HostSet,
     caches: Mutex<Caches>,
+    /// Gateway API objects (kept only with `options.gateway`).
+    gateway: GatewayStore,
+    /// Attached HTTPRoutes: last good routes and current error.
+    gw_entries: HashMap<NamespacedName, Entry>,
+    /// The last conversion result of each attached HTTPRoute.
+    gw_results: BTreeMap<NamespacedName, Result<Converted, String>>,
+    /// Objects the last Gateway API conversion read.
+    gw_deps: std::collections::BTreeSet<ObjectKey>,
+    /// Last desired status per (kind, namespace, name).
+    gw_status: BTreeMap<(Kind, String, String), StatusWrite>,
 }
 
 fn ingress_key(ing: &Ingress) -> IngressKey {
@@ -170,6 +185,11 @@ impl Reconciler {
             index: BTreeMap::new(),
             hosts: HostSet::default(),
             caches: Mutex::new(Caches::default()),
+            gateway: GatewayStore::default(),
+            gw_entries: HashMap::new(),
+            gw_results: BTreeMap::new(),
+            gw_deps: Default::default(),
+            gw_status: BTreeMap::new(),
         }
     }
 
@@ -237,6 +257,9 @@ impl Reconciler {
                     self.pomerium
                         .insert(p.metadata.name.clone().unwrap_or_default(), *p);
                 }
+                other if gateway::is_gateway_kind(other.kind()) => {
+                    self.gateway.upsert(other);
+                }
                 other => {
                     self.state.upsert_owned(other);
                 }
@@ -248,6 +271,7 @@ impl Reconciler {
         for key in keys {
             self.reconcile_one(&key, &mut out);
         }
+        self.reconcile_gateway(&mut out);
         out
     }
 
@@ -272,16 +296,116 @@ impl Reconciler {
             Change::Delete(Kind::Pomerium, _, name) => {
                 self.pomerium.remove(&name);
             }
+            Change::Upsert(obj) if gateway::is_gateway_kind(obj.kind()) => {
+                self.gateway.upsert(obj);
+                self.reconcile_gateway(&mut out);
+            }
+            Change::Delete(kind, ns, name) if gateway::is_gateway_kind(kind) => {
+                self.gateway.remove(kind, &ns, &name);
+                self.reconcile_gateway(&mut out);
+            }
             Change::Upsert(obj) => {
                 let keys = self.state.upsert_owned(obj);
                 self.dependencies_changed(&keys, &mut out);
+                if keys.iter().any(|k| self.gw_deps.contains(k)) {
+                    self.reconcile_gateway(&mut out);
+                }
             }
             Change::Delete(kind, ns, name) => {
                 let keys = self.state.remove(kind, &ns, &name);
                 self.dependencies_changed(&keys, &mut out);
+                if keys.iter().any(|k| self.gw_deps.contains(k)) {
+                    self.reconcile_gateway(&mut out);
+                }
             }
         }
         out
+    }
+
+    /// The current error of an attached HTTPRoute (its last conversion failed).
+    pub fn gateway_error(&self, key: &NamespacedName) -> Option<&str> {
+        self.gw_entries.get(key)?.error.as_deref()
+    }
+
+    /// HTTPRoutes attached to a Gateway of ours, sorted.
+    pub fn gateway_routes(&self) -> Vec<NamespacedName> {
+        self.gw_results.keys().cloned().collect()
+    }
+
+    /// The desired status of every Gateway API object of ours (what the leader writes).
+    pub fn gateway_statuses(&self) -> Vec<StatusWrite> {
+        self.gw_status.values().cloned().collect()
+    }
+
+    /// Re-runs the Gateway API conversion; swaps in the routes of HTTPRoutes whose result
+    /// changed (a failing one keeps its last good routes) and reports changed statuses.
+    fn reconcile_gateway(&mut self, out: &mut Outcome) {
+        let Some(opts) = self.options.gateway.clone() else {
+            return;
+        };
+        let output = convert_gateway(&self.gateway, &self.state, &opts);
+        self.gw_deps = output.dependencies;
+        // Detached or deleted HTTPRoutes lose their routes.
+        let gone: Vec<NamespacedName> = self
+            .gw_entries
+            .keys()
+            .filter(|k| !output.routes.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(entry) = self.gw_entries.remove(&key) {
+                if let Some(old) = &entry.last_good {
+                    self.swap_routes(Some(old), None, out);
+                }
+            }
+            out.gateway_results.push((
+                key,
+                IngressResult::Removed("HTTPRoute was deleted or detached".into()),
+            ));
+        }
+        for (key, result) in &output.routes {
+            if self.gw_results.get(key) == Some(result) {
+                continue;
+            }
+            let entry = self.gw_entries.remove(key).unwrap_or_default();
+            let entry = match result {
+                Ok(c) => {
+                    let mut new = Good::new(ConvertedIngress {
+                        routes: c.routes.clone(),
+                        certificates: c.certificates.clone(),
+                        ..Default::default()
+                    });
+                    self.swap_routes(entry.last_good.as_ref(), Some(&mut new), out);
+                    out.gateway_results
+                        .push((key.clone(), IngressResult::Updated));
+                    Entry {
+                        last_good: Some(new),
+                        error: None,
+                        class_defaults: BTreeMap::new(),
+                    }
+                }
+                Err(e) => {
+                    out.gateway_results
+                        .push((key.clone(), IngressResult::Error(e.clone())));
+                    Entry {
+                        last_good: entry.last_good,
+                        error: Some(e.clone()),
+                        class_defaults: BTreeMap::new(),
+                    }
+                }
+            };
+            self.gw_entries.insert(key.clone(), entry);
+        }
+        self.gw_results = output.routes;
+        let mut now: BTreeMap<(Kind, String, String), StatusWrite> = BTreeMap::new();
+        for s in output.statuses {
+            let k = (s.kind, s.namespace.clone(), s.name.clone());
+            if self.gw_status.get(&k) != Some(&s) {
+                out.gateway_status.push(s.clone());
+            }
+            now.insert(k, s);
+        }
+        self.gw_status = now;
     }
 
     fn dependencies_changed(&mut self, keys: &[ObjectKey], out: &mut Outcome) {
@@ -514,6 +638,7 @@ impl Reconciler {
                 for c in self
                     .entries
                     .values()
+                    .chain(self.gw_entries.values())
                     .filter_map(|e| e.last_good.as_ref())
                     .flat_map(|g| g.conv.certificates.iter())
                 {

@@ -114,6 +114,25 @@ fn collect(
         ("ingress.pomerium.io/v1", "Pomerium") => {
             KubeObject::Pomerium(Box::new(serde_json::from_value(value).map_err(de)?))
         }
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "GatewayClass") => {
+            KubeObject::GatewayClass(Box::new(serde_json::from_value(value).map_err(de)?))
+        }
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "Gateway") => {
+            KubeObject::Gateway(Box::new(serde_json::from_value(value).map_err(de)?))
+        }
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
+            KubeObject::HttpRoute(Box::new(serde_json::from_value(value).map_err(de)?))
+        }
+        (
+            "gateway.networking.k8s.io/v1beta1" | "gateway.networking.k8s.io/v1",
+            "ReferenceGrant",
+        ) => KubeObject::ReferenceGrant(Box::new(serde_json::from_value(value).map_err(de)?)),
+        ("v1", "Namespace") => {
+            KubeObject::Namespace(Box::new(serde_json::from_value(value).map_err(de)?))
+        }
+        ("gateway.pomerium.io/v1alpha1", "PolicyFilter") => {
+            KubeObject::PolicyFilter(Box::new(serde_json::from_value(value).map_err(de)?))
+        }
         _ => {
             let name = value
                 .pointer("/metadata/name")
@@ -161,12 +180,39 @@ pub fn render(
             }),
         })));
     }
+    // Gateways whose GatewayClass is not in the input: assume the class is ours.
+    if let Some(g) = &options.gateway {
+        let classes: std::collections::BTreeSet<String> = objects
+            .iter()
+            .filter(|o| matches!(o, KubeObject::GatewayClass(_)))
+            .map(|o| o.name().to_string())
+            .collect();
+        let mut missing: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        for o in &objects {
+            if let KubeObject::Gateway(gw) = o {
+                if !classes.contains(&gw.spec.gateway_class_name) {
+                    missing.insert(gw.spec.gateway_class_name.clone());
+                }
+            }
+        }
+        for name in missing {
+            let mut c = crate::k8s::gateway::GatewayClass::default();
+            c.metadata.name = Some(name);
+            c.spec.controller_name = g.controller_name.clone();
+            objects.push(KubeObject::GatewayClass(Box::new(c)));
+        }
+    }
     let mut rec = Reconciler::new(options);
     let outcome = rec.apply_all(objects);
     let mut out = Rendered::default();
     for (key, result) in outcome.results {
         if let IngressResult::Error(e) = result {
             out.errors.push(format!("{key}: {e}"));
+        }
+    }
+    for (key, result) in outcome.gateway_results {
+        if let IngressResult::Error(e) = result {
+            out.errors.push(format!("httproute {key}: {e}"));
         }
     }
     out.errors.sort();
@@ -297,6 +343,9 @@ impl From<crate::cli::RenderArgs> for RenderOptions {
                 prefix: a.prefix,
                 controller_name: a.name,
                 namespaces: a.namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+                gateway: Some(crate::k8s::gateway::GatewayOptions {
+                    controller_name: a.gateway_class_controller_name,
+                }),
             },
             pomerium_config: a.pomerium_config,
         }

@@ -38,10 +38,39 @@ const KINDS: &[(&str, &str, &str)] = &[
     ("apis/events.k8s.io/v1", "events", "Event"),
     ("apis/coordination.k8s.io/v1", "leases", "Lease"),
     ("apis/ingress.pomerium.io/v1", "pomerium", "Pomerium"),
+    (
+        "apis/gateway.networking.k8s.io/v1",
+        "gatewayclasses",
+        "GatewayClass",
+    ),
+    ("apis/gateway.networking.k8s.io/v1", "gateways", "Gateway"),
+    (
+        "apis/gateway.networking.k8s.io/v1",
+        "httproutes",
+        "HTTPRoute",
+    ),
+    (
+        "apis/gateway.networking.k8s.io/v1beta1",
+        "referencegrants",
+        "ReferenceGrant",
+    ),
+    (
+        "apis/gateway.pomerium.io/v1alpha1",
+        "policyfilters",
+        "PolicyFilter",
+    ),
 ];
 
 /// Collections whose main-resource writes leave `.status` alone (they have a status subresource).
-const HAS_STATUS: &[&str] = &["ingresses", "services", "pomerium"];
+const HAS_STATUS: &[&str] = &[
+    "ingresses",
+    "services",
+    "pomerium",
+    "gatewayclasses",
+    "gateways",
+    "httproutes",
+    "policyfilters",
+];
 
 fn kind_of(prefix: &str, plural: &str) -> String {
     KINDS
@@ -650,7 +679,7 @@ impl FakeKube {
         let coll = coll_of(api_version, kind);
         let cluster_scoped = matches!(
             coll.1.as_str(),
-            "ingressclasses" | "pomerium" | "namespaces"
+            "ingressclasses" | "pomerium" | "namespaces" | "gatewayclasses"
         );
         let ns = if cluster_scoped {
             String::new()

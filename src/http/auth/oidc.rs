@@ -117,9 +117,17 @@ fn now() -> u64 {
 impl Idp {
     /// `redirect_uri` = `<authenticate_service_url>/oauth2/callback`.
     pub fn new(settings: IdpSettings, redirect_uri: &str) -> Result<Idp, IdpError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(HTTP_TIMEOUT)
+            .timeout(HTTP_TIMEOUT);
+        if let Some(pem) = &settings.extra_roots_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| IdpError::Rejected(format!("certificate_authority: {e}")))?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| IdpError::Rejected(format!("http client: {e}")))?;
         let redirect_uri = RedirectUrl::new(redirect_uri.to_string())

@@ -96,6 +96,9 @@ pub struct IdpSettings {
     pub id: String,
     /// `apple` with a private key as client secret: signs the client-secret JWT.
     pub apple: Option<super::apple::AppleKey>,
+    /// `certificate_authority` (PEM): trusted for the IdP too, beside the web PKI roots (an
+    /// IdP behind a private CA).
+    pub extra_roots_pem: Option<Vec<u8>>,
 }
 
 impl IdpSettings {
@@ -613,6 +616,24 @@ fn idp_settings(s: &Settings) -> Result<Option<IdpSettings>, AuthConfigError> {
         None
     };
     let id = IdpSettings::compute_id(&provider, &issuer, &client_id, &client_secret);
+    let ca = s
+        .certificate_authority
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(crate::config::source::PemSource::from_value)
+        .or_else(|| {
+            s.certificate_authority_file
+                .as_deref()
+                .filter(|v| !v.is_empty())
+                .map(|f| crate::config::source::PemSource::File(f.into()))
+        });
+    let extra_roots_pem = match ca {
+        Some(src) => Some(
+            src.read()
+                .map_err(|e| err("certificate_authority", format!("{}: {e}", src.describe())))?,
+        ),
+        None => None,
+    };
     Ok(Some(IdpSettings {
         provider,
         issuer,
@@ -622,6 +643,7 @@ fn idp_settings(s: &Settings) -> Result<Option<IdpSettings>, AuthConfigError> {
         request_params,
         id,
         apple,
+        extra_roots_pem,
     }))
 }
 

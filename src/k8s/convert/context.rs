@@ -23,6 +23,8 @@ pub struct ConvertOptions {
     pub controller_name: String,
     /// Namespaces whose Ingresses we manage; empty = all.
     pub namespaces: Vec<String>,
+    /// Gateway API input (`--gateway-api`); `None`: Gateway API objects are ignored.
+    pub gateway: Option<crate::k8s::gateway::GatewayOptions>,
 }
 
 impl Default for ConvertOptions {
@@ -31,6 +33,7 @@ impl Default for ConvertOptions {
             prefix: DEFAULT_PREFIX.into(),
             controller_name: DEFAULT_CONTROLLER_NAME.into(),
             namespaces: Vec::new(),
+            gateway: None,
         }
     }
 }
@@ -127,7 +130,7 @@ impl ClusterState {
                 }
                 keys
             }
-            KubeObject::Ingress(_) | KubeObject::Pomerium(_) => Vec::new(),
+            _ => Vec::new(),
         }
     }
 
@@ -151,7 +154,7 @@ impl ClusterState {
                 vec![ObjectKey::new(kind, ns, name)]
             }
             Kind::EndpointSlice => self.remove_slice(ns, name),
-            Kind::Ingress | Kind::Pomerium => Vec::new(),
+            _ => Vec::new(),
         }
     }
 
