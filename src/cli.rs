@@ -76,6 +76,9 @@ pub struct RenderArgs {
     /// Name of the `Pomerium` object to take global settings from (default: the first one).
     #[arg(long)]
     pub pomerium_config: Option<String>,
+    /// Translate `nginx.ingress.kubernetes.io/*` annotations, as the controller flag does.
+    #[arg(long)]
+    pub ingress_nginx_compat: bool,
 }
 
 #[derive(Debug, Args)]

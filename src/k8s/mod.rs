@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub mod annotations;
 pub mod convert;
 pub mod crd;
+pub mod nginx_compat;
 pub mod reconcile;
 pub mod render;
 

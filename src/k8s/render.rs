@@ -297,6 +297,7 @@ impl From<crate::cli::RenderArgs> for RenderOptions {
                 prefix: a.prefix,
                 controller_name: a.name,
                 namespaces: a.namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+                ingress_nginx_compat: a.ingress_nginx_compat,
             },
             pomerium_config: a.pomerium_config,
         }

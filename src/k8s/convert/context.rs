@@ -23,6 +23,8 @@ pub struct ConvertOptions {
     pub controller_name: String,
     /// Namespaces whose Ingresses we manage; empty = all.
     pub namespaces: Vec<String>,
+    /// Translate `nginx.ingress.kubernetes.io/*` annotations (`--ingress-nginx-compat`).
+    pub ingress_nginx_compat: bool,
 }
 
 impl Default for ConvertOptions {
@@ -31,6 +33,7 @@ impl Default for ConvertOptions {
             prefix: DEFAULT_PREFIX.into(),
             controller_name: DEFAULT_CONTROLLER_NAME.into(),
             namespaces: Vec::new(),
+            ingress_nginx_compat: false,
         }
     }
 }
