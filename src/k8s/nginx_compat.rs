@@ -617,7 +617,7 @@ pub fn translate(
     if identity_headers {
         set.insert("pass_identity_headers".into(), "true".into());
         t.notes.push(format!(
-            "{NGINX_PREFIX}/auth-response-headers: user, e-mail and groups reach the upstream as X-Pomerium-Claim-* and X-Pomerium-Jwt-Assertion (name them X-Auth-Request-* with the Pomerium object's jwtClaimHeaders)"
+            "{NGINX_PREFIX}/auth-response-headers: the identity reaches the upstream in X-Pomerium-Jwt-Assertion; for X-Auth-Request-* headers set the Pomerium object's jwtClaimHeaders (e.g. X-Auth-Request-Email: email)"
         ));
     }
     if !request_headers.is_empty() {

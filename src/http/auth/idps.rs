@@ -223,6 +223,7 @@ mod tests {
             request_params: vec![],
             id: IdpSettings::compute_id("oidc", "https://idp.example.com", "one", "s1"),
             apple: None,
+            ca_certificates: vec![],
         }
     }
 

@@ -117,9 +117,15 @@ fn now() -> u64 {
 impl Idp {
     /// `redirect_uri` = `<authenticate_service_url>/oauth2/callback`.
     pub fn new(settings: IdpSettings, redirect_uri: &str) -> Result<Idp, IdpError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(HTTP_TIMEOUT)
+            .timeout(HTTP_TIMEOUT);
+        for der in &settings.ca_certificates {
+            let cert = reqwest::Certificate::from_der(der)
+                .map_err(|e| IdpError::Rejected(format!("certificate_authority: {e}")))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
             .build()
             .map_err(|e| IdpError::Rejected(format!("http client: {e}")))?;
         let redirect_uri = RedirectUrl::new(redirect_uri.to_string())

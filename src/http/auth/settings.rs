@@ -96,6 +96,9 @@ pub struct IdpSettings {
     pub id: String,
     /// `apple` with a private key as client secret: signs the client-secret JWT.
     pub apple: Option<super::apple::AppleKey>,
+    /// The global `certificate_authority` certificates (DER), trusted for IdP connections
+    /// besides the web PKI roots (as Pomerium does).
+    pub ca_certificates: Vec<Vec<u8>>,
 }
 
 impl IdpSettings {
@@ -622,7 +625,26 @@ fn idp_settings(s: &Settings) -> Result<Option<IdpSettings>, AuthConfigError> {
         request_params,
         id,
         apple,
+        ca_certificates: idp_ca_certificates(s),
     }))
+}
+
+/// The `certificate_authority` (or `_file`) certificates; unreadable ones are left out here
+/// (the proxy's snapshot reports them).
+fn idp_ca_certificates(s: &Settings) -> Vec<Vec<u8>> {
+    use crate::config::source::PemSource;
+    let src = s
+        .certificate_authority
+        .as_deref()
+        .map(PemSource::from_value)
+        .or_else(|| {
+            s.certificate_authority_file
+                .as_deref()
+                .map(|f| PemSource::File(f.into()))
+        });
+    src.and_then(|src| src.read().ok())
+        .map(|pem| crate::config::route::pem_certificates(&pem))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
