@@ -16,6 +16,7 @@ pub mod annotations;
 pub mod convert;
 pub mod crd;
 pub mod nginx_compat;
+pub mod nginx_convert;
 pub mod reconcile;
 pub mod render;
 
