@@ -470,3 +470,67 @@ async fn allow_upgrades_tunnels_the_listed_protocols() {
         Ok(_) => panic!("websocket is not in this route's allow_upgrades"),
     }
 }
+
+/// `max_request_body_bytes` (ingress-nginx `proxy-body-size`): 413 for a declared length over
+/// the limit (before the upstream is asked) and for a streamed body that passes it; bodies
+/// within the limit reach the upstream whole.
+#[actix_web::test]
+async fn request_bodies_over_max_request_body_bytes_get_413() {
+    let up = Upstream::start("u");
+    let port = free_port();
+    let proxy = Proxy::start(
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://b.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    max_request_body_bytes: 1000\n  - from: https://free.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n",
+            up.url(),
+            up.url()
+        ),
+        port,
+    );
+    let client = http_client(proxy.addr(), &["b.example.com", "free.example.com"]);
+    let url = format!("http://b.example.com:{port}/upload");
+    let r = client
+        .post(&url)
+        .body(vec![b'x'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "received 1000");
+    let r = client
+        .post(&url)
+        .body(vec![b'x'; 1001])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Chunked (no Content-Length): cut when it passes the limit.
+    let chunks = futures::stream::iter(
+        (0..8).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 300]))),
+    );
+    let r = client
+        .post(&url)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let small = futures::stream::iter(
+        (0..3).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 300]))),
+    );
+    let r = client
+        .post(&url)
+        .body(reqwest::Body::wrap_stream(small))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "received 900");
+    // Other routes have no limit.
+    let r = client
+        .post(format!("http://free.example.com:{port}/upload"))
+        .body(vec![b'x'; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "received 100000");
+}

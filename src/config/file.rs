@@ -221,6 +221,9 @@ pub struct RouteConfig {
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<String>,
+    /// rampart only: request bodies longer than this get 413 (no limit when unset or 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_body_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_websockets: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

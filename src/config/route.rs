@@ -216,6 +216,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Stream inactivity limit; `None` = no limit.
     pub idle_timeout: Option<Duration>,
+    /// `max_request_body_bytes` (0 = none): longer request bodies get 413.
+    pub max_request_body_bytes: Option<u64>,
     pub allow_websockets: bool,
     pub allow_spdy: bool,
     pub tls: UpstreamTls,
@@ -373,6 +375,7 @@ pub fn validate_route(
         rewrite_response_headers,
         timeout,
         idle_timeout,
+        max_request_body_bytes: cfg.max_request_body_bytes.filter(|n| *n > 0),
         allow_websockets: cfg.allow_websockets.unwrap_or(false),
         allow_spdy: cfg.allow_spdy.unwrap_or(false),
         tls,

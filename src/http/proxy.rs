@@ -451,7 +451,16 @@ impl Forward<'_> {
     async fn forward(&self, payload: Payload) -> (HttpResponse, Option<usize>) {
         let route = &self.entry.route;
         let (has_body, length) = has_request_body(self.req);
+        if let (Some(max), Some(n)) = (route.max_request_body_bytes, length) {
+            if n > max {
+                return (
+                    self.error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+                    None,
+                );
+            }
+        }
         let exchange = Exchange::new(has_body.then_some(payload), self.body_idle_timeout);
+        exchange.set_max_body(route.max_request_body_bytes);
         let pq = self.path_and_query();
         let hash = matches!(
             route.load_balancing,
@@ -529,6 +538,9 @@ impl Forward<'_> {
                     let (status, detail) = match exchange.client_error() {
                         Some(ClientBodyError::Idle) => {
                             (StatusCode::REQUEST_TIMEOUT, "request_body_idle_timeout")
+                        }
+                        Some(ClientBodyError::TooLarge) => {
+                            (StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
                         }
                         _ => (StatusCode::BAD_REQUEST, "invalid request body"),
                     };

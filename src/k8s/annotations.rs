@@ -64,6 +64,8 @@ const VALUE_KEYS: &[&str] = &[
     // B: durations
     "timeout",
     "idle_timeout",
+    // rampart only: u64
+    "max_request_body_bytes",
     // B: strings / enums
     "bearer_token_format",
     "description",
@@ -419,6 +421,14 @@ fn apply_value(out: &mut ParsedAnnotations, key: &str, v: Value) -> Result<(), S
         }
         "timeout" => r.timeout = want_duration(key, &v)?,
         "idle_timeout" => r.idle_timeout = want_duration(key, &v)?,
+        "max_request_body_bytes" => {
+            let n = match &v {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse::<u64>().ok(),
+                _ => None,
+            };
+            r.max_request_body_bytes = Some(n.ok_or_else(|| proto_err(key, "uint64 type", &v))?);
+        }
         "description" => r.description = want_string(key, &v)?,
         "name" => r.name = want_string(key, &v)?,
         "host_rewrite" => r.host_rewrite = want_string(key, &v)?,

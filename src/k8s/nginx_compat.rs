@@ -306,6 +306,24 @@ pub fn parse_nginx_seconds(v: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(n.saturating_mul(mult_ms)))
 }
 
+/// nginx size (`proxy-body-size`): bytes, or with `k`/`m`/`g` (case-insensitive, 1024-based);
+/// `0` means no limit.
+pub fn parse_nginx_size(v: &str) -> Result<u64, String> {
+    let v = v.trim();
+    let lower = v.to_ascii_lowercase();
+    let (num, mult) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1u64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        _ => (lower.as_str(), 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a size such as 8m, 512k, 1g or 0 (no limit)".to_string())?;
+    n.checked_mul(mult)
+        .ok_or_else(|| "size too large".to_string())
+}
+
 /// Go duration text for a whole number of milliseconds.
 fn go_duration(d: Duration) -> String {
     if d.subsec_millis() == 0 {
@@ -445,8 +463,10 @@ pub fn translate(
             }
             match key {
                 "proxy-body-size" => {
-                    if v != "0" {
-                        return Err(bad(key, value, "request body size limits are not available yet; only 0 (no limit, rampart's behaviour) is accepted"));
+                    let n = parse_nginx_size(v).map_err(|why| bad(key, value, why))?;
+                    // 0 = no limit, rampart's default.
+                    if n > 0 {
+                        set.insert("max_request_body_bytes".into(), n.to_string());
                     }
                 }
                 "enable-cors" => {

@@ -325,10 +325,21 @@ fn explicit_pomerium_annotation_wins() {
 
 #[test]
 fn proxy_body_size() {
-    ok(&[("proxy-body-size", "0")]);
-    let e = one_error(&[("proxy-body-size", "8m")]);
+    let get = |v: &str| {
+        ok(&[("proxy-body-size", v)])
+            .get("max_request_body_bytes")
+            .cloned()
+    };
+    assert_eq!(get("0"), None);
+    assert_eq!(get("8m").as_deref(), Some("8388608"));
+    assert_eq!(get("512K").as_deref(), Some("524288"));
+    assert_eq!(get("1g").as_deref(), Some("1073741824"));
+    assert_eq!(get("1000").as_deref(), Some("1000"));
+    let e = one_error(&[("proxy-body-size", "lots")]);
     assert!(
-        e.starts_with("nginx.ingress.kubernetes.io/proxy-body-size: invalid value \"8m\""),
+        e.starts_with(
+            "nginx.ingress.kubernetes.io/proxy-body-size: invalid value \"lots\": expected a size"
+        ),
         "{e}"
     );
 }
@@ -435,6 +446,7 @@ metadata:
     nginx.ingress.kubernetes.io/auth-url: https://$host/oauth2/auth
     nginx.ingress.kubernetes.io/auth-signin: https://$host/oauth2/start?rd=$escaped_request_uri
     nginx.ingress.kubernetes.io/rewrite-target: /$2
+    nginx.ingress.kubernetes.io/proxy-body-size: 8m
     rampart.io/allowed-emails: alice@example.com
 spec:
   ingressClassName: pomerium
@@ -468,6 +480,7 @@ fn ingress_converts_with_compat() {
     assert_eq!(r.regex.as_deref(), Some("(?i)/api(/|$)(.*).*"));
     assert_eq!(r.regex_rewrite_substitution.as_deref(), Some("/\\2"));
     assert_eq!(r.allow_websockets, Some(true));
+    assert_eq!(r.max_request_body_bytes, Some(8 << 20));
     assert_eq!(
         r.policy,
         Some(json!([{"allow": {"or": [{"email": {"is": "alice@example.com"}}]}}]))
