@@ -534,3 +534,94 @@ async fn request_bodies_over_max_request_body_bytes_get_413() {
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "received 100000");
 }
+
+/// `cors` (ingress-nginx `enable-cors`): the proxy answers preflights itself, even on a route
+/// that needs sign-in, and adds the CORS headers to answers for allowed origins (the 401 of the
+/// sign-in too); other origins get none.
+#[actix_web::test]
+async fn cors_preflights_are_answered_and_headers_added() {
+    let up = Upstream::start("u");
+    let port = free_port();
+    let proxy = Proxy::start(
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nauthenticate_service_url: http://authenticate.localhost:{port}\nidp_provider: oidc\nidp_provider_url: http://127.0.0.1:9/op\nidp_client_id: x\nidp_client_secret: y\nshared_secret: {ss}\ncookie_secret: {cs}\nroutes:\n  - from: https://c.example.com\n    to: {up}\n    allow_public_unauthenticated_access: true\n    cors: {{allow_origin: ['https://spa.example.com'], expose_headers: X-Upstream}}\n  - from: https://private.example.com\n    to: {up}\n    allow_any_authenticated_user: true\n    cors: {{}}\n",
+            up = up.url(),
+            ss = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+            cs = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=",
+        ),
+        port,
+    );
+    let client = http_client(proxy.addr(), &["c.example.com", "private.example.com"]);
+    let pre = |host: &str, origin: &str| {
+        client
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("http://{host}:{port}/api"),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "PUT")
+            .send()
+    };
+    let h = |r: &reqwest::Response, n: &str| {
+        r.headers().get(n).map(|v| v.to_str().unwrap().to_string())
+    };
+    let r = pre("c.example.com", "https://spa.example.com")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        h(&r, "access-control-allow-origin").as_deref(),
+        Some("https://spa.example.com")
+    );
+    assert_eq!(
+        h(&r, "access-control-allow-methods").as_deref(),
+        Some("GET, PUT, POST, DELETE, PATCH, OPTIONS")
+    );
+    assert_eq!(h(&r, "access-control-max-age").as_deref(), Some("1728000"));
+    let r = pre("c.example.com", "https://evil.example.com")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(h(&r, "access-control-allow-origin"), None);
+    // A preflight on a route that needs sign-in does not need it.
+    let r = pre("private.example.com", "https://any.example.com")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        h(&r, "access-control-allow-origin").as_deref(),
+        Some("https://any.example.com")
+    );
+
+    let r = client
+        .get(format!("http://c.example.com:{port}/x"))
+        .header("origin", "https://spa.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        h(&r, "access-control-allow-origin").as_deref(),
+        Some("https://spa.example.com")
+    );
+    assert_eq!(
+        h(&r, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        h(&r, "access-control-expose-headers").as_deref(),
+        Some("X-Upstream")
+    );
+    let r = client
+        .get(format!("http://private.example.com:{port}/x"))
+        .header("origin", "https://any.example.com")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        h(&r, "access-control-allow-origin").as_deref(),
+        Some("https://any.example.com")
+    );
+}

@@ -224,6 +224,9 @@ pub struct RouteConfig {
     /// rampart only: request bodies longer than this get 413 (no limit when unset or 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_request_body_bytes: Option<u64>,
+    /// rampart only: CORS answered by the proxy (preflights, response headers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<crate::http::cors::CorsConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_websockets: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -51,6 +51,8 @@ pub enum RouteErrorKind {
     },
     #[error("config: only prefix_rewrite or regex_rewrite_pattern can be specified, but not both")]
     BothRewrites,
+    #[error("{0}")]
+    Cors(String),
     #[error("`regex_rewrite_pattern` needs `regex_rewrite_substitution`")]
     MissingSubstitution,
     #[error("`{key}`: invalid header name {name:?}")]
@@ -218,6 +220,8 @@ pub struct Route {
     pub idle_timeout: Option<Duration>,
     /// `max_request_body_bytes` (0 = none): longer request bodies get 413.
     pub max_request_body_bytes: Option<u64>,
+    /// `cors`: preflights answered here, CORS headers added to answers.
+    pub cors: Option<std::sync::Arc<crate::http::cors::Cors>>,
     pub allow_websockets: bool,
     pub allow_spdy: bool,
     pub tls: UpstreamTls,
@@ -376,6 +380,12 @@ pub fn validate_route(
         timeout,
         idle_timeout,
         max_request_body_bytes: cfg.max_request_body_bytes.filter(|n| *n > 0),
+        cors: match &cfg.cors {
+            Some(c) => Some(std::sync::Arc::new(
+                crate::http::cors::Cors::compile(c).map_err(|e| fail(RouteErrorKind::Cors(e)))?,
+            )),
+            None => None,
+        },
         allow_websockets: cfg.allow_websockets.unwrap_or(false),
         allow_spdy: cfg.allow_spdy.unwrap_or(false),
         tls,

@@ -8,6 +8,7 @@ pub mod authorize;
 pub mod balancer;
 pub mod body;
 pub mod client_io;
+pub mod cors;
 pub mod errors;
 pub mod h1client;
 pub mod h2client;

@@ -270,6 +270,14 @@ async fn serve(
     let Some(entry) = snapshot.routes.find(&host, &path).cloned() else {
         return Outcome::local(error(StatusCode::NOT_FOUND, Some("route_not_found")));
     };
+    let cors = entry.route.cors.clone();
+    if let Some(reply) = cors.as_ref().and_then(|c| c.preflight(req)) {
+        return Outcome {
+            response: reply,
+            route: Some(entry),
+            upstream: None,
+        };
+    }
     let upgrade = upgrade_kind(req.headers());
     // `allow_upgrades` (with allow_websockets/allow_spdy folded in) lists the tunnelled ones;
     // a websocket or SPDY upgrade not listed is refused, other unlisted ones are forwarded
@@ -298,11 +306,14 @@ async fn serve(
         AuthOutcome::Respond(response) => {
             let denied = matches!(response.status().as_u16(), 401 | 403)
                 || response.status().is_redirection();
-            let response = if denied && req.method() == Method::GET && path == "/robots.txt" {
+            let mut response = if denied && req.method() == Method::GET && path == "/robots.txt" {
                 robots_txt()
             } else {
                 response
             };
+            if let Some(c) = &cors {
+                c.decorate(req.headers(), response.headers_mut());
+            }
             return Outcome {
                 response,
                 route: Some(entry),
@@ -332,6 +343,10 @@ async fn serve(
         _ if tunnelled => ctx.tunnel(tunnel::ClientBytes::Payload(payload)).await,
         _ => ctx.forward(payload).await,
     };
+    let mut response = response;
+    if let Some(c) = &cors {
+        c.decorate(req.headers(), response.headers_mut());
+    }
     Outcome {
         response,
         route: Some(entry),

@@ -64,8 +64,9 @@ const VALUE_KEYS: &[&str] = &[
     // B: durations
     "timeout",
     "idle_timeout",
-    // rampart only: u64
+    // rampart only
     "max_request_body_bytes",
+    "cors",
     // B: strings / enums
     "bearer_token_format",
     "description",
@@ -421,6 +422,12 @@ fn apply_value(out: &mut ParsedAnnotations, key: &str, v: Value) -> Result<(), S
         }
         "timeout" => r.timeout = want_duration(key, &v)?,
         "idle_timeout" => r.idle_timeout = want_duration(key, &v)?,
+        "cors" => {
+            let c: crate::http::cors::CorsConfig =
+                serde_json::from_value(v.clone()).map_err(|e| format!("cors: {e}"))?;
+            crate::http::cors::Cors::compile(&c)?;
+            r.cors = Some(c);
+        }
         "max_request_body_bytes" => {
             let n = match &v {
                 Value::Number(n) => n.as_u64(),

@@ -440,6 +440,7 @@ pub fn translate(
     let mut use_regex = false;
     let mut identity_headers = false;
     let mut request_headers: BTreeMap<String, String> = BTreeMap::new();
+    let mut cors: Option<Value> = None;
 
     for &(key, value) in &nginx {
         let v = value.trim();
@@ -471,10 +472,23 @@ pub fn translate(
                 }
                 "enable-cors" => {
                     if bool_value(key, v)? {
-                        return Err(NginxError::Unsupported {
-                            key: key.into(),
-                            why: "CORS responses are not available yet; let the upstream answer preflights with ingress.pomerium.io/cors_allow_preflight".into(),
-                        });
+                        cors = Some(cors_option(&nginx)?);
+                    }
+                }
+                "cors-allow-origin"
+                | "cors-allow-methods"
+                | "cors-allow-headers"
+                | "cors-allow-credentials"
+                | "cors-max-age"
+                | "cors-expose-headers" => {
+                    if get("enable-cors").map(|v| v.trim().eq_ignore_ascii_case("true"))
+                        != Some(true)
+                    {
+                        return Err(bad(
+                            key,
+                            value,
+                            "needs nginx.ingress.kubernetes.io/enable-cors: \"true\"",
+                        ));
                     }
                 }
                 "client-body-buffer-size"
@@ -602,13 +616,7 @@ pub fn translate(
                 | "connection-proxy-header"
                 | "ssl-passthrough"
                 | "preserve-trailing-slash"
-                | "http2-push-preload"
-                | "cors-allow-origin"
-                | "cors-allow-methods"
-                | "cors-allow-headers"
-                | "cors-allow-credentials"
-                | "cors-max-age"
-                | "cors-expose-headers" => {
+                | "http2-push-preload" => {
                     return Err(NginxError::Unsupported {
                         key: key.into(),
                         why: "no rampart equivalent yet".into(),
@@ -630,6 +638,9 @@ pub fn translate(
         set.insert("idle_timeout".into(), go_duration(d));
         // nginx has no deadline for a whole request, only between reads/writes.
         set.insert("timeout".into(), "0s".into());
+    }
+    if let Some(c) = cors {
+        set.insert("cors".into(), c.to_string());
     }
     if t.rewrite_target.is_some() || use_regex {
         t.regex_paths = true;
@@ -702,6 +713,49 @@ pub fn translate(
         }
     }
     t
+}
+
+/// `enable-cors` with the `cors-*` annotations as the `cors` route option (nginx defaults for
+/// what is not given).
+fn cors_option(nginx: &[(&str, &str)]) -> Result<Value, NginxError> {
+    let get = |k: &str| nginx.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+    let mut c = serde_json::Map::new();
+    if let Some(v) = get("cors-allow-origin") {
+        c.insert("allow_origin".into(), json!(comma_list(v)));
+    }
+    for (k, field) in [
+        ("cors-allow-methods", "allow_methods"),
+        ("cors-allow-headers", "allow_headers"),
+        ("cors-expose-headers", "expose_headers"),
+    ] {
+        if let Some(v) = get(k) {
+            c.insert(field.into(), json!(v.trim()));
+        }
+    }
+    if let Some(v) = get("cors-allow-credentials") {
+        c.insert(
+            "allow_credentials".into(),
+            json!(bool_value("cors-allow-credentials", v)?),
+        );
+    }
+    if let Some(v) = get("cors-max-age") {
+        let n: u64 = v
+            .trim()
+            .parse()
+            .map_err(|_| bad("cors-max-age", v, "expected a number of seconds"))?;
+        c.insert("max_age".into(), json!(n));
+    }
+    let value = Value::Object(c);
+    let parsed: crate::http::cors::CorsConfig = serde_json::from_value(value.clone())
+        .map_err(|e| bad("enable-cors", "true", e.to_string()))?;
+    crate::http::cors::Cors::compile(&parsed).map_err(|e| {
+        bad(
+            "cors-allow-origin",
+            get("cors-allow-origin").unwrap_or(""),
+            e,
+        )
+    })?;
+    Ok(value)
 }
 
 fn source_ranges(key: &str, value: &str) -> Result<Vec<String>, NginxError> {

@@ -346,13 +346,49 @@ fn proxy_body_size() {
 
 #[test]
 fn cors() {
-    ok(&[("enable-cors", "false")]);
-    let e = one_error(&[("enable-cors", "true")]);
-    assert!(
-        e.starts_with("nginx.ingress.kubernetes.io/enable-cors is not supported by rampart"),
-        "{e}"
+    assert!(!ok(&[("enable-cors", "false")]).contains_key("cors"));
+    let a = ok(&[("enable-cors", "true")]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&a["cors"]).unwrap(),
+        json!({})
     );
-    assert!(one_error(&[("cors-allow-origin", "*")]).contains("cors-allow-origin"));
+    let a = ok(&[
+        ("enable-cors", "true"),
+        (
+            "cors-allow-origin",
+            "https://a.example.com, https://b.example.com",
+        ),
+        ("cors-allow-methods", "GET, POST"),
+        ("cors-allow-headers", "X-Custom"),
+        ("cors-expose-headers", "X-Total"),
+        ("cors-allow-credentials", "false"),
+        ("cors-max-age", "600"),
+    ]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&a["cors"]).unwrap(),
+        json!({"allow_origin": ["https://a.example.com", "https://b.example.com"],
+               "allow_methods": "GET, POST", "allow_headers": "X-Custom",
+               "expose_headers": "X-Total", "allow_credentials": false, "max_age": 600})
+    );
+    assert!(one_error(&[("cors-allow-origin", "*")])
+        .contains("needs nginx.ingress.kubernetes.io/enable-cors"));
+    let t = tr(&[("enable-cors", "true"), ("cors-max-age", "soon")]);
+    assert!(
+        t.errors[0].to_string().contains("cors-max-age"),
+        "{:?}",
+        t.errors
+    );
+    let t = tr(&[
+        ("enable-cors", "true"),
+        ("cors-allow-origin", "a.example.com"),
+    ]);
+    assert!(
+        t.errors[0]
+            .to_string()
+            .contains("must be * or start with http"),
+        "{:?}",
+        t.errors
+    );
 }
 
 #[test]
