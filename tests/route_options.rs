@@ -625,3 +625,39 @@ async fn cors_preflights_are_answered_and_headers_added() {
         Some("https://any.example.com")
     );
 }
+
+/// `return_redirect` (ingress-nginx `app-root`, `permanent-redirect`): answered by the proxy,
+/// before sign-in; with `path`, only that path is redirected and the rest is proxied.
+#[actix_web::test]
+async fn return_redirect_answers_before_sign_in() {
+    let up = Upstream::start("u");
+    let port = free_port();
+    let proxy = Proxy::start(
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nauthenticate_service_url: http://authenticate.localhost:{port}\nidp_provider: oidc\nidp_provider_url: http://127.0.0.1:9/op\nidp_client_id: x\nidp_client_secret: y\nshared_secret: AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\ncookie_secret: AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=\nroutes:\n  - from: https://root.example.com\n    to: {up}\n    allow_public_unauthenticated_access: true\n    return_redirect: {{location: /app, path: /}}\n  - from: https://old.example.com\n    to: {up}\n    allow_any_authenticated_user: true\n    return_redirect: {{location: 'https://new.example.com/', code: 301}}\n",
+            up = up.url(),
+        ),
+        port,
+    );
+    let client = http_client(proxy.addr(), &["root.example.com", "old.example.com"]);
+    let r = client
+        .get(format!("http://root.example.com:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/app");
+    let r = client
+        .get(format!("http://root.example.com:{port}/app"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .get(format!("http://old.example.com:{port}/any?x=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(r.headers()["location"], "https://new.example.com/");
+}

@@ -227,6 +227,9 @@ pub struct RouteConfig {
     /// rampart only: CORS answered by the proxy (preflights, response headers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<crate::http::cors::CorsConfig>,
+    /// rampart only: answer with this redirect instead of proxying (all paths or one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_redirect: Option<crate::http::redirect::ReturnRedirectConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_websockets: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

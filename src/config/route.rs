@@ -51,6 +51,7 @@ pub enum RouteErrorKind {
     },
     #[error("config: only prefix_rewrite or regex_rewrite_pattern can be specified, but not both")]
     BothRewrites,
+    /// `cors` or `return_redirect` values.
     #[error("{0}")]
     Cors(String),
     #[error("`regex_rewrite_pattern` needs `regex_rewrite_substitution`")]
@@ -222,6 +223,8 @@ pub struct Route {
     pub max_request_body_bytes: Option<u64>,
     /// `cors`: preflights answered here, CORS headers added to answers.
     pub cors: Option<std::sync::Arc<crate::http::cors::Cors>>,
+    /// `return_redirect`: answered instead of proxying.
+    pub return_redirect: Option<std::sync::Arc<crate::http::redirect::ReturnRedirect>>,
     pub allow_websockets: bool,
     pub allow_spdy: bool,
     pub tls: UpstreamTls,
@@ -383,6 +386,13 @@ pub fn validate_route(
         cors: match &cfg.cors {
             Some(c) => Some(std::sync::Arc::new(
                 crate::http::cors::Cors::compile(c).map_err(|e| fail(RouteErrorKind::Cors(e)))?,
+            )),
+            None => None,
+        },
+        return_redirect: match &cfg.return_redirect {
+            Some(c) => Some(std::sync::Arc::new(
+                crate::http::redirect::ReturnRedirect::compile(c)
+                    .map_err(|e| fail(RouteErrorKind::Cors(e)))?,
             )),
             None => None,
         },

@@ -19,6 +19,7 @@ pub mod http_compat;
 pub mod listeners;
 pub mod metrics;
 pub mod proxy;
+pub mod redirect;
 pub mod request;
 pub mod routes;
 pub mod server;

@@ -278,6 +278,18 @@ async fn serve(
             upstream: None,
         };
     }
+    if let Some(reply) = entry
+        .route
+        .return_redirect
+        .as_ref()
+        .and_then(|r| r.answer(&path))
+    {
+        return Outcome {
+            response: reply,
+            route: Some(entry),
+            upstream: None,
+        };
+    }
     let upgrade = upgrade_kind(req.headers());
     // `allow_upgrades` (with allow_websockets/allow_spdy folded in) lists the tunnelled ones;
     // a websocket or SPDY upgrade not listed is refused, other unlisted ones are forwarded

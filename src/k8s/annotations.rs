@@ -67,6 +67,7 @@ const VALUE_KEYS: &[&str] = &[
     // rampart only
     "max_request_body_bytes",
     "cors",
+    "return_redirect",
     // B: strings / enums
     "bearer_token_format",
     "description",
@@ -427,6 +428,12 @@ fn apply_value(out: &mut ParsedAnnotations, key: &str, v: Value) -> Result<(), S
                 serde_json::from_value(v.clone()).map_err(|e| format!("cors: {e}"))?;
             crate::http::cors::Cors::compile(&c)?;
             r.cors = Some(c);
+        }
+        "return_redirect" => {
+            let c: crate::http::redirect::ReturnRedirectConfig =
+                serde_json::from_value(v.clone()).map_err(|e| format!("return_redirect: {e}"))?;
+            crate::http::redirect::ReturnRedirect::compile(&c)?;
+            r.return_redirect = Some(c);
         }
         "max_request_body_bytes" => {
             let n = match &v {

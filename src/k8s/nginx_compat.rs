@@ -192,11 +192,7 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("proxy-ssl-server-name", "use ingress.pomerium.io/tls_server_name"),
     ("x-forwarded-prefix", "use ingress.pomerium.io/set_request_headers"),
     ("satisfy", "rampart evaluates one policy per route"),
-    ("app-root", "redirect routes are not available yet"),
-    ("permanent-redirect", "redirect routes are not available yet"),
-    ("permanent-redirect-code", "redirect routes are not available yet"),
-    ("temporal-redirect", "redirect routes are not available yet"),
-    ("from-to-www-redirect", "redirect routes are not available yet"),
+    ("from-to-www-redirect", "add a route for the other host with ingress.pomerium.io/return_redirect"),
 ];
 
 /// Accepted, with the same meaning in rampart: nothing to do.
@@ -441,6 +437,7 @@ pub fn translate(
     let mut identity_headers = false;
     let mut request_headers: BTreeMap<String, String> = BTreeMap::new();
     let mut cors: Option<Value> = None;
+    let mut redirect_from: Option<&str> = None;
 
     for &(key, value) in &nginx {
         let v = value.trim();
@@ -468,6 +465,41 @@ pub fn translate(
                     // 0 = no limit, rampart's default.
                     if n > 0 {
                         set.insert("max_request_body_bytes".into(), n.to_string());
+                    }
+                }
+                "permanent-redirect" | "temporal-redirect" | "app-root" => {
+                    if let Some(other) = redirect_from {
+                        return Err(bad(key, value, format!("only one of permanent-redirect, temporal-redirect and app-root may be set (also {other})")));
+                    }
+                    redirect_from = Some(key);
+                    let code_key = format!("{key}-code");
+                    let code = match get(&code_key) {
+                        Some(c) => c
+                            .trim()
+                            .parse::<u16>()
+                            .map_err(|_| bad(&code_key, c, "expected a redirect status code"))?,
+                        None if key == "permanent-redirect" => 301,
+                        None => 302,
+                    };
+                    let mut rd = json!({"location": v, "code": code});
+                    if key == "app-root" {
+                        rd["path"] = json!("/");
+                    }
+                    let parsed: crate::http::redirect::ReturnRedirectConfig =
+                        serde_json::from_value(rd.clone())
+                            .map_err(|e| bad(key, value, e.to_string()))?;
+                    crate::http::redirect::ReturnRedirect::compile(&parsed)
+                        .map_err(|e| bad(key, value, e))?;
+                    set.insert("return_redirect".into(), rd.to_string());
+                }
+                "permanent-redirect-code" | "temporal-redirect-code" => {
+                    let base = key.trim_end_matches("-code");
+                    if get(base).is_none() {
+                        return Err(bad(
+                            key,
+                            value,
+                            format!("needs nginx.ingress.kubernetes.io/{base}"),
+                        ));
                     }
                 }
                 "enable-cors" => {

@@ -403,14 +403,42 @@ fn upstream_vhost() {
 }
 
 #[test]
-fn redirects_are_rejected() {
-    for k in ["app-root", "permanent-redirect", "temporal-redirect"] {
-        let e = one_error(&[(k, "/x")]);
-        assert!(
-            e.starts_with(&format!("{NGINX_PREFIX}/{k} is not supported by rampart")),
-            "{e}"
-        );
-    }
+fn redirects() {
+    let rd = |pairs: &[(&str, &str)]| -> Value {
+        serde_json::from_str(&ok(pairs)["return_redirect"]).unwrap()
+    };
+    assert_eq!(
+        rd(&[("permanent-redirect", "https://new.example.com/")]),
+        json!({"location": "https://new.example.com/", "code": 301})
+    );
+    assert_eq!(
+        rd(&[
+            ("permanent-redirect", "https://n.example.com"),
+            ("permanent-redirect-code", "308")
+        ]),
+        json!({"location": "https://n.example.com", "code": 308})
+    );
+    assert_eq!(
+        rd(&[("temporal-redirect", "https://t.example.com")]),
+        json!({"location": "https://t.example.com", "code": 302})
+    );
+    assert_eq!(
+        rd(&[("app-root", "/app")]),
+        json!({"location": "/app", "code": 302, "path": "/"})
+    );
+    assert!(one_error(&[
+        ("permanent-redirect", "https://a"),
+        ("permanent-redirect-code", "200")
+    ])
+    .contains("not a redirect status"));
+    assert!(
+        one_error(&[("app-root", "/a"), ("temporal-redirect", "https://b")])
+            .contains("only one of")
+    );
+    assert!(one_error(&[("permanent-redirect-code", "301")])
+        .contains("needs nginx.ingress.kubernetes.io/permanent-redirect"));
+    assert!(one_error(&[("app-root", "app")]).contains("must be a path or an http(s) URL"));
+    assert!(one_error(&[("from-to-www-redirect", "true")]).contains("not supported by rampart"));
 }
 
 #[test]
