@@ -661,3 +661,51 @@ async fn return_redirect_answers_before_sign_in() {
     assert_eq!(r.status(), 301);
     assert_eq!(r.headers()["location"], "https://new.example.com/");
 }
+
+/// `sticky_cookie` (ingress-nginx `affinity: cookie`): a client without the cookie gets one,
+/// and with it always reaches the same upstream; other cookie values spread over both.
+#[actix_web::test]
+async fn sticky_cookie_keeps_a_client_on_one_upstream() {
+    let a = Switchable::start("a");
+    let b = Switchable::start("b");
+    let port = free_port();
+    let proxy = Proxy::start(
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://s.example.com\n    to: [{}, {}]\n    allow_public_unauthenticated_access: true\n    sticky_cookie: route\n",
+            a.url(),
+            b.url()
+        ),
+        port,
+    );
+    let client = http_client(proxy.addr(), &["s.example.com"]);
+    let url = format!("http://s.example.com:{port}/");
+    let r = client.get(&url).send().await.unwrap();
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.starts_with("route=") && set.contains("HttpOnly"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let first = r.text().await.unwrap();
+    for _ in 0..20 {
+        let r = client
+            .get(&url)
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers().get("set-cookie").is_none());
+        assert_eq!(r.text().await.unwrap(), first);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..40 {
+        let r = client
+            .get(&url)
+            .header("cookie", format!("route=client{i}"))
+            .send()
+            .await
+            .unwrap();
+        seen.insert(r.text().await.unwrap());
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}

@@ -227,6 +227,10 @@ pub struct RouteConfig {
     /// rampart only: CORS answered by the proxy (preflights, response headers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<crate::http::cors::CorsConfig>,
+    /// rampart only: sticky upstream selection by this cookie (set when missing); implies
+    /// `load_balancing_policy: ring_hash` (or give `maglev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_cookie: Option<String>,
     /// rampart only: answer with this redirect instead of proxying (all paths or one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub return_redirect: Option<crate::http::redirect::ReturnRedirectConfig>,

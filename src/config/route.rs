@@ -223,6 +223,8 @@ pub struct Route {
     pub max_request_body_bytes: Option<u64>,
     /// `cors`: preflights answered here, CORS headers added to answers.
     pub cors: Option<std::sync::Arc<crate::http::cors::Cors>>,
+    /// `sticky_cookie`: the ring-hash key is this cookie's value (set when missing).
+    pub sticky_cookie: Option<String>,
     /// `return_redirect`: answered instead of proxying.
     pub return_redirect: Option<std::sync::Arc<crate::http::redirect::ReturnRedirect>>,
     pub allow_websockets: bool,
@@ -356,7 +358,20 @@ pub fn validate_route(
     let downstream_client_ca = downstream_client_ca(cfg).map_err(fail)?;
     let service_account_token = service_account_token(cfg).map_err(fail)?;
     let bearer_token_format = bearer_token_format(cfg).map_err(fail)?;
+    let sticky_cookie = cfg.sticky_cookie.clone().filter(|c| !c.is_empty());
+    if let Some(name) = &sticky_cookie {
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            return Err(fail(RouteErrorKind::Cors(format!(
+                "sticky_cookie: {name:?} is not a valid cookie name"
+            ))));
+        }
+    }
     let load_balancing = match cfg.load_balancing_policy.as_deref() {
+        None if sticky_cookie.is_some() => LoadBalancing::RingHash,
         None => LoadBalancing::RoundRobin,
         Some(p) => match p.to_ascii_uppercase().as_str() {
             "ROUND_ROBIN" => LoadBalancing::RoundRobin,
@@ -367,8 +382,19 @@ pub fn validate_route(
             _ => return Err(fail(RouteErrorKind::BadLoadBalancing(p.to_string()))),
         },
     };
+    if sticky_cookie.is_some()
+        && !matches!(
+            load_balancing,
+            LoadBalancing::RingHash | LoadBalancing::Maglev
+        )
+    {
+        return Err(fail(RouteErrorKind::Cors(
+            "sticky_cookie needs load_balancing_policy ring_hash or maglev".into(),
+        )));
+    }
     Ok(Route {
         id: cfg.id.clone().unwrap_or(default_id),
+        sticky_cookie,
         from,
         host,
         path,

@@ -333,7 +333,13 @@ async fn serve(
             };
         }
     };
+    let sticky = entry
+        .route
+        .sticky_cookie
+        .as_deref()
+        .map(|name| (name, sticky_key(req, name)));
     let ctx = Forward {
+        sticky_key: sticky.as_ref().map(|(_, (k, _))| k.as_str()),
         req,
         client_headers: client_headers.as_ref().unwrap_or(req.headers()),
         entry: &entry,
@@ -356,6 +362,14 @@ async fn serve(
         _ => ctx.forward(payload).await,
     };
     let mut response = response;
+    if let Some((name, (key, true))) = &sticky {
+        let secure = if state.is_secure() { "; Secure" } else { "" };
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{name}={key}; Path=/; HttpOnly; SameSite=Lax{secure}"
+        )) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
     if let Some(c) = &cors {
         c.decorate(req.headers(), response.headers_mut());
     }
@@ -380,6 +394,8 @@ struct Forward<'a> {
     metrics: &'a Arc<Metrics>,
     proto: &'static str,
     body_idle_timeout: Option<std::time::Duration>,
+    /// The `sticky_cookie` value choosing the upstream.
+    sticky_key: Option<&'a str>,
 }
 
 fn has_request_body(req: &HttpRequest) -> (bool, Option<u64>) {
@@ -412,13 +428,25 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
-fn routing_hash(req: &HttpRequest) -> u64 {
+fn routing_hash(req: &HttpRequest, sticky: Option<&str>) -> u64 {
     let mut h = DefaultHasher::new();
+    if let Some(key) = sticky {
+        key.hash(&mut h);
+        return h.finish();
+    }
     match req.headers().get("x-pomerium-routing-key") {
         Some(v) => v.as_bytes().hash(&mut h),
         None => req.peer_addr().map(|a| a.ip()).hash(&mut h),
     }
     h.finish()
+}
+
+/// The sticky-cookie key of a request: its cookie, else a new one (`true`) to set.
+fn sticky_key(req: &HttpRequest, name: &str) -> (String, bool) {
+    match req.cookie(name) {
+        Some(c) if !c.value().is_empty() => (c.value().to_string(), false),
+        _ => (uuid::Uuid::new_v4().simple().to_string(), true),
+    }
 }
 
 impl Forward<'_> {
@@ -494,7 +522,7 @@ impl Forward<'_> {
             crate::config::route::LoadBalancing::RingHash
                 | crate::config::route::LoadBalancing::Maglev
         )
-        .then(|| routing_hash(self.req));
+        .then(|| routing_hash(self.req, self.sticky_key));
         let mut last_upstream = None;
         if self.entry.balancer.overloaded() {
             return (self.overflow(), None);

@@ -68,6 +68,7 @@ const VALUE_KEYS: &[&str] = &[
     "max_request_body_bytes",
     "cors",
     "return_redirect",
+    "sticky_cookie",
     // B: strings / enums
     "bearer_token_format",
     "description",
@@ -429,6 +430,7 @@ fn apply_value(out: &mut ParsedAnnotations, key: &str, v: Value) -> Result<(), S
             crate::http::cors::Cors::compile(&c)?;
             r.cors = Some(c);
         }
+        "sticky_cookie" => r.sticky_cookie = want_string(key, &v)?,
         "return_redirect" => {
             let c: crate::http::redirect::ReturnRedirectConfig =
                 serde_json::from_value(v.clone()).map_err(|e| format!("return_redirect: {e}"))?;

@@ -614,7 +614,8 @@ pub fn translate(
                         return Err(bad(key, value, "only cookie affinity is supported"));
                     }
                     set.insert("load_balancing_policy".into(), "ring_hash".into());
-                    t.notes.push(format!("{NGINX_PREFIX}/affinity: sticky by client address (ring hash) rather than by cookie"));
+                    let name = get("session-cookie-name").unwrap_or("INGRESSCOOKIE").trim();
+                    set.insert("sticky_cookie".into(), name.into());
                 }
                 "affinity-mode"
                 | "session-cookie-name"
@@ -631,6 +632,9 @@ pub fn translate(
                             value,
                             "needs nginx.ingress.kubernetes.io/affinity: cookie",
                         ));
+                    }
+                    if key != "session-cookie-name" {
+                        t.notes.push(format!("{NGINX_PREFIX}/{key}: not used; rampart's sticky cookie is a session cookie on path / (HttpOnly, SameSite=Lax)"));
                     }
                 }
                 "proxy-next-upstream"

@@ -443,13 +443,27 @@ fn redirects() {
 
 #[test]
 fn cookie_affinity_is_sticky() {
-    let t = tr(&[("affinity", "cookie"), ("session-cookie-name", "route")]);
+    let t = tr(&[
+        ("affinity", "cookie"),
+        ("session-cookie-name", "route"),
+        ("session-cookie-max-age", "3600"),
+    ]);
     assert!(t.errors.is_empty());
     assert_eq!(
         t.annotations
             .get("load_balancing_policy")
             .map(String::as_str),
         Some("ring_hash")
+    );
+    assert_eq!(
+        t.annotations.get("sticky_cookie").map(String::as_str),
+        Some("route")
+    );
+    assert_eq!(t.notes.len(), 1, "{:?}", t.notes);
+    let t = tr(&[("affinity", "cookie")]);
+    assert_eq!(
+        t.annotations.get("sticky_cookie").map(String::as_str),
+        Some("INGRESSCOOKIE")
     );
     assert!(one_error(&[("affinity", "ip")]).contains("only cookie affinity"));
     assert!(one_error(&[("session-cookie-name", "x")])
