@@ -41,6 +41,11 @@ pub enum Command {
     /// unreadable input exits 2. When the input holds no IngressClass, an IngressClass
     /// `pomerium` owned by `--name` is assumed, so a lone Ingress file renders.
     Render(RenderArgs),
+    /// Rewrite ingress-nginx manifests (`nginx.ingress.kubernetes.io/*` annotations,
+    /// oauth2-proxy auth) to `ingress.pomerium.io/*` annotations or to Gateway API HTTPRoutes
+    /// with PolicyFilters, on stdout. What could not be converted is listed on stderr (exit 1
+    /// unless `--allow-partial`).
+    Convert(crate::k8s::nginx_convert::ConvertArgs),
     /// Run a small upstream app that shows request headers and verifies the identity JWT
     /// (`X-Pomerium-Jwt-Assertion`) against a JWKS URL, like Pomerium's verify service.
     Verify(VerifyArgs),
@@ -80,6 +85,9 @@ pub struct RenderArgs {
     /// input are assumed to use it).
     #[arg(long, default_value = crate::k8s::gateway::DEFAULT_GATEWAY_CONTROLLER)]
     pub gateway_class_controller_name: String,
+    /// Translate `nginx.ingress.kubernetes.io/*` annotations, as the controller flag does.
+    #[arg(long)]
+    pub ingress_nginx_compat: bool,
 }
 
 #[derive(Debug, Args)]

@@ -48,6 +48,10 @@ pub struct ControllerArgs {
     /// Annotation prefix, without the `/`.
     #[arg(long, env = "PREFIX", default_value = "ingress.pomerium.io")]
     pub prefix: String,
+    /// Translate `nginx.ingress.kubernetes.io/*` annotations (auth-url to oauth2-proxy,
+    /// source ranges, rewrite-target, ...); an untranslatable one rejects the Ingress.
+    #[arg(long, env = "INGRESS_NGINX_COMPAT", default_value_t = false)]
+    pub ingress_nginx_compat: bool,
     /// Comma list of namespaces whose Ingresses are managed; empty = all.
     #[arg(long, env = "NAMESPACES", value_delimiter = ',', default_value = "")]
     pub namespaces: Vec<String>,
@@ -237,6 +241,7 @@ impl ControllerArgs {
                     .then(|| crate::k8s::gateway::GatewayOptions {
                         controller_name: self.gateway_class_controller_name.clone(),
                     }),
+                ingress_nginx_compat: self.ingress_nginx_compat,
             },
             watch_scopes,
             pomerium_name,

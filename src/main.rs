@@ -53,5 +53,6 @@ fn run() -> anyhow::Result<()> {
             rampart::telemetry::init(cli.log_format, "warn");
             std::process::exit(rampart::k8s::render::run(&args.into()))
         }
+        Command::Convert(args) => std::process::exit(rampart::k8s::nginx_convert::run(&args)),
     }
 }

@@ -470,3 +470,242 @@ async fn allow_upgrades_tunnels_the_listed_protocols() {
         Ok(_) => panic!("websocket is not in this route's allow_upgrades"),
     }
 }
+
+/// `max_request_body_bytes` (ingress-nginx `proxy-body-size`): 413 for a declared length over
+/// the limit (before the upstream is asked) and for a streamed body that passes it; bodies
+/// within the limit reach the upstream whole.
+#[actix_web::test]
+async fn request_bodies_over_max_request_body_bytes_get_413() {
+    let up = Upstream::start("u");
+    let port = free_port();
+    let proxy = Proxy::start(
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://b.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    max_request_body_bytes: 1000\n  - from: https://free.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n",
+            up.url(),
+            up.url()
+        ),
+        port,
+    );
+    let client = http_client(proxy.addr(), &["b.example.com", "free.example.com"]);
+    let url = format!("http://b.example.com:{port}/upload");
+    let r = client
+        .post(&url)
+        .body(vec![b'x'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "received 1000");
+    let r = client
+        .post(&url)
+        .body(vec![b'x'; 1001])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Chunked (no Content-Length): cut when it passes the limit.
+    let chunks = futures::stream::iter(
+        (0..8).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 300]))),
+    );
+    let r = client
+        .post(&url)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let small = futures::stream::iter(
+        (0..3).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 300]))),
+    );
+    let r = client
+        .post(&url)
+        .body(reqwest::Body::wrap_stream(small))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "received 900");
+    // Other routes have no limit.
+    let r = client
+        .post(format!("http://free.example.com:{port}/upload"))
+        .body(vec![b'x'; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "received 100000");
+}
+
+/// `cors` (ingress-nginx `enable-cors`): the proxy answers preflights itself, even on a route
+/// that needs sign-in, and adds the CORS headers to answers for allowed origins (the 401 of the
+/// sign-in too); other origins get none.
+#[actix_web::test]
+async fn cors_preflights_are_answered_and_headers_added() {
+    let up = Upstream::start("u");
+    let port = free_port();
+    let proxy = Proxy::start(
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nauthenticate_service_url: http://authenticate.localhost:{port}\nidp_provider: oidc\nidp_provider_url: http://127.0.0.1:9/op\nidp_client_id: x\nidp_client_secret: y\nshared_secret: {ss}\ncookie_secret: {cs}\nroutes:\n  - from: https://c.example.com\n    to: {up}\n    allow_public_unauthenticated_access: true\n    cors: {{allow_origin: ['https://spa.example.com'], expose_headers: X-Upstream}}\n  - from: https://private.example.com\n    to: {up}\n    allow_any_authenticated_user: true\n    cors: {{}}\n",
+            up = up.url(),
+            ss = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+            cs = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=",
+        ),
+        port,
+    );
+    let client = http_client(proxy.addr(), &["c.example.com", "private.example.com"]);
+    let pre = |host: &str, origin: &str| {
+        client
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("http://{host}:{port}/api"),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "PUT")
+            .send()
+    };
+    let h = |r: &reqwest::Response, n: &str| {
+        r.headers().get(n).map(|v| v.to_str().unwrap().to_string())
+    };
+    let r = pre("c.example.com", "https://spa.example.com")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        h(&r, "access-control-allow-origin").as_deref(),
+        Some("https://spa.example.com")
+    );
+    assert_eq!(
+        h(&r, "access-control-allow-methods").as_deref(),
+        Some("GET, PUT, POST, DELETE, PATCH, OPTIONS")
+    );
+    assert_eq!(h(&r, "access-control-max-age").as_deref(), Some("1728000"));
+    let r = pre("c.example.com", "https://evil.example.com")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(h(&r, "access-control-allow-origin"), None);
+    // A preflight on a route that needs sign-in does not need it.
+    let r = pre("private.example.com", "https://any.example.com")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        h(&r, "access-control-allow-origin").as_deref(),
+        Some("https://any.example.com")
+    );
+
+    let r = client
+        .get(format!("http://c.example.com:{port}/x"))
+        .header("origin", "https://spa.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        h(&r, "access-control-allow-origin").as_deref(),
+        Some("https://spa.example.com")
+    );
+    assert_eq!(
+        h(&r, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        h(&r, "access-control-expose-headers").as_deref(),
+        Some("X-Upstream")
+    );
+    let r = client
+        .get(format!("http://private.example.com:{port}/x"))
+        .header("origin", "https://any.example.com")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        h(&r, "access-control-allow-origin").as_deref(),
+        Some("https://any.example.com")
+    );
+}
+
+/// `return_redirect` (ingress-nginx `app-root`, `permanent-redirect`): answered by the proxy,
+/// before sign-in; with `path`, only that path is redirected and the rest is proxied.
+#[actix_web::test]
+async fn return_redirect_answers_before_sign_in() {
+    let up = Upstream::start("u");
+    let port = free_port();
+    let proxy = Proxy::start(
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nauthenticate_service_url: http://authenticate.localhost:{port}\nidp_provider: oidc\nidp_provider_url: http://127.0.0.1:9/op\nidp_client_id: x\nidp_client_secret: y\nshared_secret: AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\ncookie_secret: AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=\nroutes:\n  - from: https://root.example.com\n    to: {up}\n    allow_public_unauthenticated_access: true\n    return_redirect: {{location: /app, path: /}}\n  - from: https://old.example.com\n    to: {up}\n    allow_any_authenticated_user: true\n    return_redirect: {{location: 'https://new.example.com/', code: 301}}\n",
+            up = up.url(),
+        ),
+        port,
+    );
+    let client = http_client(proxy.addr(), &["root.example.com", "old.example.com"]);
+    let r = client
+        .get(format!("http://root.example.com:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/app");
+    let r = client
+        .get(format!("http://root.example.com:{port}/app"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .get(format!("http://old.example.com:{port}/any?x=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(r.headers()["location"], "https://new.example.com/");
+}
+
+/// `sticky_cookie` (ingress-nginx `affinity: cookie`): a client without the cookie gets one,
+/// and with it always reaches the same upstream; other cookie values spread over both.
+#[actix_web::test]
+async fn sticky_cookie_keeps_a_client_on_one_upstream() {
+    let a = Switchable::start("a");
+    let b = Switchable::start("b");
+    let port = free_port();
+    let proxy = Proxy::start(
+        &format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://s.example.com\n    to: [{}, {}]\n    allow_public_unauthenticated_access: true\n    sticky_cookie: route\n",
+            a.url(),
+            b.url()
+        ),
+        port,
+    );
+    let client = http_client(proxy.addr(), &["s.example.com"]);
+    let url = format!("http://s.example.com:{port}/");
+    let r = client.get(&url).send().await.unwrap();
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.starts_with("route=") && set.contains("HttpOnly"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let first = r.text().await.unwrap();
+    for _ in 0..20 {
+        let r = client
+            .get(&url)
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers().get("set-cookie").is_none());
+        assert_eq!(r.text().await.unwrap(), first);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..40 {
+        let r = client
+            .get(&url)
+            .header("cookie", format!("route=client{i}"))
+            .send()
+            .await
+            .unwrap();
+        seen.insert(r.text().await.unwrap());
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}

@@ -265,6 +265,19 @@ pub struct RouteConfig {
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<String>,
+    /// rampart only: request bodies longer than this get 413 (no limit when unset or 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_body_bytes: Option<u64>,
+    /// rampart only: CORS answered by the proxy (preflights, response headers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<crate::http::cors::CorsConfig>,
+    /// rampart only: sticky upstream selection by this cookie (set when missing); implies
+    /// `load_balancing_policy: ring_hash` (or give `maglev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_cookie: Option<String>,
+    /// rampart only: answer with this redirect instead of proxying (all paths or one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_redirect: Option<crate::http::redirect::ReturnRedirectConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_websockets: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

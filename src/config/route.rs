@@ -51,6 +51,9 @@ pub enum RouteErrorKind {
     },
     #[error("config: only prefix_rewrite or regex_rewrite_pattern can be specified, but not both")]
     BothRewrites,
+    /// `cors` or `return_redirect` values.
+    #[error("{0}")]
+    Cors(String),
     #[error("`regex_rewrite_pattern` needs `regex_rewrite_substitution`")]
     MissingSubstitution,
     #[error("`{key}`: invalid header name {name:?}")]
@@ -381,6 +384,14 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Stream inactivity limit; `None` = no limit.
     pub idle_timeout: Option<Duration>,
+    /// `max_request_body_bytes` (0 = none): longer request bodies get 413.
+    pub max_request_body_bytes: Option<u64>,
+    /// `cors`: preflights answered here, CORS headers added to answers.
+    pub cors: Option<std::sync::Arc<crate::http::cors::Cors>>,
+    /// `sticky_cookie`: the ring-hash key is this cookie's value (set when missing).
+    pub sticky_cookie: Option<String>,
+    /// `return_redirect`: answered instead of proxying.
+    pub return_redirect: Option<std::sync::Arc<crate::http::redirect::ReturnRedirect>>,
     pub allow_websockets: bool,
     pub allow_spdy: bool,
     pub tls: UpstreamTls,
@@ -525,7 +536,20 @@ pub fn validate_route(
     let downstream_client_ca = downstream_client_ca(cfg).map_err(fail)?;
     let service_account_token = service_account_token(cfg).map_err(fail)?;
     let bearer_token_format = bearer_token_format(cfg).map_err(fail)?;
+    let sticky_cookie = cfg.sticky_cookie.clone().filter(|c| !c.is_empty());
+    if let Some(name) = &sticky_cookie {
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            return Err(fail(RouteErrorKind::Cors(format!(
+                "sticky_cookie: {name:?} is not a valid cookie name"
+            ))));
+        }
+    }
     let load_balancing = match cfg.load_balancing_policy.as_deref() {
+        None if sticky_cookie.is_some() => LoadBalancing::RingHash,
         None => LoadBalancing::RoundRobin,
         Some(p) => match p.to_ascii_uppercase().as_str() {
             "ROUND_ROBIN" => LoadBalancing::RoundRobin,
@@ -536,8 +560,19 @@ pub fn validate_route(
             _ => return Err(fail(RouteErrorKind::BadLoadBalancing(p.to_string()))),
         },
     };
+    if sticky_cookie.is_some()
+        && !matches!(
+            load_balancing,
+            LoadBalancing::RingHash | LoadBalancing::Maglev
+        )
+    {
+        return Err(fail(RouteErrorKind::Cors(
+            "sticky_cookie needs load_balancing_policy ring_hash or maglev".into(),
+        )));
+    }
     Ok(Route {
         id: cfg.id.clone().unwrap_or(default_id),
+        sticky_cookie,
         from,
         host,
         path,
@@ -556,6 +591,20 @@ pub fn validate_route(
         rewrite_response_headers,
         timeout,
         idle_timeout,
+        max_request_body_bytes: cfg.max_request_body_bytes.filter(|n| *n > 0),
+        cors: match &cfg.cors {
+            Some(c) => Some(std::sync::Arc::new(
+                crate::http::cors::Cors::compile(c).map_err(|e| fail(RouteErrorKind::Cors(e)))?,
+            )),
+            None => None,
+        },
+        return_redirect: match &cfg.return_redirect {
+            Some(c) => Some(std::sync::Arc::new(
+                crate::http::redirect::ReturnRedirect::compile(c)
+                    .map_err(|e| fail(RouteErrorKind::Cors(e)))?,
+            )),
+            None => None,
+        },
         allow_websockets: cfg.allow_websockets.unwrap_or(false),
         allow_spdy: cfg.allow_spdy.unwrap_or(false),
         tls,

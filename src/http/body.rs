@@ -35,6 +35,10 @@ pub struct Exchange {
     body_idle: Option<Duration>,
     /// Why the client's request body failed, if it did.
     client_error: Cell<Option<ClientBodyError>>,
+    /// Route `max_request_body_bytes`: a longer body fails with `TooLarge`.
+    max_body: Cell<Option<u64>>,
+    /// Request body bytes read so far.
+    received: Cell<u64>,
 }
 
 /// How a client's request body failed.
@@ -44,6 +48,8 @@ pub enum ClientBodyError {
     Malformed,
     /// Nothing arrived for `request_body_idle_timeout`: 408.
     Idle,
+    /// More than the route's `max_request_body_bytes`: 413.
+    TooLarge,
 }
 
 /// Why a timer fired.
@@ -69,7 +75,14 @@ impl Exchange {
             last_activity: Cell::new(now),
             body_idle,
             client_error: Cell::new(None),
+            max_body: Cell::new(None),
+            received: Cell::new(0),
         })
+    }
+
+    /// Limits the request body to `max` bytes (streamed bodies are cut when they pass it).
+    pub fn set_max_body(&self, max: Option<u64>) {
+        self.max_body.set(max);
     }
 
     /// Why the client's request body failed, if it did.
@@ -183,6 +196,13 @@ impl Stream for RequestBody {
                 this.waiting = false;
                 ex.started.set(true);
                 ex.touch();
+                let received = ex.received.get() + chunk.len() as u64;
+                ex.received.set(received);
+                if ex.max_body.get().is_some_and(|max| received > max) {
+                    *slot = None;
+                    ex.client_error.set(Some(ClientBodyError::TooLarge));
+                    return Poll::Ready(Some(Err(actix_web::error::PayloadError::Overflow)));
+                }
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {

@@ -280,6 +280,26 @@ async fn serve(
     else {
         return Outcome::local(error(StatusCode::NOT_FOUND, Some("route_not_found")));
     };
+    let cors = entry.route.cors.clone();
+    if let Some(reply) = cors.as_ref().and_then(|c| c.preflight(req)) {
+        return Outcome {
+            response: reply,
+            route: Some(entry),
+            upstream: None,
+        };
+    }
+    if let Some(reply) = entry
+        .route
+        .return_redirect
+        .as_ref()
+        .and_then(|r| r.answer(&path))
+    {
+        return Outcome {
+            response: reply,
+            route: Some(entry),
+            upstream: None,
+        };
+    }
     let upgrade = upgrade_kind(req.headers());
     // `allow_upgrades` (with allow_websockets/allow_spdy folded in) lists the tunnelled ones;
     // a websocket or SPDY upgrade not listed is refused, other unlisted ones are forwarded
@@ -308,11 +328,14 @@ async fn serve(
         AuthOutcome::Respond(response) => {
             let denied = matches!(response.status().as_u16(), 401 | 403)
                 || response.status().is_redirection();
-            let response = if denied && req.method() == Method::GET && path == "/robots.txt" {
+            let mut response = if denied && req.method() == Method::GET && path == "/robots.txt" {
                 robots_txt()
             } else {
                 response
             };
+            if let Some(c) = &cors {
+                c.decorate(req.headers(), response.headers_mut());
+            }
             return Outcome {
                 response,
                 route: Some(entry),
@@ -336,7 +359,13 @@ async fn serve(
             upstream: None,
         };
     }
+    let sticky = entry
+        .route
+        .sticky_cookie
+        .as_deref()
+        .map(|name| (name, sticky_key(req, name)));
     let ctx = Forward {
+        sticky_key: sticky.as_ref().map(|(_, (k, _))| k.as_str()),
         req,
         client_headers: client_headers.as_ref().unwrap_or(req.headers()),
         entry: &entry,
@@ -358,6 +387,18 @@ async fn serve(
         _ if tunnelled => ctx.tunnel(tunnel::ClientBytes::Payload(payload)).await,
         _ => ctx.forward(payload).await,
     };
+    let mut response = response;
+    if let Some((name, (key, true))) = &sticky {
+        let secure = if state.is_secure() { "; Secure" } else { "" };
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{name}={key}; Path=/; HttpOnly; SameSite=Lax{secure}"
+        )) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    if let Some(c) = &cors {
+        c.decorate(req.headers(), response.headers_mut());
+    }
     Outcome {
         response,
         route: Some(entry),
@@ -379,6 +420,8 @@ struct Forward<'a> {
     metrics: &'a Arc<Metrics>,
     proto: &'static str,
     body_idle_timeout: Option<std::time::Duration>,
+    /// The `sticky_cookie` value choosing the upstream.
+    sticky_key: Option<&'a str>,
 }
 
 fn has_request_body(req: &HttpRequest) -> (bool, Option<u64>) {
@@ -411,13 +454,25 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
-fn routing_hash(req: &HttpRequest) -> u64 {
+fn routing_hash(req: &HttpRequest, sticky: Option<&str>) -> u64 {
     let mut h = DefaultHasher::new();
+    if let Some(key) = sticky {
+        key.hash(&mut h);
+        return h.finish();
+    }
     match req.headers().get("x-pomerium-routing-key") {
         Some(v) => v.as_bytes().hash(&mut h),
         None => req.peer_addr().map(|a| a.ip()).hash(&mut h),
     }
     h.finish()
+}
+
+/// The sticky-cookie key of a request: its cookie, else a new one (`true`) to set.
+fn sticky_key(req: &HttpRequest, name: &str) -> (String, bool) {
+    match req.cookie(name) {
+        Some(c) if !c.value().is_empty() => (c.value().to_string(), false),
+        _ => (uuid::Uuid::new_v4().simple().to_string(), true),
+    }
 }
 
 impl Forward<'_> {
@@ -477,14 +532,23 @@ impl Forward<'_> {
     async fn forward(&self, payload: Payload) -> (HttpResponse, Option<usize>) {
         let route = &self.entry.route;
         let (has_body, length) = has_request_body(self.req);
+        if let (Some(max), Some(n)) = (route.max_request_body_bytes, length) {
+            if n > max {
+                return (
+                    self.error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+                    None,
+                );
+            }
+        }
         let exchange = Exchange::new(has_body.then_some(payload), self.body_idle_timeout);
+        exchange.set_max_body(route.max_request_body_bytes);
         let pq = self.path_and_query();
         let hash = matches!(
             route.load_balancing,
             crate::config::route::LoadBalancing::RingHash
                 | crate::config::route::LoadBalancing::Maglev
         )
-        .then(|| routing_hash(self.req));
+        .then(|| routing_hash(self.req, self.sticky_key));
         let mut last_upstream = None;
         if self.entry.balancer.overloaded() {
             return (self.overflow(), None);
@@ -555,6 +619,9 @@ impl Forward<'_> {
                     let (status, detail) = match exchange.client_error() {
                         Some(ClientBodyError::Idle) => {
                             (StatusCode::REQUEST_TIMEOUT, "request_body_idle_timeout")
+                        }
+                        Some(ClientBodyError::TooLarge) => {
+                            (StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
                         }
                         _ => (StatusCode::BAD_REQUEST, "invalid request body"),
                     };

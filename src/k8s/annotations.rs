@@ -64,6 +64,11 @@ const VALUE_KEYS: &[&str] = &[
     // B: durations
     "timeout",
     "idle_timeout",
+    // rampart only
+    "max_request_body_bytes",
+    "cors",
+    "return_redirect",
+    "sticky_cookie",
     // B: strings / enums
     "bearer_token_format",
     "description",
@@ -419,6 +424,27 @@ fn apply_value(out: &mut ParsedAnnotations, key: &str, v: Value) -> Result<(), S
         }
         "timeout" => r.timeout = want_duration(key, &v)?,
         "idle_timeout" => r.idle_timeout = want_duration(key, &v)?,
+        "cors" => {
+            let c: crate::http::cors::CorsConfig =
+                serde_json::from_value(v.clone()).map_err(|e| format!("cors: {e}"))?;
+            crate::http::cors::Cors::compile(&c)?;
+            r.cors = Some(c);
+        }
+        "sticky_cookie" => r.sticky_cookie = want_string(key, &v)?,
+        "return_redirect" => {
+            let c: crate::http::redirect::ReturnRedirectConfig =
+                serde_json::from_value(v.clone()).map_err(|e| format!("return_redirect: {e}"))?;
+            crate::http::redirect::ReturnRedirect::compile(&c)?;
+            r.return_redirect = Some(c);
+        }
+        "max_request_body_bytes" => {
+            let n = match &v {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse::<u64>().ok(),
+                _ => None,
+            };
+            r.max_request_body_bytes = Some(n.ok_or_else(|| proto_err(key, "uint64 type", &v))?);
+        }
         "description" => r.description = want_string(key, &v)?,
         "name" => r.name = want_string(key, &v)?,
         "host_rewrite" => r.host_rewrite = want_string(key, &v)?,

@@ -16,6 +16,8 @@ pub mod annotations;
 pub mod convert;
 pub mod crd;
 pub mod gateway;
+pub mod nginx_compat;
+pub mod nginx_convert;
 pub mod reconcile;
 pub mod render;
 

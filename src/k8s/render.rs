@@ -346,6 +346,7 @@ impl From<crate::cli::RenderArgs> for RenderOptions {
                 gateway: Some(crate::k8s::gateway::GatewayOptions {
                     controller_name: a.gateway_class_controller_name,
                 }),
+                ingress_nginx_compat: a.ingress_nginx_compat,
             },
             pomerium_config: a.pomerium_config,
         }

@@ -25,6 +25,8 @@ pub struct ConvertOptions {
     pub namespaces: Vec<String>,
     /// Gateway API input (`--gateway-api`); `None`: Gateway API objects are ignored.
     pub gateway: Option<crate::k8s::gateway::GatewayOptions>,
+    /// Translate `nginx.ingress.kubernetes.io/*` annotations (`--ingress-nginx-compat`).
+    pub ingress_nginx_compat: bool,
 }
 
 impl Default for ConvertOptions {
@@ -34,6 +36,7 @@ impl Default for ConvertOptions {
             controller_name: DEFAULT_CONTROLLER_NAME.into(),
             namespaces: Vec::new(),
             gateway: None,
+            ingress_nginx_compat: false,
         }
     }
 }

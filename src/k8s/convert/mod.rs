@@ -270,7 +270,12 @@ pub fn convert_ingress(
     let name = ing.metadata.name.as_deref().unwrap_or("");
     let state = ctx.state;
     let solver = is_http01_solver(ing);
-    let effective = effective_annotations(ing, ctx);
+    let mut effective = effective_annotations(ing, ctx);
+    let nginx = if solver {
+        None
+    } else {
+        nginx_translation(ing, ctx, &mut effective)?
+    };
     let annotations = effective.as_ref();
 
     // --- fetch stage (§4.1) ---
@@ -382,6 +387,12 @@ pub fn convert_ingress(
         }
     }
 
+    if let Some(t) = &nginx {
+        for (_, _, r) in &mut routes {
+            t.apply_to_route(r);
+        }
+    }
+
     // --- duplicate ids (§4.5) ---
     let mut seen = HashSet::with_capacity(routes.len());
     for (host, path, r) in &routes {
@@ -420,6 +431,49 @@ pub fn convert_ingress(
         extras: parsed.extras,
         http01_solver: solver,
     })
+}
+
+/// Is ingress-nginx compatibility on for this Ingress: `--ingress-nginx-compat`, or the
+/// `rampart.io/ingress-nginx-compat: "true"` annotation on its IngressClass.
+pub fn nginx_compat_enabled(ing: &Ingress, ctx: &ConversionContext) -> bool {
+    ctx.options.ingress_nginx_compat
+        || managing_class(ing, ctx).is_some_and(|c| {
+            c.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::k8s::nginx_compat::COMPAT_CLASS_ANNOTATION))
+                .is_some_and(|v| parse_bool_true(v))
+        })
+}
+
+/// With compatibility on, translates the Ingress's nginx annotations into ours (added to
+/// `effective`); any untranslatable one rejects the Ingress.
+fn nginx_translation(
+    ing: &Ingress,
+    ctx: &ConversionContext,
+    effective: &mut Option<BTreeMap<String, String>>,
+) -> Result<Option<crate::k8s::nginx_compat::Translation>, ConvertError> {
+    use crate::k8s::nginx_compat;
+    if !nginx_compat_enabled(ing, ctx) {
+        return Ok(None);
+    }
+    let all = effective.get_or_insert_with(BTreeMap::new);
+    let t = nginx_compat::translate(all, &ctx.options.prefix, &Default::default());
+    if t.is_empty() {
+        return Ok(None);
+    }
+    t.check()
+        .map_err(|e| ConvertError::Parse(format!("annotations: {e}")))?;
+    for n in &t.notes {
+        tracing::info!(
+            ingress = %format!("{}/{}", ns_of(&ing.metadata), ing.metadata.name.as_deref().unwrap_or("")),
+            "{n}"
+        );
+    }
+    for (k, v) in &t.annotations {
+        all.insert(format!("{}/{k}", ctx.options.prefix), v.clone());
+    }
+    Ok(Some(t))
 }
 
 fn default_backend_host(tls: &[IngressTLS]) -> Result<String, String> {
