@@ -280,8 +280,7 @@ async fn serve(
     else {
         return Outcome::local(error(StatusCode::NOT_FOUND, Some("route_not_found")));
     };
-    let cors = entry.route.cors.clone();
-    if let Some(reply) = cors.as_ref().and_then(|c| c.preflight(req)) {
+    if let Some(reply) = entry.route.cors.as_ref().and_then(|c| c.preflight(req)) {
         return Outcome {
             response: reply,
             route: Some(entry),
@@ -333,7 +332,7 @@ async fn serve(
             } else {
                 response
             };
-            if let Some(c) = &cors {
+            if let Some(c) = &entry.route.cors {
                 c.decorate(req.headers(), response.headers_mut());
             }
             return Outcome {
@@ -396,7 +395,7 @@ async fn serve(
             response.headers_mut().append(header::SET_COOKIE, v);
         }
     }
-    if let Some(c) = &cors {
+    if let Some(c) = &entry.route.cors {
         c.decorate(req.headers(), response.headers_mut());
     }
     Outcome {
