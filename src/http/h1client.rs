@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::headers::{is_hop_by_hop, ConnectionTokens};
+use super::headers::is_hop_by_hop;
 use super::routes::RouteEntry;
 use crate::config::route::Upstream;
 
@@ -498,45 +498,58 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, SendError> {
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(SendError::Protocol("bad status code"))?;
     let http11 = resp.version == Some(1);
-    // Header values are sliced out of the head's own bytes (no copy per value).
-    let base = buf.as_ptr() as usize;
-    let mut names = Vec::with_capacity(resp.headers.len());
-    let mut spans = Vec::with_capacity(resp.headers.len());
+    // Framing and `Connection` come from the raw fields first; the map then gets only the
+    // end-to-end fields (hop-by-hop, `Connection`-listed and `Content-Length` are ours to
+    // decide), each value sliced out of the head's own bytes (no copy per value).
+    let mut length = None;
+    let mut chunked = false;
     for h in resp.headers.iter() {
-        names.push(
-            HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| SendError::Protocol("bad header name"))?,
-        );
-        spans.push((h.value.as_ptr() as usize - base, h.value.len()));
+        if h.name.eq_ignore_ascii_case("content-length") {
+            length = merge_content_length(length, h.value)?;
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked |= contains_ignore_case(h.value, b"chunked");
+        }
+    }
+    let connection = || {
+        resp.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|b| *b == b','))
+            .map(|t| t.trim_ascii())
+            .filter(|t| !t.is_empty())
+    };
+    let close = if http11 {
+        connection().any(|t| t.eq_ignore_ascii_case(b"close"))
+    } else {
+        !connection().any(|t| t.eq_ignore_ascii_case(b"keep-alive"))
+    };
+    // Names `Connection` lists beyond the usual `keep-alive` (a hop-by-hop name anyway):
+    // usually none, so no allocation and no scan per field below.
+    let extra: Vec<&[u8]> = connection()
+        .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive"))
+        .collect();
+    let listed = |name: &str| {
+        extra
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+    };
+    let base = buf.as_ptr() as usize;
+    let mut kept = Vec::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| SendError::Protocol("bad header name"))?;
+        if is_hop_by_hop(&name) || name == header::CONTENT_LENGTH || listed(name.as_str()) {
+            continue;
+        }
+        kept.push((name, h.value.as_ptr() as usize - base, h.value.len()));
     }
     let head = buf.split_to(end).freeze();
-    let mut all = HeaderMap::with_capacity(names.len());
-    for (name, (off, len)) in names.into_iter().zip(spans) {
+    // Room for the headers the proxy adds (request id, configured response headers).
+    let mut headers = HeaderMap::with_capacity(kept.len() + 4);
+    for (name, off, len) in kept {
         let value = HeaderValue::from_maybe_shared(head.slice(off..off + len))
             .map_err(|_| SendError::Protocol("bad header value"))?;
-        all.append(name, value);
-    }
-    let length = content_length(&all)?;
-    let chunked = all
-        .get_all(header::TRANSFER_ENCODING)
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("chunked"));
-    let listed = ConnectionTokens::of(&all);
-    let close = if http11 {
-        listed.contains("close")
-    } else {
-        !listed.contains("keep-alive")
-    };
-    // Hop-by-hop, `Connection`-listed and `Content-Length` (framing is ours) are removed in
-    // place: usually two names, cheaper than copying the rest into a new map.
-    let dropped: Vec<HeaderName> = all
-        .keys()
-        .filter(|n| is_hop_by_hop(n) || *n == header::CONTENT_LENGTH || listed.contains(n.as_str()))
-        .cloned()
-        .collect();
-    let mut headers = all;
-    for name in dropped {
-        headers.remove(name);
+        headers.append(name, value);
     }
     Ok(Some(ParsedHead {
         status,
@@ -548,30 +561,42 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, SendError> {
     }))
 }
 
-/// The `Content-Length` of a response (RFC 9112 §6.3): digits only (no sign, no spaces
-/// inside); several fields or a list are accepted only when every value is the same, since
-/// differing lengths would let the upstream smuggle a second response.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, SendError> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value
-            .to_str()
-            .map_err(|_| SendError::Protocol("bad content-length"))?;
-        for part in text.split(',') {
-            let part = part.trim_matches([' ', '\t']);
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(SendError::Protocol("bad content-length"));
-            }
-            let n = part
-                .parse::<u64>()
-                .map_err(|_| SendError::Protocol("bad content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(SendError::Protocol("conflicting content-length values"));
-            }
-            length = Some(n);
+/// Folds one `Content-Length` field into the length read so far (RFC 9112 §6.3): digits only
+/// (no sign, no spaces inside); several fields or a list are accepted only when every value is
+/// the same, since differing lengths would let the upstream smuggle a second response.
+fn merge_content_length(mut length: Option<u64>, value: &[u8]) -> Result<Option<u64>, SendError> {
+    let bad = SendError::Protocol("bad content-length");
+    for part in value.split(|b| *b == b',') {
+        let part = trim_space_tab(part);
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return Err(bad);
         }
+        let n = std::str::from_utf8(part)
+            .ok()
+            .and_then(|p| p.parse::<u64>().ok())
+            .ok_or(SendError::Protocol("bad content-length"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(SendError::Protocol("conflicting content-length values"));
+        }
+        length = Some(n);
     }
     Ok(length)
+}
+
+/// `bytes` without leading and trailing spaces and tabs (optional whitespace, RFC 9110 §5.6.3).
+fn trim_space_tab(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| !matches!(b, b' ' | b'\t'));
+    let end = bytes.iter().rposition(|b| !matches!(b, b' ' | b'\t'));
+    match (start, end) {
+        (Some(s), Some(e)) => &bytes[s..=e],
+        _ => &[],
+    }
+}
+
+/// Whether `needle` (lower-case) occurs in `hay`, ASCII case-insensitively.
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn finish(
@@ -603,6 +628,7 @@ fn finish(
             key,
             base: base.into(),
         }),
+        sized: !bodiless,
     };
     body.release_if_done();
     Response {
@@ -645,9 +671,31 @@ pub struct UpstreamBody {
     buf: BytesMut,
     framing: Framing,
     lease: Option<Lease>,
+    /// The body is as long as `Content-Length` says (false for HEAD, 204 and 304 answers,
+    /// whose `Content-Length` describes a body that is not sent).
+    sized: bool,
 }
 
 impl UpstreamBody {
+    /// The whole body, when a `Content-Length` body already arrived with the head: the
+    /// connection goes back to the pool at once and the proxy answers with plain bytes
+    /// instead of streaming (most small responses). `None`: stream it.
+    pub fn take_complete(&mut self) -> Option<Bytes> {
+        if !self.sized {
+            return None;
+        }
+        match self.framing {
+            Framing::Done if self.conn.is_none() => Some(Bytes::new()),
+            Framing::Length(n) if n <= self.buf.len() as u64 => {
+                let body = self.buf.split_to(n as usize).freeze();
+                self.framing = Framing::Done;
+                self.release_if_done();
+                Some(body)
+            }
+            _ => None,
+        }
+    }
+
     fn release_if_done(&mut self) {
         if matches!(self.framing, Framing::Length(0)) {
             self.framing = Framing::Done;
@@ -814,6 +862,7 @@ mod tests {
             buf: BytesMut::from(input),
             framing,
             lease: None,
+            sized: true,
         }
     }
 
@@ -932,6 +981,86 @@ mod tests {
         drop(peer);
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(idle_state(&mut conn), IdleState::Closed, "EOF pending");
+    }
+
+    /// A `Content-Length` body that came with the head is handed over whole and its
+    /// connection pooled at once; bodies still on the wire, chunked bodies and the bodiless
+    /// answers (HEAD, 204, 304, whose `Content-Length` is not a body) are streamed.
+    #[tokio::test]
+    async fn complete_bodies_are_taken_whole_and_release_the_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peers = Vec::new();
+        let mut respond = async |key: PoolKey, method: Method, raw: &str| {
+            let conn = Conn::Tcp(
+                TcpStream::connect(listener.local_addr().unwrap())
+                    .await
+                    .unwrap(),
+            );
+            peers.push(listener.accept().unwrap().0);
+            let mut buf = BytesMut::from(raw.as_bytes());
+            let head = parse_head(&mut buf).unwrap().unwrap();
+            finish(head, &method, conn, buf, key, "http://complete")
+        };
+
+        let mut r = respond(
+            21,
+            Method::GET,
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        )
+        .await;
+        assert_eq!(r.body.take_complete().as_deref(), Some(&b"ok"[..]));
+        assert!(
+            take_idle(21, "http://complete").is_some(),
+            "connection pooled at once"
+        );
+
+        let mut r = respond(
+            22,
+            Method::GET,
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(r.body.take_complete().as_deref(), Some(&b""[..]));
+        assert!(take_idle(22, "http://complete").is_some());
+
+        let mut r = respond(
+            23,
+            Method::GET,
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok",
+        )
+        .await;
+        assert!(r.body.take_complete().is_none(), "3 bytes still to come");
+        assert!(take_idle(23, "http://complete").is_none());
+
+        let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        let mut r = respond(24, Method::GET, chunked).await;
+        assert!(r.body.take_complete().is_none());
+
+        let mut r = respond(
+            25,
+            Method::HEAD,
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+        )
+        .await;
+        assert!(r.body.take_complete().is_none(), "HEAD keeps its length");
+        assert_eq!(r.length, Some(9));
+        let mut r = respond(
+            26,
+            Method::GET,
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+        )
+        .await;
+        assert!(r.body.take_complete().is_none());
+
+        // Bytes past the body: the body is still exact, the connection is not reused.
+        let mut r = respond(
+            27,
+            Method::GET,
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1",
+        )
+        .await;
+        assert_eq!(r.body.take_complete().as_deref(), Some(&b"ok"[..]));
+        assert!(take_idle(27, "http://complete").is_none());
     }
 
     #[test]

@@ -253,7 +253,7 @@ pub fn cookies_without(client: &HeaderMap, names: &[&str]) -> Option<HeaderValue
     let mut pairs: Vec<&str> = Vec::new();
     for v in client
         .get_all(header::COOKIE)
-        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
     {
         if !mentions(v) {
             // Nothing to take out of this header: keep its pairs as they are.
@@ -274,7 +274,7 @@ pub fn cookies_without(client: &HeaderMap, names: &[&str]) -> Option<HeaderValue
     if pairs.is_empty() {
         return None;
     }
-    HeaderValue::from_str(&pairs.join("; ")).ok()
+    HeaderValue::from_bytes(pairs.join("; ").as_bytes()).ok()
 }
 
 /// Resolves a template reference without a session: only `pomerium.request.headers["X"]`
@@ -488,6 +488,15 @@ mod tests {
         h.remove(header::COOKIE);
         h.insert(header::COOKIE, HeaderValue::from_static("_pomerium=x"));
         assert!(cookies_without(&h, &["_pomerium"]).is_none());
+        // A UTF-8 cookie (bytes a header allows, though not visible ASCII) is kept as is.
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_bytes("name=Zoë; _pomerium=x; b=2".as_bytes()).unwrap(),
+        );
+        assert_eq!(
+            cookies_without(&h, &["_pomerium"]).unwrap().as_bytes(),
+            "name=Zoë; b=2".as_bytes()
+        );
     }
 
     #[test]

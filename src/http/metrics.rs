@@ -29,6 +29,24 @@ impl EncodeLabelValue for RouteLabel {
     }
 }
 
+/// A route's metric series: its label, and (once it has answered) handles to its latency
+/// histogram and its `200` counter, so the common case skips the family lookups.
+#[derive(Debug, Default)]
+pub struct RouteMetrics {
+    label: RouteLabel,
+    latency: std::sync::OnceLock<Histogram>,
+    ok: std::sync::OnceLock<Counter>,
+}
+
+impl RouteMetrics {
+    pub fn new(id: &str) -> RouteMetrics {
+        RouteMetrics {
+            label: RouteLabel::new(id),
+            ..RouteMetrics::default()
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: RouteLabel,
@@ -107,18 +125,28 @@ impl Metrics {
     }
 
     /// Counts a request answered for `route` (`None`: no route matched).
-    pub fn observe_request(&self, route: Option<&RouteLabel>, status: u16, elapsed: Duration) {
-        static NO_ROUTE: std::sync::OnceLock<RouteLabel> = std::sync::OnceLock::new();
-        let route = route.unwrap_or_else(|| NO_ROUTE.get_or_init(RouteLabel::default));
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.clone(),
-                status,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&RouteLabels {
-                route: route.clone(),
+    pub fn observe_request(&self, route: Option<&RouteMetrics>, status: u16, elapsed: Duration) {
+        static NO_ROUTE: std::sync::OnceLock<RouteMetrics> = std::sync::OnceLock::new();
+        let route = route.unwrap_or_else(|| NO_ROUTE.get_or_init(RouteMetrics::default));
+        let labels = |status| RequestLabels {
+            route: route.label.clone(),
+            status,
+        };
+        if status == 200 {
+            route
+                .ok
+                .get_or_init(|| self.requests.get_or_create(&labels(200)).clone())
+                .inc();
+        } else {
+            self.requests.get_or_create(&labels(status)).inc();
+        }
+        route
+            .latency
+            .get_or_init(|| {
+                let labels = RouteLabels {
+                    route: route.label.clone(),
+                };
+                self.latency.get_or_create(&labels).clone()
             })
             .observe(elapsed.as_secs_f64());
     }
@@ -215,13 +243,24 @@ mod tests {
     #[test]
     fn encodes_counters() {
         let m = Metrics::new();
-        m.observe_request(Some(&RouteLabel::new("r1")), 200, Duration::from_millis(3));
+        let r1 = RouteMetrics::new("r1");
+        m.observe_request(Some(&r1), 200, Duration::from_millis(3));
+        m.observe_request(Some(&r1), 200, Duration::from_millis(3));
+        m.observe_request(Some(&r1), 503, Duration::from_millis(3));
         m.observe_request(None, 404, Duration::from_millis(1));
         m.upstream_error("r1", "connect");
         m.config_reload(true);
         let text = m.encode();
         assert!(
-            text.contains("rampart_http_requests_total{route=\"r1\",status=\"200\"} 1"),
+            text.contains("rampart_http_requests_total{route=\"r1\",status=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rampart_http_requests_total{route=\"r1\",status=\"503\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rampart_http_request_duration_seconds_count{route=\"r1\"} 3"),
             "{text}"
         );
         assert!(

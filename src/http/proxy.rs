@@ -161,11 +161,9 @@ pub async fn handle(
     let status = outcome.response.status().as_u16();
     let route_id = route.map(|r| r.id.as_str()).unwrap_or("");
     let elapsed = started.elapsed();
-    state.metrics.observe_request(
-        outcome.route.as_ref().map(|e| &e.metrics_label),
-        status,
-        elapsed,
-    );
+    state
+        .metrics
+        .observe_request(outcome.route.as_ref().map(|e| &e.metrics), status, elapsed);
     let upstream = match (route, outcome.upstream) {
         (Some(r), Some(i)) => r.upstreams.get(i).map(|u| u.url.as_str()),
         _ => None,
@@ -246,7 +244,7 @@ async fn serve(
         Err(e) => return Outcome::local(error(StatusCode::BAD_REQUEST, Some(&e.to_string()))),
     };
     if snapshot.authorizer.wants_form(req) {
-        let Some(body) = read_form_body(payload).await else {
+        let Some(body) = Box::pin(read_form_body(payload)).await else {
             return Outcome::local(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Some("form body too large or unreadable"),
@@ -380,10 +378,11 @@ async fn serve(
     let (response, upstream) = match upgrade {
         Some(UpgradeKind::Spdy) if tunnelled => {
             let peer = req.peer_addr();
-            ctx.tunnel(tunnel::ClientBytes::Spdy { payload, peer })
-                .await
+            Box::pin(ctx.tunnel(tunnel::ClientBytes::Spdy { payload, peer })).await
         }
-        _ if tunnelled => ctx.tunnel(tunnel::ClientBytes::Payload(payload)).await,
+        // Upgrades and HTTP/2 upstreams are boxed: their futures are large, and inline they
+        // would grow every request's future (allocated and moved per request).
+        _ if tunnelled => Box::pin(ctx.tunnel(tunnel::ClientBytes::Payload(payload))).await,
         _ => ctx.forward(payload).await,
     };
     let mut response = response;
@@ -572,7 +571,9 @@ impl Forward<'_> {
                 })
             };
             let send = if h2client::wanted(up.scheme, &target) {
-                Either::Left(self.send_h2(&target, &pq, &headers, &exchange, length))
+                Either::Left(Box::pin(
+                    self.send_h2(&target, &pq, &headers, &exchange, length),
+                ))
             } else {
                 let sent = h1client::send(&target, self.req.method(), &pq, &headers, body());
                 Either::Right(sent.map(|r| r.map(Reply::Http1)))
@@ -721,10 +722,19 @@ impl Forward<'_> {
 
     fn response(
         &self,
-        reply: Reply,
+        mut reply: Reply,
         exchange: Rc<Exchange>,
         in_flight: super::balancer::InFlight,
     ) -> HttpResponse {
+        if let Reply::Http1(r) = &mut reply {
+            // The whole body came with the head: nothing left to wait for, so no timers or
+            // streaming (the upstream exchange, and its in-flight count, ends here).
+            if let Some(body) = r.body.take_complete() {
+                let mut response = HttpResponse::with_body(r.status, body).map_into_boxed_body();
+                *response.headers_mut() = std::mem::take(&mut r.headers);
+                return response;
+            }
+        }
         let route = &self.entry.route;
         let deadline = route.timeout.map(|t| {
             exchange
@@ -848,5 +858,30 @@ impl Forward<'_> {
             ),
             last_upstream,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// actix-web allocates and moves every request's handler future: rarely used paths
+    /// (upgrades, HTTP/2 upstreams, form posts) are boxed so they do not grow it.
+    #[test]
+    fn the_request_future_stays_small() {
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        let state = ProxyState::new(Metrics::new(), false);
+        let snapshot = Snapshot::empty();
+        let id = HeaderValue::from_static("x");
+        let request_id = RequestIdRef {
+            text: "x",
+            value: &id,
+        };
+        let fut = serve(&req, Payload::None, &state, &snapshot, request_id);
+        let size = std::mem::size_of_val(&fut);
+        assert!(
+            size <= 3000,
+            "serve future is {size} bytes (unoptimised build)"
+        );
     }
 }

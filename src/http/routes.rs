@@ -9,7 +9,7 @@ use rustls::ClientConfig;
 
 use super::balancer::Balancer;
 use super::health::{self, ProbeTarget};
-use super::metrics::RouteLabel;
+use super::metrics::RouteMetrics;
 use super::tls::{client_ca_verifier, client_chain_valid, PeerCertificates};
 use super::upstream::{client_tls_config, tls_key, UpstreamTlsError};
 use crate::config::route::HostMatch;
@@ -24,7 +24,7 @@ pub struct RouteEntry {
     pub tls_key: u64,
     pub tls: Arc<ClientConfig>,
     /// The route id as a metrics label.
-    pub metrics_label: RouteLabel,
+    pub metrics: RouteMetrics,
     /// `tls_downstream_client_ca`: verifies the client certificates presented for this route.
     pub client_ca: Option<Arc<dyn ClientCertVerifier>>,
 }
@@ -82,7 +82,7 @@ impl RouteEntry {
         }
         Ok(RouteEntry {
             balancer,
-            metrics_label: RouteLabel::new(&route.id),
+            metrics: RouteMetrics::new(&route.id),
             route,
             tls_key: key,
             tls,

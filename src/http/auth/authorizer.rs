@@ -12,7 +12,7 @@ use thiserror::Error;
 use super::idps::{AuthStartIdpError, IdpCache, RouteClient};
 use super::oidc::IdpError;
 use super::route_hosts::RouteHosts;
-use super::service::{host_of, AuthService, RequestInfo};
+use super::service::{AuthService, RequestInfo};
 use super::settings::{AuthConfigError, AuthSettings, StorageSettings};
 use crate::actors::policy::{PolicyCompiler, PolicySnapshot, RoutePolicyInput};
 use crate::actors::session::Sessions;
@@ -219,7 +219,7 @@ impl SignInAuthorizer {
             return deny(404, "route-not-found".into());
         };
         let cookie = &self.service.settings.cookie.name;
-        let host = host_of(subject.authority);
+        let host = crate::http::request::host_without_port(subject.authority);
         // The route's IdP client keys its sessions (a per-route `idp_client_id`).
         let idp_id = self.service.idps.route_id(&entry.route.id);
         let lookup = self
@@ -269,7 +269,7 @@ impl SignInAuthorizer {
                     .route
                     .pass_identity_headers
                     .unwrap_or(self.service.settings.pass_identity_headers);
-                let jwt_host = if pass { host.as_str() } else { "" };
+                let jwt_host = if pass { &*host } else { "" };
                 let plan = self.service.upstream_headers(
                     jwt_host,
                     subject.headers,

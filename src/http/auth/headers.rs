@@ -32,7 +32,9 @@ pub fn cookie_values<'a>(
 ) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(COOKIE)
-        .filter_map(|v| v.to_str().ok())
+        // UTF-8 checks long values word by word; `to_str` goes byte by byte, and a session
+        // cookie is long.
+        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(move |pair| {
             let (k, v) = pair.trim().split_once('=')?;
@@ -289,6 +291,16 @@ mod tests {
                 ("tok3".into(), Carrier::Query),
                 ("tok1".into(), Carrier::Cookie)
             ]
+        );
+        // A UTF-8 cookie beside the session cookie does not hide it.
+        let mut h = HeaderMap::new();
+        h.insert(
+            COOKIE,
+            HeaderValue::from_bytes("name=Zoë; _pomerium=tok5".as_bytes()).unwrap(),
+        );
+        assert_eq!(
+            session_tokens(&h, "", "_pomerium"),
+            vec![("tok5".into(), Carrier::Cookie)]
         );
         let h = map(&[("authorization", "Bearer Pomerium-tok4")]);
         assert_eq!(session_tokens(&h, "", "_pomerium")[0].0, "tok4");

@@ -114,20 +114,9 @@ impl RequestInfo {
     }
 }
 
-/// Host without port, lower-cased (`[::1]:8443` → `[::1]`).
+/// Host without port or trailing dot, lower-cased (`[::1]:8443` → `[::1]`).
 pub fn host_of(authority: &str) -> String {
-    let a = authority.trim();
-    let host = if a.starts_with('[') {
-        a.split_once(']')
-            .map(|(h, _)| format!("{h}]"))
-            .unwrap_or_else(|| a.to_string())
-    } else {
-        a.rsplit_once(':')
-            .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
-            .map(|(h, _)| h.to_string())
-            .unwrap_or_else(|| a.to_string())
-    };
-    host.to_ascii_lowercase()
+    crate::http::request::host_without_port(authority).into_owned()
 }
 
 pub struct AuthService {

@@ -101,6 +101,7 @@ fn chunked_body(input: &[u8]) -> UpstreamBody {
         buf: BytesMut::from(input),
         framing: Framing::Chunked(ChunkState::Size),
         lease: None,
+        sized: true,
     }
 }
 
