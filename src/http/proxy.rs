@@ -11,7 +11,7 @@ use actix_web::body::{BodyStream, SizedStream};
 use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode, Version};
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use futures::future::Either;
 use futures::{FutureExt, StreamExt};
 
@@ -120,12 +120,29 @@ pub fn upgrade_allowed(route: &crate::config::Route, headers: &HeaderMap) -> boo
         .any(|a| a.eq_ignore_ascii_case(token))
 }
 
-/// The actix-web handler for every proxied request.
-pub async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<Arc<ProxyState>>,
-) -> HttpResponse {
+/// The proxy as an actix service: the app's only (default) service, called with the request
+/// as is (no extractors; the state is captured).
+pub fn service(
+    state: Arc<ProxyState>,
+) -> impl actix_web::dev::ServiceFactory<
+    actix_web::dev::ServiceRequest,
+    Config = (),
+    Response = actix_web::dev::ServiceResponse,
+    Error = actix_web::Error,
+    InitError = (),
+> {
+    actix_web::dev::fn_service(move |sr: actix_web::dev::ServiceRequest| {
+        let state = state.clone();
+        async move {
+            let (req, payload) = sr.into_parts();
+            let response = handle(&req, payload, &state).await;
+            Ok(actix_web::dev::ServiceResponse::new(req, response))
+        }
+    })
+}
+
+/// Answers one proxied request.
+pub async fn handle(req: &HttpRequest, payload: Payload, state: &ProxyState) -> HttpResponse {
     let started = std::time::Instant::now();
     // A v4 UUID from the thread-local CSPRNG: `Uuid::new_v4` makes a getrandom syscall per
     // request.
@@ -137,9 +154,9 @@ pub async fn handle(
     let request_id_value = HeaderValue::from_str(request_id).expect("a UUID is a header value");
     let snapshot = state.snapshot.load_full();
     let mut outcome = serve(
-        &req,
-        payload.into_inner(),
-        &state,
+        req,
+        payload,
+        state,
         &snapshot,
         RequestIdRef {
             text: request_id,
@@ -171,7 +188,7 @@ pub async fn handle(
     tracing::info!(
         target: "rampart::access",
         method = %req.method(),
-        host = request_host_str(&req),
+        host = request_host_str(req),
         path = %req.uri().path(),
         status,
         route = route_id,

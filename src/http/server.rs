@@ -222,8 +222,7 @@ pub fn proxy_server_on(
     if let Some(cfg) = tls {
         return tls_proxy_server(state, socket, cfg, opts);
     }
-    let data = web::Data::new(state);
-    let mut server = HttpServer::new(move || proxy_app(data.clone()))
+    let mut server = HttpServer::new(move || proxy_app(state.clone()))
         .on_connect(no_delay)
         .disable_signals()
         .shutdown_timeout(opts.shutdown_grace)
@@ -237,7 +236,7 @@ pub fn proxy_server_on(
 
 /// The proxy app: every request goes to `proxy::handle`.
 fn proxy_app(
-    data: web::Data<Arc<ProxyState>>,
+    state: Arc<ProxyState>,
 ) -> App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -247,9 +246,7 @@ fn proxy_app(
         InitError = (),
     >,
 > {
-    App::new()
-        .app_data(data)
-        .default_service(web::to(proxy::handle))
+    App::new().default_service(proxy::service(state))
 }
 
 /// Time allowed for a client's TLS handshake (actix-web's default).
@@ -274,7 +271,7 @@ fn tls_proxy_server(
     let addr = socket.local_addr()?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let data = web::Data::new(state);
+    let data = state;
     let mut builder = Server::build()
         .disable_signals()
         .shutdown_timeout(opts.shutdown_grace);
@@ -429,7 +426,7 @@ async fn redirect(
 ) -> HttpResponse {
     if let Some(acme) = &state.acme {
         if is_acme_challenge(&req, acme) {
-            return proxy::handle(req, payload, web::Data::new(acme.clone())).await;
+            return proxy::handle(&req, payload.into_inner(), acme).await;
         }
     }
     let port = state.https_port;
