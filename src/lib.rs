@@ -17,5 +17,10 @@ pub mod store;
 pub mod telemetry;
 pub mod verify;
 
+/// A hash map for lookups on the request path: foldhash instead of SipHash. Its keys come
+/// from configuration (route ids, hosts), so request input can look keys up but not fill
+/// the table.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 #[cfg(test)]
 mod fuzz_support;

@@ -30,7 +30,7 @@ pub struct RoutePolicyInput {
 pub struct PolicySnapshot {
     /// route id → policy. A route whose latest input is bad keeps its last good policy, or
     /// denies everyone if it never had one.
-    pub policies: HashMap<String, Arc<CompiledPolicy>>,
+    pub policies: crate::FastMap<String, Arc<CompiledPolicy>>,
     /// route id → error for the latest input.
     pub errors: BTreeMap<String, PolicyError>,
 }

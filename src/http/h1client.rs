@@ -166,7 +166,7 @@ struct Idle {
 }
 
 thread_local! {
-    static POOL: RefCell<HashMap<PoolKey, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<crate::FastMap<PoolKey, Vec<Idle>>> = RefCell::default();
 }
 
 /// What an idle pooled connection has pending.

@@ -34,7 +34,7 @@ pub struct RouteEntry {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     entries: Vec<Arc<RouteEntry>>,
-    exact: HashMap<String, Vec<usize>>,
+    exact: crate::FastMap<String, Vec<usize>>,
     wildcard: Vec<usize>,
 }
 

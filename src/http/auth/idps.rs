@@ -107,7 +107,7 @@ pub struct IdpSet {
     pub default: Option<Arc<Idp>>,
     by_id: HashMap<String, Arc<Idp>>,
     /// Route id → IdP id, for routes with their own client.
-    by_route: HashMap<String, String>,
+    by_route: crate::FastMap<String, String>,
     /// Exact route host → IdP id (the first route of the host decides, as in Pomerium).
     by_host: HashMap<String, String>,
 }
