@@ -4,18 +4,22 @@
 //! and the test runs over plain http on *.localhost, which reqwest's jar would not send), plus
 //! one headless Chromium run (tests/browser/signin.mjs).
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use support::free_port;
+use support::oidc::{oidc_dir, OpBuilder};
+use support::process::Proc;
+use support::redis::Redis;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rampart");
 
@@ -23,125 +27,13 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed (by its own pid) on drop; its stderr is collected for messages.
-struct Proc {
-    child: Child,
-    name: &'static str,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Proc {
-    /// Spawns and waits for a stdout line starting with `ready_prefix`; returns the rest.
-    fn spawn(name: &'static str, mut cmd: Command, ready_prefix: Option<&str>) -> (Proc, String) {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let l2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut g = l2.lock().unwrap();
-                g.push_str(&line);
-                g.push('\n');
-            }
-        });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let prefix = ready_prefix.map(str::to_string);
-        let l3 = log.clone();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(p) = &prefix {
-                    if !sent && line.starts_with(p.as_str()) {
-                        let _ = tx.send(line[p.len()..].trim().to_string());
-                        sent = true;
-                        continue;
-                    }
-                }
-                let mut g = l3.lock().unwrap();
-                g.push_str(&line);
-                g.push('\n');
-            }
-        });
-        let mut p = Proc { child, name, log };
-        let rest = match ready_prefix {
-            None => String::new(),
-            Some(_) => match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(r) => r,
-                Err(_) => {
-                    let _ = p.child.kill();
-                    panic!("{name} did not become ready; output:\n{}", p.log());
-                }
-            },
-        };
-        (p, rest)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn stop(&mut self) {
-        // SIGTERM by pid, then reap.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.stop();
-        }
-        let _ = self.name;
-    }
-}
-
-fn oidc_dir() -> PathBuf {
-    let dir = repo().join("tests/oidc");
-    if !dir.join("node_modules/oidc-provider").exists() {
-        let st = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&dir)
-            .status()
-            .expect("npm ci for tests/oidc");
-        assert!(st.success(), "npm ci --prefix tests/oidc failed");
-    }
-    dir
-}
-
 /// The test OpenID provider; returns (process, issuer).
 fn start_op(redirect_uris: &str, post_logout: &str, env: &[(&str, &str)]) -> (Proc, String) {
-    let dir = oidc_dir();
-    let mut cmd = Command::new("node");
-    cmd.arg(dir.join("op.mjs"))
-        .current_dir(&dir)
-        .env("PORT", "0")
-        .env("REDIRECT_URIS", redirect_uris)
-        .env("POST_LOGOUT_REDIRECT_URIS", post_logout);
+    let mut op = OpBuilder::new(redirect_uris).post_logout(post_logout);
     for (k, v) in env {
-        cmd.env(k, v);
+        op = op.env(k, v);
     }
-    Proc::spawn("oidc-provider", cmd, Some("READY "))
+    op.start()
 }
 
 fn start_verify(jwks_url: &str) -> (Proc, String) {
@@ -894,55 +786,14 @@ async fn chromium_sign_in_checks(w: &World) {
     assert_eq!(session["httpOnly"], true);
 }
 
-/// A real redis-server on a unix socket in a short temp dir; stopped on drop.
-struct Redis {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_redis() -> Redis {
-    let dir = tempfile::Builder::new()
-        .prefix("rr")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let sock = dir.path().join("redis.sock");
-    let child = Command::new("redis-server")
-        .args(["--port", "0", "--save", "", "--appendonly", "no"])
-        .arg("--unixsocket")
-        .arg(&sock)
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (scripts/test installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Redis {
-        child,
-        url: format!("redis+unix://{}", sock.display()),
-        _dir: dir,
-    }
-}
-
 /// Several replicas with `databroker_storage_type: redis`: a session created on one is valid
 /// on another, and a sign-out on one ends it everywhere at once (cached copies included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_sessions_through_redis() {
-    let redis = start_redis();
+    let redis = Redis::start();
     let storage = format!(
         "databroker_storage_type: redis\ndatabroker_storage_connection_string: {}\n",
-        redis.url
+        redis.url()
     );
     let w = world(&[], &storage, None);
     let port = w.port();

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use base64::Engine;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -18,6 +17,8 @@ use rampart::controller::health::Health;
 use rampart::controller::{serve_health, Controller, ControllerArgs};
 use serde_json::{json, Value};
 use support::fake_kube::{FakeKube, RecordedEvent};
+use support::free_port;
+use support::k8s::{b64, bootstrap_secret, controller_args, ingress_class};
 
 async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -139,21 +140,6 @@ async fn fake_kube_serves_list_watch_and_writes() {
 // Controller tests
 // ---------------------------------------------------------------------------------------------
 
-fn b64(v: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(v)
-}
-
-fn ingress_class() -> Value {
-    json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-           "metadata": {"name": "pomerium"}, "spec": {"controller": "pomerium.io/ingress-controller"}})
-}
-
-fn bootstrap_secret() -> Value {
-    json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-           "metadata": {"name": "bootstrap", "namespace": "pomerium"},
-           "data": {"shared_secret": b64(&[1u8; 32]), "cookie_secret": b64(&[2u8; 32])}})
-}
-
 fn pomerium_global() -> Value {
     json!({"apiVersion": "ingress.pomerium.io/v1", "kind": "Pomerium", "metadata": {"name": "global"},
            "spec": {"secrets": "pomerium/bootstrap"}})
@@ -239,24 +225,6 @@ struct Running {
     _controller: Controller,
 }
 
-fn args(kube: &FakeKube, extra: &[&str]) -> ControllerArgs {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct A {
-        #[command(flatten)]
-        a: ControllerArgs,
-    }
-    let mut v = vec![
-        "test",
-        "--kube-api-url",
-        kube.url(),
-        "--health-probe-bind-address",
-        "127.0.0.1:0",
-    ];
-    v.extend_from_slice(extra);
-    A::parse_from(v).a
-}
-
 fn seed_cluster(kube: &FakeKube) {
     kube.apply(ingress_class());
     kube.apply(bootstrap_secret());
@@ -266,7 +234,7 @@ fn seed_cluster(kube: &FakeKube) {
 }
 
 async fn start(kube: FakeKube, extra: &[&str]) -> Running {
-    let a = args(&kube, extra);
+    let a = controller_args(&kube, extra);
     let options = a.options().unwrap();
     let health = Health::default();
     let health_addr = serve_health(a.health_addr().unwrap(), health.clone()).unwrap();
@@ -872,14 +840,6 @@ fn controller_flags_and_env() {
     assert!(A::try_parse_from(["t", "--disable-cert-check"]).is_ok());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GET through the proxy with SNI/Host `host`; returns status, body and the served leaf cert.
 async fn via_proxy(port: u16, host: &str, path: &str) -> Option<(u16, String, Vec<u8>)> {
     let client = reqwest::Client::builder()
@@ -948,7 +908,7 @@ async fn traffic_flows_through_the_proxy_and_follows_the_cluster() {
 
     let port = free_port();
     let server_addr = format!("127.0.0.1:{port}");
-    let a = args(
+    let a = controller_args(
         &kube,
         &[
             "--server-addr",
@@ -1128,7 +1088,7 @@ async fn only_the_leader_writes_events_and_status() {
     let start_one = |pod: &str| {
         let mut extra: Vec<&str> = timing.to_vec();
         extra.extend(["--pod-name", pod]);
-        let a = args(&kube, &extra);
+        let a = controller_args(&kube, &extra);
         let published = Published::default();
         let health = Health::default();
         let options = a.options().unwrap();
@@ -1283,7 +1243,7 @@ async fn perf_initial_sync_and_one_update() {
     }
     let port = free_port();
     let server_addr = format!("127.0.0.1:{port}");
-    let a = args(
+    let a = controller_args(
         &kube,
         &[
             "--server-addr",
@@ -1559,7 +1519,7 @@ async fn http01_solver_is_served_on_the_plain_http_listener() {
     let http_port = free_port();
     let server_addr = format!("127.0.0.1:{port}");
     let http_addr = format!("127.0.0.1:{http_port}");
-    let a = args(
+    let a = controller_args(
         &kube,
         &[
             "--server-addr",
@@ -1671,7 +1631,7 @@ async fn endpoint_changes_keep_open_websockets() {
 
     let port = free_port();
     let server_addr = format!("127.0.0.1:{port}");
-    let a = args(
+    let a = controller_args(
         &kube,
         &[
             "--server-addr",
@@ -2056,7 +2016,7 @@ async fn v032_annotations_are_served_health_checks_and_service_account_token() {
 
     let port = free_port();
     let server_addr = format!("127.0.0.1:{port}");
-    let a = args(
+    let a = controller_args(
         &kube,
         &[
             "--server-addr",

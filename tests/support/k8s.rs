@@ -1,0 +1,61 @@
+//! Controller set-up shared by the Kubernetes tests: command-line arguments pointing at the
+//! fake API server, and the Secrets a `Pomerium` object refers to.
+
+use base64::Engine;
+use rampart::controller::ControllerArgs;
+use serde_json::{json, Value};
+
+use super::fake_kube::FakeKube;
+
+/// Standard base64, as Secret `data` wants it.
+pub fn b64(v: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(v)
+}
+
+/// `rampart controller` arguments parsed as on the command line: the fake API server's URL,
+/// the health probes on a free port, then `extra`.
+pub fn controller_args(kube: &FakeKube, extra: &[&str]) -> ControllerArgs {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct A {
+        #[command(flatten)]
+        a: ControllerArgs,
+    }
+    let mut v = vec![
+        "test",
+        "--kube-api-url",
+        kube.url(),
+        "--health-probe-bind-address",
+        "127.0.0.1:0",
+    ];
+    v.extend_from_slice(extra);
+    A::parse_from(v).a
+}
+
+/// The `pomerium` IngressClass of the pomerium.io controller.
+pub fn ingress_class() -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+           "metadata": {"name": "pomerium"}, "spec": {"controller": "pomerium.io/ingress-controller"}})
+}
+
+/// `pomerium/bootstrap`: the shared and cookie secrets (fixed test values).
+pub fn bootstrap_secret() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+           "metadata": {"name": "bootstrap", "namespace": "pomerium"},
+           "data": {"shared_secret": b64(&[1u8; 32]), "cookie_secret": b64(&[2u8; 32])}})
+}
+
+/// `pomerium/idp`: the client id and secret the test OpenID provider knows
+/// (`rampart` / `rampart-secret`).
+pub fn idp_secret() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+           "metadata": {"name": "idp", "namespace": "pomerium"},
+           "data": {"client_id": b64(b"rampart"), "client_secret": b64(b"rampart-secret")}})
+}
+
+/// `pomerium/<name>`: a CA bundle (`ca.crt`) for `caSecrets`.
+pub fn ca_secret(name: &str, ca_pem: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+           "metadata": {"name": name, "namespace": "pomerium"},
+           "data": {"ca.crt": b64(ca_pem.as_bytes())}})
+}
