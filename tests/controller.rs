@@ -1644,19 +1644,7 @@ async fn endpoint_changes_keep_open_websockets() {
     );
     let running = rampart::controller::start(&a).await.unwrap();
 
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca.pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let tls_cfg = Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    );
+    let tls_cfg = Arc::new(ca.client_config());
     let connect = || {
         let tls_cfg = tls_cfg.clone();
         async move {

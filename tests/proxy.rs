@@ -22,16 +22,11 @@ struct Env {
 impl Env {
     fn start(routes: &str, extra: &str) -> Env {
         let ca = Ca::new("test CA");
-        let leaf = ca.leaf(&["*.example.com", "example.com"]);
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = leaf.write(dir.path(), "wild");
-        let port = free_port();
-        let config = format!(
-            "address: 127.0.0.1:{port}\ncertificate_file: {}\ncertificate_key_file: {}\n{extra}routes:\n{routes}",
-            cert.display(),
-            key.display()
+        let proxy = Proxy::start_tls(
+            &ca,
+            &["*.example.com", "example.com"],
+            &format!("{extra}routes:\n{routes}"),
         );
-        let proxy = Proxy::start_in(dir, &config, port);
         let client = https_client(&ca.pem, proxy.addr(), &HOSTS);
         Env { ca, proxy, client }
     }
@@ -401,17 +396,7 @@ async fn ws_connect(
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
     tokio_tungstenite::tungstenite::Error,
 > {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut env.ca.pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let cfg = env.ca.client_config();
     let tcp = tokio::net::TcpStream::connect(env.proxy.addr())
         .await
         .unwrap();

@@ -383,17 +383,16 @@ async fn absolute_form_targets_route_and_authorise_by_their_authority() {
 async fn http2_authority_and_host_must_agree() {
     let up = Upstream::start("a");
     let ca = Ca::new("test CA");
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = ca.leaf(&["*.example.com"]).write(dir.path(), "wild");
-    let port = free_port();
-    let config = format!(
-        "address: 127.0.0.1:{port}\ncertificate_file: {}\ncertificate_key_file: {}\nroutes:\n  - {{from: https://a.example.com, to: {}, allow_public_unauthenticated_access: true}}\n  - {{from: https://b.example.com, to: {}, allow_public_unauthenticated_access: true}}\n",
-        cert.display(),
-        key.display(),
-        up.url(),
-        up.url()
+    let proxy = Proxy::start_tls(
+        &ca,
+        &["*.example.com"],
+        &format!(
+            "routes:\n  - {{from: https://a.example.com, to: {}, allow_public_unauthenticated_access: true}}\n  - {{from: https://b.example.com, to: {}, allow_public_unauthenticated_access: true}}\n",
+            up.url(),
+            up.url()
+        ),
     );
-    let proxy = Proxy::start_in(dir, &config, port);
+    let port = proxy.port;
     let client = https_client(&ca.pem, proxy.addr(), &["a.example.com", "b.example.com"]);
     let url = format!("https://a.example.com:{port}/x");
 

@@ -53,6 +53,26 @@ impl Ca {
         Ca { cert, key, pem }
     }
 
+    /// A rustls root store holding only this CA.
+    pub fn root_store(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut self.pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        roots
+    }
+
+    /// A rustls client config trusting only this CA, without a client certificate.
+    pub fn client_config(&self) -> rustls::ClientConfig {
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(self.root_store())
+        .with_no_client_auth()
+    }
+
     pub fn leaf(&self, names: &[&str]) -> Leaf {
         let params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
