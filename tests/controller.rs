@@ -18,7 +18,9 @@ use rampart::controller::{serve_health, Controller, ControllerArgs};
 use serde_json::{json, Value};
 use support::fake_kube::{FakeKube, RecordedEvent};
 use support::free_port;
-use support::k8s::{b64, bootstrap_secret, controller_args, ingress_class};
+use support::k8s::{
+    b64, bootstrap_secret, controller_args, ingress_class, serving_controller_args,
+};
 
 async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -907,18 +909,7 @@ async fn traffic_flows_through_the_proxy_and_follows_the_cluster() {
     kube.apply(pom);
 
     let port = free_port();
-    let server_addr = format!("127.0.0.1:{port}");
-    let a = controller_args(
-        &kube,
-        &[
-            "--server-addr",
-            &server_addr,
-            "--http-redirect-addr",
-            "",
-            "--proxy-workers",
-            "1",
-        ],
-    );
+    let a = serving_controller_args(&kube, port, &[]);
     let running = rampart::controller::start(&a).await.unwrap();
 
     // Routes and the Ingress certificate reach the proxy.
@@ -1242,18 +1233,7 @@ async fn perf_initial_sync_and_one_update() {
         ));
     }
     let port = free_port();
-    let server_addr = format!("127.0.0.1:{port}");
-    let a = controller_args(
-        &kube,
-        &[
-            "--server-addr",
-            &server_addr,
-            "--http-redirect-addr",
-            "",
-            "--proxy-workers",
-            "1",
-        ],
-    );
+    let a = serving_controller_args(&kube, port, &[]);
     let t0 = std::time::Instant::now();
     let running = rampart::controller::start(&a).await.unwrap();
     let routes = |r: &rampart::controller::Running| r.proxy.snapshot.load().routes.len();
@@ -1630,18 +1610,7 @@ async fn endpoint_changes_keep_open_websockets() {
     kube.apply(ing);
 
     let port = free_port();
-    let server_addr = format!("127.0.0.1:{port}");
-    let a = controller_args(
-        &kube,
-        &[
-            "--server-addr",
-            &server_addr,
-            "--http-redirect-addr",
-            "",
-            "--proxy-workers",
-            "1",
-        ],
-    );
+    let a = serving_controller_args(&kube, port, &[]);
     let running = rampart::controller::start(&a).await.unwrap();
 
     let tls_cfg = Arc::new(ca.client_config());
@@ -2003,18 +1972,7 @@ async fn v032_annotations_are_served_health_checks_and_service_account_token() {
     kube.apply(old);
 
     let port = free_port();
-    let server_addr = format!("127.0.0.1:{port}");
-    let a = controller_args(
-        &kube,
-        &[
-            "--server-addr",
-            &server_addr,
-            "--http-redirect-addr",
-            "",
-            "--proxy-workers",
-            "1",
-        ],
-    );
+    let a = serving_controller_args(&kube, port, &[]);
     let running = rampart::controller::start(&a).await.unwrap();
 
     let mut bodies = Vec::new();

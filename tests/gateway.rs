@@ -11,7 +11,7 @@ use rampart::controller::ControllerArgs;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::fake_kube::FakeKube;
-use support::k8s::{b64, bootstrap_secret, ca_secret, controller_args, idp_secret};
+use support::k8s::{b64, bootstrap_secret, ca_secret, idp_secret, serving_controller_args};
 use support::oidc::OpBuilder;
 use support::{free_port, Ca, Upstream};
 
@@ -182,19 +182,7 @@ async fn gateway_httproute_policy_filter_with_real_sign_in() {
     );
     kube.apply(http_route(false));
 
-    let server_addr = format!("127.0.0.1:{port}");
-    let a = controller_args(
-        &kube,
-        &[
-            "--server-addr",
-            &server_addr,
-            "--http-redirect-addr",
-            "",
-            "--proxy-workers",
-            "1",
-            "--gateway-api",
-        ],
-    );
+    let a = serving_controller_args(&kube, port, &["--gateway-api"]);
     let running = rampart::controller::start(&a).await.unwrap();
     let app = format!("https://app.localhost:{port}");
 

@@ -868,14 +868,14 @@ async fn sigterm_drains_in_flight_requests() {
 #[tokio::test]
 async fn insecure_server_plain_http() {
     let a = Upstream::start("a");
-    let port = free_port();
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_insecure(
+        "",
         &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - {{from: https://a.example.com, to: {}, allow_public_unauthenticated_access: true}}\n",
+            "  - {{from: https://a.example.com, to: {}, allow_public_unauthenticated_access: true}}\n",
             a.url()
         ),
-        port,
     );
+    let port = proxy.port;
     let client = http_client(proxy.addr(), &["a.example.com"]);
     let resp = client
         .get(format!("http://a.example.com:{port}/plain"))
@@ -953,13 +953,13 @@ async fn upstream_framings_and_stale_keep_alive_connections() {
         ],
         Duration::from_millis(100),
     );
-    let port = free_port();
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_insecure(
+        "",
         &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - {{from: https://s.example.com, to: http://{up}, allow_public_unauthenticated_access: true}}\n"
+            "  - {{from: https://s.example.com, to: http://{up}, allow_public_unauthenticated_access: true}}\n"
         ),
-        port,
     );
+    let port = proxy.port;
     let client = http_client(proxy.addr(), &["s.example.com"]);
     let get = |path: &'static str| {
         let client = client.clone();

@@ -88,14 +88,6 @@ fn serve_raw(mut conn: TcpStream) {
     }
 }
 
-fn plain_proxy(routes: &str, extra: &str) -> Proxy {
-    let port = free_port();
-    Proxy::start(
-        &format!("address: 127.0.0.1:{port}\ninsecure_server: true\n{extra}routes:\n{routes}"),
-        port,
-    )
-}
-
 fn public_route(host: &str, to: &str) -> String {
     format!("  - {{from: https://{host}, to: {to}, allow_public_unauthenticated_access: true}}\n")
 }
@@ -120,7 +112,7 @@ async fn wrong_answers(client: &reqwest::Client, port: u16, path: &str, n: usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stray_upstream_response_never_reaches_another_client() {
     let up = raw_upstream();
-    let proxy = plain_proxy(&public_route("a.example.com", &format!("http://{up}")), "");
+    let proxy = Proxy::start_insecure("", &public_route("a.example.com", &format!("http://{up}")));
     let client = http_client(proxy.addr(), &["a.example.com"]);
     let port = proxy.port;
     // Complete responses on many connections (spread over the workers), then a stray response
@@ -147,7 +139,7 @@ async fn a_stray_upstream_response_never_reaches_another_client() {
 #[tokio::test]
 async fn malformed_upstream_framing_is_a_502() {
     let up = raw_upstream();
-    let proxy = plain_proxy(&public_route("a.example.com", &format!("http://{up}")), "");
+    let proxy = Proxy::start_insecure("", &public_route("a.example.com", &format!("http://{up}")));
     let client = http_client(proxy.addr(), &["a.example.com"]);
     let mut statuses = Vec::new();
     for path in ["/dup-length", "/plus-length", "/big-head"] {
@@ -272,9 +264,9 @@ async fn reload_errors(metrics_port: u16) -> u64 {
 async fn an_empty_or_truncated_config_file_keeps_the_previous_config() {
     let up = Upstream::start("a");
     let metrics_port = free_port();
-    let proxy = plain_proxy(
-        &public_route("a.example.com", &up.url()),
+    let proxy = Proxy::start_insecure(
         &format!("metrics_address: 127.0.0.1:{metrics_port}\n"),
+        &public_route("a.example.com", &up.url()),
     );
     let client = http_client(proxy.addr(), &["a.example.com"]);
     let get = || async {

@@ -107,15 +107,15 @@ async fn until_both(client: &reqwest::Client, url: &str, within: Duration) {
 async fn active_health_checks_take_a_failing_upstream_out_and_back() {
     let a = Switchable::start("a");
     let b = Switchable::start("b");
-    let port = free_port();
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_insecure(
+        "",
         &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://hc.example.com\n    to: [{}, {}]\n    allow_public_unauthenticated_access: true\n    health_checks:\n      - timeout: 1s\n        interval: 200ms\n        healthy_threshold: 2\n        unhealthy_threshold: 2\n        http_health_check: {{path: /healthz}}\n",
+            "  - from: https://hc.example.com\n    to: [{}, {}]\n    allow_public_unauthenticated_access: true\n    health_checks:\n      - timeout: 1s\n        interval: 200ms\n        healthy_threshold: 2\n        unhealthy_threshold: 2\n        http_health_check: {{path: /healthz}}\n",
             a.url(),
             b.url()
         ),
-        port,
     );
+    let port = proxy.port;
     let client = http_client(proxy.addr(), &["hc.example.com"]);
     let url = format!("http://hc.example.com:{port}/");
     until_both(&client, &url, Duration::from_secs(5)).await;
@@ -137,15 +137,15 @@ async fn active_health_checks_take_a_failing_upstream_out_and_back() {
 async fn outlier_detection_ejects_after_consecutive_5xx_and_returns_it() {
     let a = Switchable::start("a");
     let b = Switchable::start("b");
-    let port = free_port();
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_insecure(
+        "",
         &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://od.example.com\n    to: [{}, {}]\n    allow_public_unauthenticated_access: true\n    outlier_detection: {{consecutive_5xx: 3, base_ejection_time: 2s, max_ejection_percent: 50}}\n",
+            "  - from: https://od.example.com\n    to: [{}, {}]\n    allow_public_unauthenticated_access: true\n    outlier_detection: {{consecutive_5xx: 3, base_ejection_time: 2s, max_ejection_percent: 50}}\n",
             a.url(),
             b.url()
         ),
-        port,
     );
+    let port = proxy.port;
     let client = http_client(proxy.addr(), &["od.example.com"]);
     let url = format!("http://od.example.com:{port}/");
     until_both(&client, &url, Duration::from_secs(5)).await;
@@ -174,14 +174,14 @@ async fn outlier_detection_ejects_after_consecutive_5xx_and_returns_it() {
 #[actix_web::test]
 async fn zero_panic_threshold_answers_no_healthy_upstream() {
     let a = Switchable::start("a");
-    let port = free_port();
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_insecure(
+        "",
         &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://p.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    healthy_panic_threshold: 0\n    health_checks: [{{timeout: 1s, interval: 100ms, healthy_threshold: 1, unhealthy_threshold: 1, http_health_check: {{path: /}}}}]\n",
+            "  - from: https://p.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    healthy_panic_threshold: 0\n    health_checks: [{{timeout: 1s, interval: 100ms, healthy_threshold: 1, unhealthy_threshold: 1, http_health_check: {{path: /}}}}]\n",
             a.url()
         ),
-        port,
     );
+    let port = proxy.port;
     let client = http_client(proxy.addr(), &["p.example.com"]);
     let url = format!("http://p.example.com:{port}/");
     assert_eq!(answers(&client, &url, 1).await, vec!["a"]);
@@ -409,14 +409,14 @@ async fn client_certificate_criterion_sees_the_presented_certificate() {
 #[actix_web::test]
 async fn circuit_breaker_max_requests_answers_overflow() {
     let up = Upstream::start("slow");
-    let port = free_port();
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_insecure(
+        "",
         &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://cb.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    circuit_breaker_thresholds: {{max_requests: 1}}\n",
+            "  - from: https://cb.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    circuit_breaker_thresholds: {{max_requests: 1}}\n",
             up.url()
         ),
-        port,
     );
+    let port = proxy.port;
     let client = http_client(proxy.addr(), &["cb.example.com"]);
     let url = format!("http://cb.example.com:{port}/slow");
     let first = {
@@ -442,13 +442,13 @@ async fn allow_upgrades_tunnels_the_listed_protocols() {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let ws_up = websocket_echo();
-    let port = free_port();
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_insecure(
+        "",
         &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - {{from: https://up.example.com, to: http://{ws_up}, allow_upgrades: [WebSocket], allow_public_unauthenticated_access: true}}\n  - {{from: https://other.example.com, to: http://{ws_up}, allow_upgrades: [spdy/3.1], allow_public_unauthenticated_access: true}}\n"
+            "  - {{from: https://up.example.com, to: http://{ws_up}, allow_upgrades: [WebSocket], allow_public_unauthenticated_access: true}}\n  - {{from: https://other.example.com, to: http://{ws_up}, allow_upgrades: [spdy/3.1], allow_public_unauthenticated_access: true}}\n"
         ),
-        port,
     );
+    let port = proxy.port;
     let connect = |host: &'static str| {
         let addr = proxy.addr();
         async move {
@@ -477,15 +477,15 @@ async fn allow_upgrades_tunnels_the_listed_protocols() {
 #[actix_web::test]
 async fn request_bodies_over_max_request_body_bytes_get_413() {
     let up = Upstream::start("u");
-    let port = free_port();
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_insecure(
+        "",
         &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://b.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    max_request_body_bytes: 1000\n  - from: https://free.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n",
+            "  - from: https://b.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    max_request_body_bytes: 1000\n  - from: https://free.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n",
             up.url(),
             up.url()
         ),
-        port,
     );
+    let port = proxy.port;
     let client = http_client(proxy.addr(), &["b.example.com", "free.example.com"]);
     let url = format!("http://b.example.com:{port}/upload");
     let r = client
@@ -668,15 +668,15 @@ async fn return_redirect_answers_before_sign_in() {
 async fn sticky_cookie_keeps_a_client_on_one_upstream() {
     let a = Switchable::start("a");
     let b = Switchable::start("b");
-    let port = free_port();
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_insecure(
+        "",
         &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://s.example.com\n    to: [{}, {}]\n    allow_public_unauthenticated_access: true\n    sticky_cookie: route\n",
+            "  - from: https://s.example.com\n    to: [{}, {}]\n    allow_public_unauthenticated_access: true\n    sticky_cookie: route\n",
             a.url(),
             b.url()
         ),
-        port,
     );
+    let port = proxy.port;
     let client = http_client(proxy.addr(), &["s.example.com"]);
     let url = format!("http://s.example.com:{port}/");
     let r = client.get(&url).send().await.unwrap();

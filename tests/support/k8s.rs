@@ -32,6 +32,22 @@ pub fn controller_args(kube: &FakeKube, extra: &[&str]) -> ControllerArgs {
     A::parse_from(v).a
 }
 
+/// `controller_args` for a controller that also serves: its proxy on `127.0.0.1:port` with
+/// one worker and no HTTP redirect listener, then `extra`.
+pub fn serving_controller_args(kube: &FakeKube, port: u16, extra: &[&str]) -> ControllerArgs {
+    let server_addr = format!("127.0.0.1:{port}");
+    let mut v = vec![
+        "--server-addr",
+        &server_addr,
+        "--http-redirect-addr",
+        "",
+        "--proxy-workers",
+        "1",
+    ];
+    v.extend_from_slice(extra);
+    controller_args(kube, &v)
+}
+
 /// The `pomerium` IngressClass of the pomerium.io controller.
 pub fn ingress_class() -> Value {
     json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",

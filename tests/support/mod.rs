@@ -368,6 +368,17 @@ impl Proxy {
         Self::start_in(dir, config, port)
     }
 
+    /// Starts `rampart serve` on a free port over plain HTTP (`insecure_server`): the config is
+    /// `address`, `insecure_server: true`, `extra` (global settings), then `routes:` and
+    /// `routes`.
+    pub fn start_insecure(extra: &str, routes: &str) -> Proxy {
+        let port = free_port();
+        Proxy::start(
+            &format!("address: 127.0.0.1:{port}\ninsecure_server: true\n{extra}routes:\n{routes}"),
+            port,
+        )
+    }
+
     /// Starts `rampart serve` on a free port with TLS: a certificate for `names` signed by
     /// `ca` is written to the temp dir as `server.crt` / `server.key`, and the config is
     /// `address`, `certificate_file`, `certificate_key_file`, then `rest`.
