@@ -6,16 +6,15 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use support::browser::{Jar, Resp};
 use support::free_port;
 use support::oidc::{oidc_dir, OpBuilder};
 use support::process::Proc;
@@ -153,71 +152,6 @@ fn start_rampart(setup: &Setup) -> Proc {
     }
 }
 
-/// Cookies per host (name → value); enough for host-only cookies.
-#[derive(Default, Clone)]
-struct Jar(HashMap<String, HashMap<String, String>>);
-
-impl Jar {
-    fn store(&mut self, url: &reqwest::Url, headers: &HeaderMap) {
-        let host = url.host_str().unwrap_or("").to_string();
-        for v in headers.get_all("set-cookie") {
-            let v = v.to_str().unwrap();
-            let pair = v.split(';').next().unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            let clear = value.is_empty() || v.contains("Max-Age=-1") || v.contains("Max-Age=0");
-            let map = self.0.entry(host.clone()).or_default();
-            if clear {
-                map.remove(name.trim());
-            } else {
-                map.insert(name.trim().to_string(), value.trim().to_string());
-            }
-        }
-    }
-
-    fn header(&self, url: &reqwest::Url) -> Option<String> {
-        let map = self.0.get(url.host_str()?)?;
-        (!map.is_empty()).then(|| {
-            map.iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-    }
-
-    fn get(&self, host: &str, name: &str) -> Option<String> {
-        self.0.get(host)?.get(name).cloned()
-    }
-
-    fn set(&mut self, host: &str, name: &str, value: &str) {
-        self.0
-            .entry(host.into())
-            .or_default()
-            .insert(name.into(), value.into());
-    }
-}
-
-struct Resp {
-    status: StatusCode,
-    url: reqwest::Url,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Resp {
-    fn location(&self) -> String {
-        let l = self
-            .headers
-            .get("location")
-            .expect("location")
-            .to_str()
-            .unwrap();
-        self.url.join(l).unwrap().to_string()
-    }
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
 struct Browser {
     client: reqwest::Client,
     jar: Jar,
@@ -255,7 +189,7 @@ impl Browser {
             .client
             .request(method, url.clone())
             .header("accept", self.accept);
-        if let Some(c) = self.jar.header(&url) {
+        if let Some(c) = self.jar.header(url.host_str().unwrap_or("")) {
             req = req.header("cookie", c);
         }
         for (k, v) in &self.extra_headers {

@@ -8,14 +8,13 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
+use support::browser::{Jar, Resp};
 use support::oidc::OpBuilder;
 use support::process::{wait_port, Proc};
 use support::{free_port, Proxy, Upstream};
@@ -141,57 +140,6 @@ routes:
         ss = b64(&[7; 32]),
         cs = b64(&[8; 32]),
     )
-}
-
-/// Cookies per host.
-#[derive(Default)]
-struct Jar(HashMap<String, HashMap<String, String>>);
-
-impl Jar {
-    fn store(&mut self, url: &reqwest::Url, headers: &HeaderMap) {
-        let host = url.host_str().unwrap_or("").to_string();
-        for v in headers.get_all("set-cookie") {
-            let v = v.to_str().unwrap();
-            let (name, value) = v.split(';').next().unwrap().split_once('=').unwrap();
-            let map = self.0.entry(host.clone()).or_default();
-            if value.is_empty() || v.contains("Max-Age=-1") {
-                map.remove(name.trim());
-            } else {
-                map.insert(name.trim().to_string(), value.trim().to_string());
-            }
-        }
-    }
-
-    fn header(&self, host: &str) -> Option<String> {
-        let map = self.0.get(host)?;
-        (!map.is_empty()).then(|| {
-            map.iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-    }
-}
-
-struct Resp {
-    status: StatusCode,
-    url: reqwest::Url,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-    fn location(&self) -> String {
-        let l = self.header("location").expect("a location header");
-        self.url.join(l).unwrap().to_string()
-    }
-    fn echo(&self) -> serde_json::Value {
-        assert_eq!(self.status, 200, "{}", self.body);
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
 }
 
 /// A browser: a cookie jar, no automatic redirects, every `*.localhost` on 127.0.0.1.

@@ -127,20 +127,7 @@ routes:
 
     // The HTTP listener redirects to HTTPS on the proxy port (`http_redirect_port`; by default
     // no port), keeping path and query.
-    let plain = http_client(
-        std::net::SocketAddr::from(([127, 0, 0, 1], redirect_port)),
-        &["app.example.com"],
-    );
-    let resp = plain
-        .get(format!("http://app.example.com:{redirect_port}/a/b?c=d"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 301);
-    assert_eq!(
-        resp.headers()["location"],
-        format!("https://app.example.com:{port}/a/b?c=d").as_str()
-    );
+    assert_https_redirect("app.example.com", redirect_port, "/a/b?c=d", port).await;
 }
 
 #[tokio::test]

@@ -209,12 +209,7 @@ async fn normalisation_settings_change_what_is_forwarded() {
 
 /// `rampart_upstream_errors_total` samples with a non-zero value.
 async fn upstream_error_samples(metrics: SocketAddr) -> Vec<String> {
-    let text = reqwest::get(format!("http://{metrics}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(metrics).await;
     text.lines()
         .filter(|l| l.starts_with("rampart_upstream_errors_total{"))
         .filter(|l| !l.ends_with(" 0"))

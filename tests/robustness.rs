@@ -248,12 +248,7 @@ async fn a_rotation_with_a_mismatched_key_keeps_the_previous_pair() {
 // Config files
 
 async fn reload_errors(metrics_port: u16) -> u64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(SocketAddr::from(([127, 0, 0, 1], metrics_port))).await;
     text.lines()
         .find_map(|l| l.strip_prefix("rampart_config_reloads_total{result=\"error\"} "))
         .map(|v| v.trim().parse().unwrap())

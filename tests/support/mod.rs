@@ -2,6 +2,7 @@
 //! the real `rampart` binary spawned with a config file, and HTTPS clients trusting the test CA.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fake_kube;
 pub mod k8s;
 pub mod oidc;
@@ -594,6 +595,31 @@ pub async fn presented_names(addr: SocketAddr, sni: &str) -> Vec<String> {
         }
     }
     names
+}
+
+/// The Prometheus text the metrics listener at `metrics` serves on `/metrics`.
+pub async fn metrics_text(metrics: SocketAddr) -> String {
+    reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// GETs `http://{host}:{redirect_port}{path}` from the plain-HTTP redirect listener and asserts
+/// a 301 to `https://{host}:{https_port}{path}` (path and query kept).
+pub async fn assert_https_redirect(host: &str, redirect_port: u16, path: &str, https_port: u16) {
+    let resp = http_client(SocketAddr::from(([127, 0, 0, 1], redirect_port)), &[host])
+        .get(format!("http://{host}:{redirect_port}{path}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 301);
+    assert_eq!(
+        resp.headers()["location"],
+        format!("https://{host}:{https_port}{path}").as_str()
+    );
 }
 
 /// Reads a JSON echo from the upstream.
