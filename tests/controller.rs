@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 use support::fake_kube::{FakeKube, RecordedEvent};
 use support::free_port;
 use support::k8s::{
-    b64, bootstrap_secret, controller_args, ingress_class, serving_controller_args,
+    b64, bootstrap_secret, cluster_ip_service, controller_args, ingress_class,
+    ready_endpoint_slice, serving_controller_args,
 };
 
 async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
@@ -881,12 +882,13 @@ async fn traffic_flows_through_the_proxy_and_follows_the_cluster() {
     kube.apply(ingress_class());
     kube.apply(bootstrap_secret());
     kube.apply(pomerium_global());
-    kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "app", "namespace": "default"},
-        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "ports": [{"port": 80, "targetPort": backend_port, "protocol": "TCP"}]}}));
-    kube.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-        "metadata": {"name": "app-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "app"}},
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
-        "ports": [{"port": backend_port, "protocol": "TCP"}]}));
+    kube.apply(cluster_ip_service("app", "10.96.0.20", 80, backend_port));
+    kube.apply(ready_endpoint_slice(
+        "app",
+        "app-1",
+        &["127.0.0.1"],
+        backend_port,
+    ));
     let ck1 = rcgen::generate_simple_self_signed(vec!["app.example.com".to_string()]).unwrap();
     let tls = |ck: &rcgen::CertifiedKey| {
         json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
@@ -1479,12 +1481,18 @@ async fn http01_solver_is_served_on_the_plain_http_listener() {
     kube.apply(ingress_class());
     kube.apply(bootstrap_secret());
     kube.apply(pomerium_global());
-    kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cm-acme-http-solver", "namespace": "default"},
-        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.30", "ports": [{"port": 8089, "targetPort": backend_port, "protocol": "TCP"}]}}));
-    kube.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-        "metadata": {"name": "solver-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "cm-acme-http-solver"}},
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
-        "ports": [{"port": backend_port, "protocol": "TCP"}]}));
+    kube.apply(cluster_ip_service(
+        "cm-acme-http-solver",
+        "10.96.0.30",
+        8089,
+        backend_port,
+    ));
+    kube.apply(ready_endpoint_slice(
+        "cm-acme-http-solver",
+        "solver-1",
+        &["127.0.0.1"],
+        backend_port,
+    ));
     // What cert-manager creates: legacy class annotation, solver label, an unknown annotation
     // (solvers skip annotation processing), ImplementationSpecific path.
     kube.apply(json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
@@ -1590,14 +1598,8 @@ async fn endpoint_changes_keep_open_websockets() {
     kube.apply(ingress_class());
     kube.apply(bootstrap_secret());
     kube.apply(pomerium_global());
-    let slice = |ips: &[&str]| {
-        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-            "metadata": {"name": "ws-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "ws"}},
-            "endpoints": ips.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}})).collect::<Vec<_>>(),
-            "ports": [{"port": echo.port(), "protocol": "TCP"}]})
-    };
-    kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ws", "namespace": "default"},
-        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.40", "ports": [{"port": 80, "targetPort": echo.port(), "protocol": "TCP"}]}}));
+    let slice = |ips: &[&str]| ready_endpoint_slice("ws", "ws-1", ips, echo.port());
+    kube.apply(cluster_ip_service("ws", "10.96.0.40", 80, echo.port()));
     kube.apply(slice(&["127.0.0.1"]));
     kube.apply(json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
         "metadata": {"name": "ws-tls", "namespace": "default"},
@@ -1947,13 +1949,13 @@ async fn v032_annotations_are_served_health_checks_and_service_account_token() {
     kube.apply(ingress_class());
     kube.apply(bootstrap_secret());
     kube.apply(pomerium_global());
-    kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "app", "namespace": "default"},
-        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "ports": [{"port": 80, "targetPort": backend_port, "protocol": "TCP"}]}}));
-    kube.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-        "metadata": {"name": "app-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "app"}},
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}},
-                      {"addresses": ["127.0.0.2"], "conditions": {"ready": true}}],
-        "ports": [{"port": backend_port, "protocol": "TCP"}]}));
+    kube.apply(cluster_ip_service("app", "10.96.0.20", 80, backend_port));
+    kube.apply(ready_endpoint_slice(
+        "app",
+        "app-1",
+        &["127.0.0.1", "127.0.0.2"],
+        backend_port,
+    ));
     kube.apply(
         json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
         "metadata": {"name": "sa", "namespace": "default"}, "data": {"token": b64(b"sa-token")}}),

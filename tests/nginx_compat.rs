@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::fake_kube::FakeKube;
-use support::k8s::{bootstrap_secret, ca_secret, idp_secret, ingress_class};
+use support::k8s::{
+    bootstrap_secret, ca_secret, cluster_ip_service, idp_secret, ingress_class,
+    ready_endpoint_slice,
+};
 use support::oidc::OpBuilder;
 use support::process::Proc;
 use support::{free_port, Ca, Upstream};
@@ -76,12 +79,18 @@ fn world() -> World {
                  "caSecrets": ["pomerium/op-ca"],
                  // What oauth2-proxy's X-Auth-Request-* response headers carried.
                  "jwtClaimHeaders": {"X-Auth-Request-Email": "email", "X-Auth-Request-User": "sub"}}}));
-    kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "app", "namespace": "default"},
-        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "ports": [{"port": 80, "targetPort": upstream.addr.port(), "protocol": "TCP"}]}}));
-    kube.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-        "metadata": {"name": "app-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "app"}},
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
-        "ports": [{"port": upstream.addr.port(), "protocol": "TCP"}]}));
+    kube.apply(cluster_ip_service(
+        "app",
+        "10.96.0.20",
+        80,
+        upstream.addr.port(),
+    ));
+    kube.apply(ready_endpoint_slice(
+        "app",
+        "app-1",
+        &["127.0.0.1"],
+        upstream.addr.port(),
+    ));
     kube.apply(oauth2_proxy_ingress("app", "app.example.com", json!({})));
 
     let mut cmd = Command::new(BIN);

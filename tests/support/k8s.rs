@@ -48,6 +48,22 @@ pub fn serving_controller_args(kube: &FakeKube, port: u16, extra: &[&str]) -> Co
     controller_args(kube, &v)
 }
 
+/// A ClusterIP Service `default/<name>` whose port `port` targets `target_port` (ports
+/// unnamed).
+pub fn cluster_ip_service(name: &str, cluster_ip: &str, port: u16, target_port: u16) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+           "spec": {"type": "ClusterIP", "clusterIP": cluster_ip, "ports": [{"port": port, "targetPort": target_port, "protocol": "TCP"}]}})
+}
+
+/// An EndpointSlice `default/<slice>` of Service `service`: every address in `ips` ready, on
+/// `port` (unnamed).
+pub fn ready_endpoint_slice(service: &str, slice: &str, ips: &[&str], port: u16) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+           "metadata": {"name": slice, "namespace": "default", "labels": {"kubernetes.io/service-name": service}},
+           "endpoints": ips.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}})).collect::<Vec<_>>(),
+           "ports": [{"port": port, "protocol": "TCP"}]})
+}
+
 /// The `pomerium` IngressClass of the pomerium.io controller.
 pub fn ingress_class() -> Value {
     json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
