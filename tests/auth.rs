@@ -333,6 +333,29 @@ impl World {
     fn rampart_log(&self) -> String {
         self.rampart.as_ref().map(|p| p.log()).unwrap_or_default()
     }
+
+    /// Asserts that `r` (reached by `b`) is a 200; otherwise shows b's trace and the log.
+    fn assert_ok(&self, b: &Browser, r: &Resp) {
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{:#?}\n{}",
+            b.trace,
+            self.rampart_log()
+        );
+    }
+}
+
+/// Asserts that `b` went through the OP's authorization endpoint as `client_id`.
+fn assert_authorized_as(b: &Browser, client_id: &str) {
+    let param = format!("client_id={client_id}&");
+    assert!(
+        b.trace
+            .iter()
+            .any(|t| t.contains("/auth?") && t.contains(&param)),
+        "{:#?}",
+        b.trace
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,13 +607,7 @@ async fn refresh_renews_expired_access_tokens() {
     let mut b = Browser::new(port);
     b.accept = "application/json";
     let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{:#?}\n{}",
-        b.trace,
-        w.rampart_log()
-    );
+    w.assert_ok(&b, &r);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let r = b.send(Method::GET, &app(port, "/later"), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}\n{}", r.body, w.rampart_log());
@@ -617,13 +634,7 @@ async fn expired_session_requires_sign_in_again() {
     let mut b = Browser::new(port);
     b.accept = "application/json";
     let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{:#?}\n{}",
-        b.trace,
-        w.rampart_log()
-    );
+    w.assert_ok(&b, &r);
     tokio::time::sleep(Duration::from_secs(6)).await;
     let r = b.send(Method::GET, &app(port, "/"), None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -835,13 +846,7 @@ async fn session_theft_through_a_foreign_host_fails_at_every_step() {
     let evil = |path: &str| format!("http://evil.example:{port}{path}");
     let mut victim = Browser::new(port);
     let r = victim.sign_in(&app(port, "/"), "alice@example.com").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{:#?}\n{}",
-        victim.trace,
-        w.rampart_log()
-    );
+    w.assert_ok(&victim, &r);
 
     // Step 1: route-host endpoints do not answer for a host that matches no route, so the
     // attacker gets no signed sign-in URL (nor any other endpoint) there.
@@ -918,13 +923,7 @@ async fn cookie_domain_shares_the_session_between_route_hosts() {
     let mut b = Browser::new(port);
     b.accept = "application/json";
     let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{:#?}\n{}",
-        b.trace,
-        w.rampart_log()
-    );
+    w.assert_ok(&b, &r);
     let cookie = b.jar.get("app.localhost", "_pomerium").expect("cookie");
     b.jar.set("other.localhost", "_pomerium", &cookie);
     let r = b.send(Method::GET, &other(port, "/"), None).await;
@@ -942,13 +941,7 @@ async fn session_query_and_client_pomerium_headers_never_reach_the_upstream() {
     let mut b = Browser::new(port);
     b.accept = "application/json";
     let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{:#?}\n{}",
-        b.trace,
-        w.rampart_log()
-    );
+    w.assert_ok(&b, &r);
     let token = b.jar.get("app.localhost", "_pomerium").expect("cookie");
 
     // Query carrier: authenticates, and is stripped; the other parameters are kept as sent.
@@ -1212,20 +1205,8 @@ async fn per_route_identity_provider_client_signs_in_separately() {
 
     // The global route signs in through client 1.
     let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{:#?}\n{}",
-        b.trace,
-        w.rampart_log()
-    );
-    assert!(
-        b.trace
-            .iter()
-            .any(|t| t.contains("/auth?") && t.contains("client_id=rampart&")),
-        "{:#?}",
-        b.trace
-    );
+    w.assert_ok(&b, &r);
+    assert_authorized_as(&b, "rampart");
     assert_eq!(
         session_audience(&mut b, &app(port, "/.pomerium/")).await,
         "rampart"
@@ -1457,20 +1438,8 @@ async fn per_route_client_refreshes_and_signs_out_with_its_own_client() {
     let port = w.port();
     let mut b = Browser::new(port);
     let r = b.sign_in(&idp2(port, "/"), "bob@example.com").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{:#?}\n{}",
-        b.trace,
-        w.rampart_log()
-    );
-    assert!(
-        b.trace
-            .iter()
-            .any(|t| t.contains("/auth?") && t.contains("client_id=rampart2&")),
-        "{:#?}",
-        b.trace
-    );
+    w.assert_ok(&b, &r);
+    assert_authorized_as(&b, "rampart2");
     tokio::time::sleep(Duration::from_secs(4)).await;
     b.accept = "application/json";
     let r = b.send(Method::GET, &idp2(port, "/later"), None).await;
