@@ -4,18 +4,21 @@
 //! and the test runs over plain http on *.localhost, which reqwest's jar would not send), plus
 //! one headless Chromium run (tests/browser/signin.mjs).
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+mod support;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use support::browser::{Jar, Resp};
+use support::free_port;
+use support::oidc::{oidc_dir, OpBuilder};
+use support::process::Proc;
+use support::redis::Redis;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rampart");
 
@@ -23,125 +26,13 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed (by its own pid) on drop; its stderr is collected for messages.
-struct Proc {
-    child: Child,
-    name: &'static str,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Proc {
-    /// Spawns and waits for a stdout line starting with `ready_prefix`; returns the rest.
-    fn spawn(name: &'static str, mut cmd: Command, ready_prefix: Option<&str>) -> (Proc, String) {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let l2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut g = l2.lock().unwrap();
-                g.push_str(&line);
-                g.push('\n');
-            }
-        });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let prefix = ready_prefix.map(str::to_string);
-        let l3 = log.clone();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(p) = &prefix {
-                    if !sent && line.starts_with(p.as_str()) {
-                        let _ = tx.send(line[p.len()..].trim().to_string());
-                        sent = true;
-                        continue;
-                    }
-                }
-                let mut g = l3.lock().unwrap();
-                g.push_str(&line);
-                g.push('\n');
-            }
-        });
-        let mut p = Proc { child, name, log };
-        let rest = match ready_prefix {
-            None => String::new(),
-            Some(_) => match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(r) => r,
-                Err(_) => {
-                    let _ = p.child.kill();
-                    panic!("{name} did not become ready; output:\n{}", p.log());
-                }
-            },
-        };
-        (p, rest)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn stop(&mut self) {
-        // SIGTERM by pid, then reap.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.stop();
-        }
-        let _ = self.name;
-    }
-}
-
-fn oidc_dir() -> PathBuf {
-    let dir = repo().join("tests/oidc");
-    if !dir.join("node_modules/oidc-provider").exists() {
-        let st = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&dir)
-            .status()
-            .expect("npm ci for tests/oidc");
-        assert!(st.success(), "npm ci --prefix tests/oidc failed");
-    }
-    dir
-}
-
 /// The test OpenID provider; returns (process, issuer).
 fn start_op(redirect_uris: &str, post_logout: &str, env: &[(&str, &str)]) -> (Proc, String) {
-    let dir = oidc_dir();
-    let mut cmd = Command::new("node");
-    cmd.arg(dir.join("op.mjs"))
-        .current_dir(&dir)
-        .env("PORT", "0")
-        .env("REDIRECT_URIS", redirect_uris)
-        .env("POST_LOGOUT_REDIRECT_URIS", post_logout);
+    let mut op = OpBuilder::new(redirect_uris).post_logout(post_logout);
     for (k, v) in env {
-        cmd.env(k, v);
+        op = op.env(k, v);
     }
-    Proc::spawn("oidc-provider", cmd, Some("READY "))
+    op.start()
 }
 
 fn start_verify(jwks_url: &str) -> (Proc, String) {
@@ -261,71 +152,6 @@ fn start_rampart(setup: &Setup) -> Proc {
     }
 }
 
-/// Cookies per host (name → value); enough for host-only cookies.
-#[derive(Default, Clone)]
-struct Jar(HashMap<String, HashMap<String, String>>);
-
-impl Jar {
-    fn store(&mut self, url: &reqwest::Url, headers: &HeaderMap) {
-        let host = url.host_str().unwrap_or("").to_string();
-        for v in headers.get_all("set-cookie") {
-            let v = v.to_str().unwrap();
-            let pair = v.split(';').next().unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            let clear = value.is_empty() || v.contains("Max-Age=-1") || v.contains("Max-Age=0");
-            let map = self.0.entry(host.clone()).or_default();
-            if clear {
-                map.remove(name.trim());
-            } else {
-                map.insert(name.trim().to_string(), value.trim().to_string());
-            }
-        }
-    }
-
-    fn header(&self, url: &reqwest::Url) -> Option<String> {
-        let map = self.0.get(url.host_str()?)?;
-        (!map.is_empty()).then(|| {
-            map.iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-    }
-
-    fn get(&self, host: &str, name: &str) -> Option<String> {
-        self.0.get(host)?.get(name).cloned()
-    }
-
-    fn set(&mut self, host: &str, name: &str, value: &str) {
-        self.0
-            .entry(host.into())
-            .or_default()
-            .insert(name.into(), value.into());
-    }
-}
-
-struct Resp {
-    status: StatusCode,
-    url: reqwest::Url,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Resp {
-    fn location(&self) -> String {
-        let l = self
-            .headers
-            .get("location")
-            .expect("location")
-            .to_str()
-            .unwrap();
-        self.url.join(l).unwrap().to_string()
-    }
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
 struct Browser {
     client: reqwest::Client,
     jar: Jar,
@@ -363,7 +189,7 @@ impl Browser {
             .client
             .request(method, url.clone())
             .header("accept", self.accept);
-        if let Some(c) = self.jar.header(&url) {
+        if let Some(c) = self.jar.header(url.host_str().unwrap_or("")) {
             req = req.header("cookie", c);
         }
         for (k, v) in &self.extra_headers {
@@ -507,6 +333,29 @@ impl World {
     fn rampart_log(&self) -> String {
         self.rampart.as_ref().map(|p| p.log()).unwrap_or_default()
     }
+
+    /// Asserts that `r` (reached by `b`) is a 200; otherwise shows b's trace and the log.
+    fn assert_ok(&self, b: &Browser, r: &Resp) {
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{:#?}\n{}",
+            b.trace,
+            self.rampart_log()
+        );
+    }
+}
+
+/// Asserts that `b` went through the OP's authorization endpoint as `client_id`.
+fn assert_authorized_as(b: &Browser, client_id: &str) {
+    let param = format!("client_id={client_id}&");
+    assert!(
+        b.trace
+            .iter()
+            .any(|t| t.contains("/auth?") && t.contains(&param)),
+        "{:#?}",
+        b.trace
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -758,13 +607,7 @@ async fn refresh_renews_expired_access_tokens() {
     let mut b = Browser::new(port);
     b.accept = "application/json";
     let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{:#?}\n{}",
-        b.trace,
-        w.rampart_log()
-    );
+    w.assert_ok(&b, &r);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let r = b.send(Method::GET, &app(port, "/later"), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}\n{}", r.body, w.rampart_log());
@@ -791,13 +634,7 @@ async fn expired_session_requires_sign_in_again() {
     let mut b = Browser::new(port);
     b.accept = "application/json";
     let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{:#?}\n{}",
-        b.trace,
-        w.rampart_log()
-    );
+    w.assert_ok(&b, &r);
     tokio::time::sleep(Duration::from_secs(6)).await;
     let r = b.send(Method::GET, &app(port, "/"), None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -894,55 +731,14 @@ async fn chromium_sign_in_checks(w: &World) {
     assert_eq!(session["httpOnly"], true);
 }
 
-/// A real redis-server on a unix socket in a short temp dir; stopped on drop.
-struct Redis {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_redis() -> Redis {
-    let dir = tempfile::Builder::new()
-        .prefix("rr")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let sock = dir.path().join("redis.sock");
-    let child = Command::new("redis-server")
-        .args(["--port", "0", "--save", "", "--appendonly", "no"])
-        .arg("--unixsocket")
-        .arg(&sock)
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (scripts/test installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Redis {
-        child,
-        url: format!("redis+unix://{}", sock.display()),
-        _dir: dir,
-    }
-}
-
 /// Several replicas with `databroker_storage_type: redis`: a session created on one is valid
 /// on another, and a sign-out on one ends it everywhere at once (cached copies included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_sessions_through_redis() {
-    let redis = start_redis();
+    let redis = Redis::start();
     let storage = format!(
         "databroker_storage_type: redis\ndatabroker_storage_connection_string: {}\n",
-        redis.url
+        redis.url()
     );
     let w = world(&[], &storage, None);
     let port = w.port();
@@ -1050,13 +846,7 @@ async fn session_theft_through_a_foreign_host_fails_at_every_step() {
     let evil = |path: &str| format!("http://evil.example:{port}{path}");
     let mut victim = Browser::new(port);
     let r = victim.sign_in(&app(port, "/"), "alice@example.com").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{:#?}\n{}",
-        victim.trace,
-        w.rampart_log()
-    );
+    w.assert_ok(&victim, &r);
 
     // Step 1: route-host endpoints do not answer for a host that matches no route, so the
     // attacker gets no signed sign-in URL (nor any other endpoint) there.
@@ -1133,13 +923,7 @@ async fn cookie_domain_shares_the_session_between_route_hosts() {
     let mut b = Browser::new(port);
     b.accept = "application/json";
     let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{:#?}\n{}",
-        b.trace,
-        w.rampart_log()
-    );
+    w.assert_ok(&b, &r);
     let cookie = b.jar.get("app.localhost", "_pomerium").expect("cookie");
     b.jar.set("other.localhost", "_pomerium", &cookie);
     let r = b.send(Method::GET, &other(port, "/"), None).await;
@@ -1157,13 +941,7 @@ async fn session_query_and_client_pomerium_headers_never_reach_the_upstream() {
     let mut b = Browser::new(port);
     b.accept = "application/json";
     let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{:#?}\n{}",
-        b.trace,
-        w.rampart_log()
-    );
+    w.assert_ok(&b, &r);
     let token = b.jar.get("app.localhost", "_pomerium").expect("cookie");
 
     // Query carrier: authenticates, and is stripped; the other parameters are kept as sent.
@@ -1427,20 +1205,8 @@ async fn per_route_identity_provider_client_signs_in_separately() {
 
     // The global route signs in through client 1.
     let r = b.sign_in(&app(port, "/"), "alice@example.com").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{:#?}\n{}",
-        b.trace,
-        w.rampart_log()
-    );
-    assert!(
-        b.trace
-            .iter()
-            .any(|t| t.contains("/auth?") && t.contains("client_id=rampart&")),
-        "{:#?}",
-        b.trace
-    );
+    w.assert_ok(&b, &r);
+    assert_authorized_as(&b, "rampart");
     assert_eq!(
         session_audience(&mut b, &app(port, "/.pomerium/")).await,
         "rampart"
@@ -1672,20 +1438,8 @@ async fn per_route_client_refreshes_and_signs_out_with_its_own_client() {
     let port = w.port();
     let mut b = Browser::new(port);
     let r = b.sign_in(&idp2(port, "/"), "bob@example.com").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{:#?}\n{}",
-        b.trace,
-        w.rampart_log()
-    );
-    assert!(
-        b.trace
-            .iter()
-            .any(|t| t.contains("/auth?") && t.contains("client_id=rampart2&")),
-        "{:#?}",
-        b.trace
-    );
+    w.assert_ok(&b, &r);
+    assert_authorized_as(&b, "rampart2");
     tokio::time::sleep(Duration::from_secs(4)).await;
     b.accept = "application/json";
     let r = b.send(Method::GET, &idp2(port, "/later"), None).await;

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use base64::Engine;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -18,6 +17,11 @@ use rampart::controller::health::Health;
 use rampart::controller::{serve_health, Controller, ControllerArgs};
 use serde_json::{json, Value};
 use support::fake_kube::{FakeKube, RecordedEvent};
+use support::free_port;
+use support::k8s::{
+    b64, bootstrap_secret, cluster_ip_service, controller_args, ingress_class,
+    ready_endpoint_slice, serving_controller_args,
+};
 
 async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -139,21 +143,6 @@ async fn fake_kube_serves_list_watch_and_writes() {
 // Controller tests
 // ---------------------------------------------------------------------------------------------
 
-fn b64(v: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(v)
-}
-
-fn ingress_class() -> Value {
-    json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-           "metadata": {"name": "pomerium"}, "spec": {"controller": "pomerium.io/ingress-controller"}})
-}
-
-fn bootstrap_secret() -> Value {
-    json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-           "metadata": {"name": "bootstrap", "namespace": "pomerium"},
-           "data": {"shared_secret": b64(&[1u8; 32]), "cookie_secret": b64(&[2u8; 32])}})
-}
-
 fn pomerium_global() -> Value {
     json!({"apiVersion": "ingress.pomerium.io/v1", "kind": "Pomerium", "metadata": {"name": "global"},
            "spec": {"secrets": "pomerium/bootstrap"}})
@@ -239,24 +228,6 @@ struct Running {
     _controller: Controller,
 }
 
-fn args(kube: &FakeKube, extra: &[&str]) -> ControllerArgs {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct A {
-        #[command(flatten)]
-        a: ControllerArgs,
-    }
-    let mut v = vec![
-        "test",
-        "--kube-api-url",
-        kube.url(),
-        "--health-probe-bind-address",
-        "127.0.0.1:0",
-    ];
-    v.extend_from_slice(extra);
-    A::parse_from(v).a
-}
-
 fn seed_cluster(kube: &FakeKube) {
     kube.apply(ingress_class());
     kube.apply(bootstrap_secret());
@@ -266,7 +237,7 @@ fn seed_cluster(kube: &FakeKube) {
 }
 
 async fn start(kube: FakeKube, extra: &[&str]) -> Running {
-    let a = args(&kube, extra);
+    let a = controller_args(&kube, extra);
     let options = a.options().unwrap();
     let health = Health::default();
     let health_addr = serve_health(a.health_addr().unwrap(), health.clone()).unwrap();
@@ -872,14 +843,6 @@ fn controller_flags_and_env() {
     assert!(A::try_parse_from(["t", "--disable-cert-check"]).is_ok());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GET through the proxy with SNI/Host `host`; returns status, body and the served leaf cert.
 async fn via_proxy(port: u16, host: &str, path: &str) -> Option<(u16, String, Vec<u8>)> {
     let client = reqwest::Client::builder()
@@ -919,12 +882,13 @@ async fn traffic_flows_through_the_proxy_and_follows_the_cluster() {
     kube.apply(ingress_class());
     kube.apply(bootstrap_secret());
     kube.apply(pomerium_global());
-    kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "app", "namespace": "default"},
-        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "ports": [{"port": 80, "targetPort": backend_port, "protocol": "TCP"}]}}));
-    kube.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-        "metadata": {"name": "app-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "app"}},
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
-        "ports": [{"port": backend_port, "protocol": "TCP"}]}));
+    kube.apply(cluster_ip_service("app", "10.96.0.20", 80, backend_port));
+    kube.apply(ready_endpoint_slice(
+        "app",
+        "app-1",
+        &["127.0.0.1"],
+        backend_port,
+    ));
     let ck1 = rcgen::generate_simple_self_signed(vec!["app.example.com".to_string()]).unwrap();
     let tls = |ck: &rcgen::CertifiedKey| {
         json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
@@ -947,18 +911,7 @@ async fn traffic_flows_through_the_proxy_and_follows_the_cluster() {
     kube.apply(pom);
 
     let port = free_port();
-    let server_addr = format!("127.0.0.1:{port}");
-    let a = args(
-        &kube,
-        &[
-            "--server-addr",
-            &server_addr,
-            "--http-redirect-addr",
-            "",
-            "--proxy-workers",
-            "1",
-        ],
-    );
+    let a = serving_controller_args(&kube, port, &[]);
     let running = rampart::controller::start(&a).await.unwrap();
 
     // Routes and the Ingress certificate reach the proxy.
@@ -1128,7 +1081,7 @@ async fn only_the_leader_writes_events_and_status() {
     let start_one = |pod: &str| {
         let mut extra: Vec<&str> = timing.to_vec();
         extra.extend(["--pod-name", pod]);
-        let a = args(&kube, &extra);
+        let a = controller_args(&kube, &extra);
         let published = Published::default();
         let health = Health::default();
         let options = a.options().unwrap();
@@ -1282,18 +1235,7 @@ async fn perf_initial_sync_and_one_update() {
         ));
     }
     let port = free_port();
-    let server_addr = format!("127.0.0.1:{port}");
-    let a = args(
-        &kube,
-        &[
-            "--server-addr",
-            &server_addr,
-            "--http-redirect-addr",
-            "",
-            "--proxy-workers",
-            "1",
-        ],
-    );
+    let a = serving_controller_args(&kube, port, &[]);
     let t0 = std::time::Instant::now();
     let running = rampart::controller::start(&a).await.unwrap();
     let routes = |r: &rampart::controller::Running| r.proxy.snapshot.load().routes.len();
@@ -1539,12 +1481,18 @@ async fn http01_solver_is_served_on_the_plain_http_listener() {
     kube.apply(ingress_class());
     kube.apply(bootstrap_secret());
     kube.apply(pomerium_global());
-    kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cm-acme-http-solver", "namespace": "default"},
-        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.30", "ports": [{"port": 8089, "targetPort": backend_port, "protocol": "TCP"}]}}));
-    kube.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-        "metadata": {"name": "solver-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "cm-acme-http-solver"}},
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
-        "ports": [{"port": backend_port, "protocol": "TCP"}]}));
+    kube.apply(cluster_ip_service(
+        "cm-acme-http-solver",
+        "10.96.0.30",
+        8089,
+        backend_port,
+    ));
+    kube.apply(ready_endpoint_slice(
+        "cm-acme-http-solver",
+        "solver-1",
+        &["127.0.0.1"],
+        backend_port,
+    ));
     // What cert-manager creates: legacy class annotation, solver label, an unknown annotation
     // (solvers skip annotation processing), ImplementationSpecific path.
     kube.apply(json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
@@ -1559,7 +1507,7 @@ async fn http01_solver_is_served_on_the_plain_http_listener() {
     let http_port = free_port();
     let server_addr = format!("127.0.0.1:{port}");
     let http_addr = format!("127.0.0.1:{http_port}");
-    let a = args(
+    let a = controller_args(
         &kube,
         &[
             "--server-addr",
@@ -1650,14 +1598,8 @@ async fn endpoint_changes_keep_open_websockets() {
     kube.apply(ingress_class());
     kube.apply(bootstrap_secret());
     kube.apply(pomerium_global());
-    let slice = |ips: &[&str]| {
-        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-            "metadata": {"name": "ws-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "ws"}},
-            "endpoints": ips.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}})).collect::<Vec<_>>(),
-            "ports": [{"port": echo.port(), "protocol": "TCP"}]})
-    };
-    kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ws", "namespace": "default"},
-        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.40", "ports": [{"port": 80, "targetPort": echo.port(), "protocol": "TCP"}]}}));
+    let slice = |ips: &[&str]| ready_endpoint_slice("ws", "ws-1", ips, echo.port());
+    kube.apply(cluster_ip_service("ws", "10.96.0.40", 80, echo.port()));
     kube.apply(slice(&["127.0.0.1"]));
     kube.apply(json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
         "metadata": {"name": "ws-tls", "namespace": "default"},
@@ -1670,33 +1612,10 @@ async fn endpoint_changes_keep_open_websockets() {
     kube.apply(ing);
 
     let port = free_port();
-    let server_addr = format!("127.0.0.1:{port}");
-    let a = args(
-        &kube,
-        &[
-            "--server-addr",
-            &server_addr,
-            "--http-redirect-addr",
-            "",
-            "--proxy-workers",
-            "1",
-        ],
-    );
+    let a = serving_controller_args(&kube, port, &[]);
     let running = rampart::controller::start(&a).await.unwrap();
 
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca.pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let tls_cfg = Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    );
+    let tls_cfg = Arc::new(ca.client_config());
     let connect = || {
         let tls_cfg = tls_cfg.clone();
         async move {
@@ -2030,13 +1949,13 @@ async fn v032_annotations_are_served_health_checks_and_service_account_token() {
     kube.apply(ingress_class());
     kube.apply(bootstrap_secret());
     kube.apply(pomerium_global());
-    kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "app", "namespace": "default"},
-        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "ports": [{"port": 80, "targetPort": backend_port, "protocol": "TCP"}]}}));
-    kube.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-        "metadata": {"name": "app-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "app"}},
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}},
-                      {"addresses": ["127.0.0.2"], "conditions": {"ready": true}}],
-        "ports": [{"port": backend_port, "protocol": "TCP"}]}));
+    kube.apply(cluster_ip_service("app", "10.96.0.20", 80, backend_port));
+    kube.apply(ready_endpoint_slice(
+        "app",
+        "app-1",
+        &["127.0.0.1", "127.0.0.2"],
+        backend_port,
+    ));
     kube.apply(
         json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
         "metadata": {"name": "sa", "namespace": "default"}, "data": {"token": b64(b"sa-token")}}),
@@ -2055,18 +1974,7 @@ async fn v032_annotations_are_served_health_checks_and_service_account_token() {
     kube.apply(old);
 
     let port = free_port();
-    let server_addr = format!("127.0.0.1:{port}");
-    let a = args(
-        &kube,
-        &[
-            "--server-addr",
-            &server_addr,
-            "--http-redirect-addr",
-            "",
-            "--proxy-workers",
-            "1",
-        ],
-    );
+    let a = serving_controller_args(&kube, port, &[]);
     let running = rampart::controller::start(&a).await.unwrap();
 
     let mut bodies = Vec::new();

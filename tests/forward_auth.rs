@@ -8,86 +8,16 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
+use support::browser::{Jar, Resp};
+use support::oidc::OpBuilder;
+use support::process::{wait_port, Proc};
 use support::{free_port, Proxy, Upstream};
-
-/// A child process stopped (by its own pid) on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The test OpenID provider; returns (process, issuer).
-fn start_op(redirect_uri: &str) -> (Proc, String) {
-    let dir = repo().join("tests/oidc");
-    if !dir.join("node_modules/oidc-provider").exists() {
-        let st = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&dir)
-            .status()
-            .expect("npm ci for tests/oidc");
-        assert!(st.success(), "npm ci --prefix tests/oidc failed");
-    }
-    let mut child = Command::new("node")
-        .arg(dir.join("op.mjs"))
-        .current_dir(&dir)
-        .env("PORT", "0")
-        .env("REDIRECT_URIS", redirect_uri)
-        .env("AUTO_CONSENT", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node tests/oidc/op.mjs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(issuer) = line.strip_prefix("READY ") {
-                let _ = tx.send(issuer.trim().to_string());
-            }
-        }
-    });
-    let issuer = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the OpenID provider did not start");
-    (Proc(child), issuer)
-}
-
-fn wait_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(30));
-    }
-}
 
 /// nginx in front of `upstream`, asking rampart's forward-auth listener on `fwd_port`.
 fn start_nginx(dir: &std::path::Path, port: u16, fwd_port: u16, upstream: SocketAddr) -> Proc {
@@ -143,18 +73,16 @@ http {{
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).unwrap();
-    let child = Command::new("nginx")
-        .arg("-p")
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-p")
         .arg(dir)
         .arg("-c")
         .arg(&path)
         .arg("-e")
-        .arg("stderr")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("nginx (apt-get install nginx-light)");
+        .arg("stderr");
+    let (nginx, _) = Proc::spawn("nginx (apt-get install nginx-light)", cmd, None);
     wait_port(port, "nginx");
-    Proc(child)
+    nginx
 }
 
 /// A GET with a raw request target (no client-side normalisation); returns the response head.
@@ -212,57 +140,6 @@ routes:
         ss = b64(&[7; 32]),
         cs = b64(&[8; 32]),
     )
-}
-
-/// Cookies per host.
-#[derive(Default)]
-struct Jar(HashMap<String, HashMap<String, String>>);
-
-impl Jar {
-    fn store(&mut self, url: &reqwest::Url, headers: &HeaderMap) {
-        let host = url.host_str().unwrap_or("").to_string();
-        for v in headers.get_all("set-cookie") {
-            let v = v.to_str().unwrap();
-            let (name, value) = v.split(';').next().unwrap().split_once('=').unwrap();
-            let map = self.0.entry(host.clone()).or_default();
-            if value.is_empty() || v.contains("Max-Age=-1") {
-                map.remove(name.trim());
-            } else {
-                map.insert(name.trim().to_string(), value.trim().to_string());
-            }
-        }
-    }
-
-    fn header(&self, host: &str) -> Option<String> {
-        let map = self.0.get(host)?;
-        (!map.is_empty()).then(|| {
-            map.iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-    }
-}
-
-struct Resp {
-    status: StatusCode,
-    url: reqwest::Url,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-    fn location(&self) -> String {
-        let l = self.header("location").expect("a location header");
-        self.url.join(l).unwrap().to_string()
-    }
-    fn echo(&self) -> serde_json::Value {
-        assert_eq!(self.status, 200, "{}", self.body);
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
 }
 
 /// A browser: a cookie jar, no automatic redirects, every `*.localhost` on 127.0.0.1.
@@ -380,9 +257,11 @@ fn world() -> World {
     let rampart_port = free_port();
     let fwd_port = free_port();
     let nginx_port = free_port();
-    let (op, issuer) = start_op(&format!(
+    let (op, issuer) = OpBuilder::new(&format!(
         "http://authenticate.localhost:{rampart_port}/oauth2/callback"
-    ));
+    ))
+    .auto_consent()
+    .start();
     let upstream = Upstream::start("app");
     let config = rampart_config(rampart_port, fwd_port, &issuer, &upstream.url());
     let rampart = Proxy::start(&config, rampart_port);

@@ -5,94 +5,15 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use rampart::controller::ControllerArgs;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::fake_kube::FakeKube;
-use support::{Ca, Upstream};
-
-fn b64(v: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(v)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The test OpenID provider over TLS; killed by pid on drop.
-struct Op {
-    child: Child,
-    issuer: String,
-}
-
-impl Drop for Op {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn start_op(cert: &std::path::Path, key: &std::path::Path, redirect: &str) -> Op {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
-    assert!(
-        dir.join("node_modules/oidc-provider").exists(),
-        "tests/oidc/node_modules missing (npm ci --prefix tests/oidc)"
-    );
-    let mut child = Command::new("node")
-        .arg(dir.join("op.mjs"))
-        .current_dir(&dir)
-        .env("PORT", "0")
-        .env("TLS_CERT", cert)
-        .env("TLS_KEY", key)
-        .env("AUTO_CONSENT", "1")
-        .env("REDIRECT_URIS", redirect)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("READY ") {
-                let _ = tx.send(rest.trim().to_string());
-            }
-        }
-    });
-    let issuer = rx.recv_timeout(Duration::from_secs(20)).expect("OP ready");
-    Op { child, issuer }
-}
-
-fn args(kube: &FakeKube, extra: &[&str]) -> ControllerArgs {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct A {
-        #[command(flatten)]
-        a: ControllerArgs,
-    }
-    let mut v = vec![
-        "test",
-        "--kube-api-url",
-        kube.url(),
-        "--health-probe-bind-address",
-        "127.0.0.1:0",
-    ];
-    v.extend_from_slice(extra);
-    A::parse_from(v).a
-}
+use support::k8s::{b64, bootstrap_secret, ca_secret, idp_secret, serving_controller_args};
+use support::oidc::OpBuilder;
+use support::{free_port, Ca, Upstream};
 
 fn service(name: &str, port: u16) -> Value {
     json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
@@ -217,32 +138,21 @@ async fn gateway_httproute_policy_filter_with_real_sign_in() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = Ca::new("test ca");
     let (op_cert, op_key) = ca.leaf(&["127.0.0.1"]).write(tmp.path(), "op");
-    let op = start_op(
-        &op_cert,
-        &op_key,
-        &format!("https://authenticate.localhost:{port}/oauth2/callback"),
-    );
+    let (op, issuer) = OpBuilder::new(&format!(
+        "https://authenticate.localhost:{port}/oauth2/callback"
+    ))
+    .tls(&op_cert, &op_key)
+    .auto_consent()
+    .start();
 
     let kube = FakeKube::start();
-    kube.apply(
-        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": "bootstrap", "namespace": "pomerium"},
-        "data": {"shared_secret": b64(&[1u8; 32]), "cookie_secret": b64(&[2u8; 32])}}),
-    );
-    kube.apply(
-        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": "idp", "namespace": "pomerium"},
-        "data": {"client_id": b64(b"rampart"), "client_secret": b64(b"rampart-secret")}}),
-    );
-    kube.apply(
-        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": "ca", "namespace": "pomerium"},
-        "data": {"ca.crt": b64(ca.pem.as_bytes())}}),
-    );
+    kube.apply(bootstrap_secret());
+    kube.apply(idp_secret());
+    kube.apply(ca_secret("ca", &ca.pem));
     kube.apply(json!({"apiVersion": "ingress.pomerium.io/v1", "kind": "Pomerium", "metadata": {"name": "global"},
         "spec": {"secrets": "pomerium/bootstrap",
                  "authenticate": {"url": format!("https://authenticate.localhost:{port}")},
-                 "identityProvider": {"provider": "oidc", "url": op.issuer, "secret": "pomerium/idp",
+                 "identityProvider": {"provider": "oidc", "url": issuer, "secret": "pomerium/idp",
                                       "scopes": ["openid", "email", "profile", "groups"]},
                  "caSecrets": ["pomerium/ca"]}}));
     kube.apply(service("main", main.addr.port()));
@@ -272,19 +182,7 @@ async fn gateway_httproute_policy_filter_with_real_sign_in() {
     );
     kube.apply(http_route(false));
 
-    let server_addr = format!("127.0.0.1:{port}");
-    let a = args(
-        &kube,
-        &[
-            "--server-addr",
-            &server_addr,
-            "--http-redirect-addr",
-            "",
-            "--proxy-workers",
-            "1",
-            "--gateway-api",
-        ],
-    );
+    let a = serving_controller_args(&kube, port, &["--gateway-api"]);
     let running = rampart::controller::start(&a).await.unwrap();
     let app = format!("https://app.localhost:{port}");
 

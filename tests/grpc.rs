@@ -184,20 +184,7 @@ where
 }
 
 fn server_tls(leaf: &Leaf, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
-    let certs = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
-        .unwrap()
-        .unwrap();
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
+    let mut cfg = leaf.server_config();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
 }
@@ -554,16 +541,11 @@ fn proxy_config(routes: &str) -> (Ca, Proxy) {
 
 fn proxy_config_with(routes: &str, extra: &str) -> (Ca, Proxy) {
     let ca = Ca::new("test CA");
-    let leaf = ca.leaf(&["*.example.com"]);
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = leaf.write(dir.path(), "wild");
-    let port = free_port();
-    let config = format!(
-        "address: 127.0.0.1:{port}\ncertificate_file: {}\ncertificate_key_file: {}\n{extra}routes:\n{routes}",
-        cert.display(),
-        key.display()
+    let proxy = Proxy::start_tls(
+        &ca,
+        &["*.example.com"],
+        &format!("{extra}routes:\n{routes}"),
     );
-    let proxy = Proxy::start_in(dir, &config, port);
     (ca, proxy)
 }
 

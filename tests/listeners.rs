@@ -109,16 +109,7 @@ async fn moved_listeners_answer_and_the_old_ones_stop_without_a_restart() {
     .await;
 
     // The new redirect listener points at the HTTPS port it is given (`http_redirect_port`).
-    let resp = http_client(local(redirect), &["app.example.com"])
-        .get(format!("http://app.example.com:{redirect}/x?y=1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 301);
-    assert_eq!(
-        resp.headers()["location"],
-        format!("https://app.example.com:{new_port}/x?y=1").as_str()
-    );
+    assert_https_redirect("app.example.com", redirect, "/x?y=1", new_port).await;
 
     // Turning the redirect listener off closes it.
     proxy.rewrite_config(&plain_config(

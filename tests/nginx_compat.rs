@@ -5,99 +5,20 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::{json, Value};
 use support::fake_kube::FakeKube;
+use support::k8s::{
+    bootstrap_secret, ca_secret, cluster_ip_service, idp_secret, ingress_class,
+    ready_endpoint_slice,
+};
+use support::oidc::OpBuilder;
+use support::process::Proc;
 use support::{free_port, Ca, Upstream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rampart");
-
-fn b64(v: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(v)
-}
-
-/// A child process stopped (SIGTERM by its own pid) on drop, stderr/stdout collected.
-struct Proc {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, ready_prefix: Option<&str>) -> (Proc, String) {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let l = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                l.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let stdout = child.stdout.take().unwrap();
-        let l = log.clone();
-        let prefix = ready_prefix.map(str::to_string);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(p) = &prefix {
-                    if let Some(rest) = line.strip_prefix(p.as_str()) {
-                        let _ = tx.send(rest.trim().to_string());
-                    }
-                }
-                l.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let p = Proc { child, log };
-        let rest = match ready_prefix {
-            None => String::new(),
-            Some(_) => rx
-                .recv_timeout(Duration::from_secs(20))
-                .unwrap_or_else(|_| panic!("not ready:\n{}", p.log())),
-        };
-        (p, rest)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn oidc_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
-    if !dir.join("node_modules/oidc-provider").exists() {
-        let st = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&dir)
-            .status()
-            .expect("npm ci for tests/oidc");
-        assert!(st.success(), "npm ci --prefix tests/oidc failed");
-    }
-    dir
-}
 
 /// The ingress-nginx Ingress as users have it with oauth2-proxy.
 fn oauth2_proxy_ingress(name: &str, host: &str, extra: Value) -> Value {
@@ -137,40 +58,18 @@ fn world() -> World {
     // given to rampart through `caSecrets`.
     let ca = Ca::new("op test ca");
     let (cert, key) = ca.leaf(&["127.0.0.1"]).write(dir.path(), "op");
-    let oidc = oidc_dir();
-    let mut cmd = Command::new("node");
-    cmd.arg(oidc.join("op.mjs"))
-        .current_dir(&oidc)
-        .env("PORT", "0")
-        .env("AUTO_CONSENT", "1")
-        .env("TLS_CERT", &cert)
-        .env("TLS_KEY", &key)
-        .env("REDIRECT_URIS", format!("{authn}/oauth2/callback"))
-        .env(
-            "POST_LOGOUT_REDIRECT_URIS",
-            format!("{authn}/.pomerium/signed_out"),
-        );
-    let (op, issuer) = Proc::spawn(cmd, Some("READY "));
+    let (op, issuer) = OpBuilder::new(&format!("{authn}/oauth2/callback"))
+        .post_logout(&format!("{authn}/.pomerium/signed_out"))
+        .auto_consent()
+        .tls(&cert, &key)
+        .start();
 
     let upstream = Upstream::start("app");
     let kube = FakeKube::start();
-    kube.apply(json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-        "metadata": {"name": "pomerium"}, "spec": {"controller": "pomerium.io/ingress-controller"}}));
-    kube.apply(
-        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": "bootstrap", "namespace": "pomerium"},
-        "data": {"shared_secret": b64(&[1u8; 32]), "cookie_secret": b64(&[2u8; 32])}}),
-    );
-    kube.apply(
-        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": "idp", "namespace": "pomerium"},
-        "data": {"client_id": b64(b"rampart"), "client_secret": b64(b"rampart-secret")}}),
-    );
-    kube.apply(
-        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": "op-ca", "namespace": "pomerium"},
-        "data": {"ca.crt": b64(ca.pem.as_bytes())}}),
-    );
+    kube.apply(ingress_class());
+    kube.apply(bootstrap_secret());
+    kube.apply(idp_secret());
+    kube.apply(ca_secret("op-ca", &ca.pem));
     kube.apply(json!({"apiVersion": "ingress.pomerium.io/v1", "kind": "Pomerium",
         "metadata": {"name": "global"},
         "spec": {"secrets": "pomerium/bootstrap",
@@ -180,12 +79,18 @@ fn world() -> World {
                  "caSecrets": ["pomerium/op-ca"],
                  // What oauth2-proxy's X-Auth-Request-* response headers carried.
                  "jwtClaimHeaders": {"X-Auth-Request-Email": "email", "X-Auth-Request-User": "sub"}}}));
-    kube.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "app", "namespace": "default"},
-        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "ports": [{"port": 80, "targetPort": upstream.addr.port(), "protocol": "TCP"}]}}));
-    kube.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-        "metadata": {"name": "app-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "app"}},
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
-        "ports": [{"port": upstream.addr.port(), "protocol": "TCP"}]}));
+    kube.apply(cluster_ip_service(
+        "app",
+        "10.96.0.20",
+        80,
+        upstream.addr.port(),
+    ));
+    kube.apply(ready_endpoint_slice(
+        "app",
+        "app-1",
+        &["127.0.0.1"],
+        upstream.addr.port(),
+    ));
     kube.apply(oauth2_proxy_ingress("app", "app.example.com", json!({})));
 
     let mut cmd = Command::new(BIN);
@@ -201,7 +106,7 @@ fn world() -> World {
         .env("PROXY_WORKERS", "1")
         .env("RAMPART_DATA_DIR", dir.path())
         .env("RUST_LOG", "info");
-    let (controller, _) = Proc::spawn(cmd, None);
+    let (controller, _) = Proc::spawn("rampart controller", cmd, None);
     World {
         kube,
         _op: op,

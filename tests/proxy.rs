@@ -22,16 +22,11 @@ struct Env {
 impl Env {
     fn start(routes: &str, extra: &str) -> Env {
         let ca = Ca::new("test CA");
-        let leaf = ca.leaf(&["*.example.com", "example.com"]);
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = leaf.write(dir.path(), "wild");
-        let port = free_port();
-        let config = format!(
-            "address: 127.0.0.1:{port}\ncertificate_file: {}\ncertificate_key_file: {}\n{extra}routes:\n{routes}",
-            cert.display(),
-            key.display()
+        let proxy = Proxy::start_tls(
+            &ca,
+            &["*.example.com", "example.com"],
+            &format!("{extra}routes:\n{routes}"),
         );
-        let proxy = Proxy::start_in(dir, &config, port);
         let client = https_client(&ca.pem, proxy.addr(), &HOSTS);
         Env { ca, proxy, client }
     }
@@ -132,20 +127,7 @@ routes:
 
     // The HTTP listener redirects to HTTPS on the proxy port (`http_redirect_port`; by default
     // no port), keeping path and query.
-    let plain = http_client(
-        std::net::SocketAddr::from(([127, 0, 0, 1], redirect_port)),
-        &["app.example.com"],
-    );
-    let resp = plain
-        .get(format!("http://app.example.com:{redirect_port}/a/b?c=d"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 301);
-    assert_eq!(
-        resp.headers()["location"],
-        format!("https://app.example.com:{port}/a/b?c=d").as_str()
-    );
+    assert_https_redirect("app.example.com", redirect_port, "/a/b?c=d", port).await;
 }
 
 #[tokio::test]
@@ -401,17 +383,7 @@ async fn ws_connect(
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
     tokio_tungstenite::tungstenite::Error,
 > {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut env.ca.pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let cfg = env.ca.client_config();
     let tcp = tokio::net::TcpStream::connect(env.proxy.addr())
         .await
         .unwrap();
@@ -883,14 +855,14 @@ async fn sigterm_drains_in_flight_requests() {
 #[tokio::test]
 async fn insecure_server_plain_http() {
     let a = Upstream::start("a");
-    let port = free_port();
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_insecure(
+        "",
         &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - {{from: https://a.example.com, to: {}, allow_public_unauthenticated_access: true}}\n",
+            "  - {{from: https://a.example.com, to: {}, allow_public_unauthenticated_access: true}}\n",
             a.url()
         ),
-        port,
     );
+    let port = proxy.port;
     let client = http_client(proxy.addr(), &["a.example.com"]);
     let resp = client
         .get(format!("http://a.example.com:{port}/plain"))
@@ -968,13 +940,13 @@ async fn upstream_framings_and_stale_keep_alive_connections() {
         ],
         Duration::from_millis(100),
     );
-    let port = free_port();
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_insecure(
+        "",
         &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - {{from: https://s.example.com, to: http://{up}, allow_public_unauthenticated_access: true}}\n"
+            "  - {{from: https://s.example.com, to: http://{up}, allow_public_unauthenticated_access: true}}\n"
         ),
-        port,
     );
+    let port = proxy.port;
     let client = http_client(proxy.addr(), &["s.example.com"]);
     let get = |path: &'static str| {
         let client = client.clone();

@@ -74,15 +74,6 @@ async fn raw_get(addr: SocketAddr, host: &str, target: &str) -> Raw {
     .await
 }
 
-/// A plain-HTTP proxy (`insecure_server`) with `extra` global settings and `routes`.
-fn plain_proxy(extra: &str, routes: &str) -> Proxy {
-    let port = free_port();
-    Proxy::start(
-        &format!("address: 127.0.0.1:{port}\ninsecure_server: true\n{extra}routes:\n{routes}"),
-        port,
-    )
-}
-
 /// Everyone may in, except to `/admin…`.
 fn deny_admin_route(host: &str, upstream: &Upstream) -> String {
     format!(
@@ -94,7 +85,7 @@ fn deny_admin_route(host: &str, upstream: &Upstream) -> String {
 #[tokio::test]
 async fn encoded_paths_are_normalised_before_policy_and_forwarded_normalised() {
     let up = Upstream::start("a");
-    let proxy = plain_proxy("", &deny_admin_route("a.example.com", &up));
+    let proxy = Proxy::start_insecure("", &deny_admin_route("a.example.com", &up));
     let addr = proxy.addr();
 
     // The policy denies /admin however the path spells it.
@@ -151,7 +142,7 @@ async fn normalisation_settings_change_what_is_forwarded() {
     );
 
     // Defaults: slashes merged, headers with underscores rejected.
-    let proxy = plain_proxy("", &route);
+    let proxy = Proxy::start_insecure("", &route);
     let r = raw_get(proxy.addr(), "a.example.com", "//x///y").await;
     assert_eq!((r.status, r.uri().as_str()), (200, "/x/y"), "{}", r.text);
     let r = raw_exchange(
@@ -166,7 +157,7 @@ async fn normalisation_settings_change_what_is_forwarded() {
     drop(proxy);
 
     // merge_slashes off, escaped slashes unescaped with a redirect, underscore headers dropped.
-    let proxy = plain_proxy(
+    let proxy = Proxy::start_insecure(
         "merge_slashes: false\npath_with_escaped_slashes_action: unescape_and_redirect\nheaders_with_underscores_action: DROP_HEADER\n",
         &route,
     );
@@ -200,7 +191,7 @@ async fn normalisation_settings_change_what_is_forwarded() {
     drop(proxy);
 
     // Underscore headers allowed; escaped slashes kept as they are; no normalisation.
-    let proxy = plain_proxy(
+    let proxy = Proxy::start_insecure(
         "normalize_path: false\npath_with_escaped_slashes_action: keep_unchanged\nheaders_with_underscores_action: allow\n",
         &route,
     );
@@ -218,12 +209,7 @@ async fn normalisation_settings_change_what_is_forwarded() {
 
 /// `rampart_upstream_errors_total` samples with a non-zero value.
 async fn upstream_error_samples(metrics: SocketAddr) -> Vec<String> {
-    let text = reqwest::get(format!("http://{metrics}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(metrics).await;
     text.lines()
         .filter(|l| l.starts_with("rampart_upstream_errors_total{"))
         .filter(|l| !l.ends_with(" 0"))
@@ -235,7 +221,7 @@ async fn upstream_error_samples(metrics: SocketAddr) -> Vec<String> {
 async fn malformed_chunked_bodies_are_the_clients_fault() {
     let up = Upstream::start("a");
     let metrics_port = free_port();
-    let proxy = plain_proxy(
+    let proxy = Proxy::start_insecure(
         &format!("metrics_address: 127.0.0.1:{metrics_port}\n"),
         &format!(
             "  - {{from: https://a.example.com, to: {}, allow_public_unauthenticated_access: true}}\n",
@@ -289,7 +275,7 @@ async fn malformed_chunked_bodies_are_the_clients_fault() {
 async fn slow_request_bodies_get_408() {
     let up = Upstream::start("a");
     let metrics_port = free_port();
-    let proxy = plain_proxy(
+    let proxy = Proxy::start_insecure(
         &format!("metrics_address: 127.0.0.1:{metrics_port}\nrequest_body_idle_timeout: 1s\n"),
         &format!(
             "  - {{from: https://a.example.com, to: {}, allow_public_unauthenticated_access: true}}\n",
@@ -342,7 +328,7 @@ async fn slow_request_bodies_get_408() {
 async fn absolute_form_targets_route_and_authorise_by_their_authority() {
     let a = Upstream::start("a");
     let b = Upstream::start("b");
-    let proxy = plain_proxy(
+    let proxy = Proxy::start_insecure(
         "",
         &format!(
             "  - {{from: https://a.example.com, to: {}, allow_public_unauthenticated_access: true}}\n  - {{from: https://b.example.com, to: {}}}\n",
@@ -383,17 +369,16 @@ async fn absolute_form_targets_route_and_authorise_by_their_authority() {
 async fn http2_authority_and_host_must_agree() {
     let up = Upstream::start("a");
     let ca = Ca::new("test CA");
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = ca.leaf(&["*.example.com"]).write(dir.path(), "wild");
-    let port = free_port();
-    let config = format!(
-        "address: 127.0.0.1:{port}\ncertificate_file: {}\ncertificate_key_file: {}\nroutes:\n  - {{from: https://a.example.com, to: {}, allow_public_unauthenticated_access: true}}\n  - {{from: https://b.example.com, to: {}, allow_public_unauthenticated_access: true}}\n",
-        cert.display(),
-        key.display(),
-        up.url(),
-        up.url()
+    let proxy = Proxy::start_tls(
+        &ca,
+        &["*.example.com"],
+        &format!(
+            "routes:\n  - {{from: https://a.example.com, to: {}, allow_public_unauthenticated_access: true}}\n  - {{from: https://b.example.com, to: {}, allow_public_unauthenticated_access: true}}\n",
+            up.url(),
+            up.url()
+        ),
     );
-    let proxy = Proxy::start_in(dir, &config, port);
+    let port = proxy.port;
     let client = https_client(&ca.pem, proxy.addr(), &["a.example.com", "b.example.com"]);
     let url = format!("https://a.example.com:{port}/x");
 

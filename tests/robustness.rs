@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use support::redis::Redis;
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rampart");
@@ -87,14 +88,6 @@ fn serve_raw(mut conn: TcpStream) {
     }
 }
 
-fn plain_proxy(routes: &str, extra: &str) -> Proxy {
-    let port = free_port();
-    Proxy::start(
-        &format!("address: 127.0.0.1:{port}\ninsecure_server: true\n{extra}routes:\n{routes}"),
-        port,
-    )
-}
-
 fn public_route(host: &str, to: &str) -> String {
     format!("  - {{from: https://{host}, to: {to}, allow_public_unauthenticated_access: true}}\n")
 }
@@ -119,7 +112,7 @@ async fn wrong_answers(client: &reqwest::Client, port: u16, path: &str, n: usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stray_upstream_response_never_reaches_another_client() {
     let up = raw_upstream();
-    let proxy = plain_proxy(&public_route("a.example.com", &format!("http://{up}")), "");
+    let proxy = Proxy::start_insecure("", &public_route("a.example.com", &format!("http://{up}")));
     let client = http_client(proxy.addr(), &["a.example.com"]);
     let port = proxy.port;
     // Complete responses on many connections (spread over the workers), then a stray response
@@ -146,7 +139,7 @@ async fn a_stray_upstream_response_never_reaches_another_client() {
 #[tokio::test]
 async fn malformed_upstream_framing_is_a_502() {
     let up = raw_upstream();
-    let proxy = plain_proxy(&public_route("a.example.com", &format!("http://{up}")), "");
+    let proxy = Proxy::start_insecure("", &public_route("a.example.com", &format!("http://{up}")));
     let client = http_client(proxy.addr(), &["a.example.com"]);
     let mut statuses = Vec::new();
     for path in ["/dup-length", "/plus-length", "/big-head"] {
@@ -181,16 +174,13 @@ async fn malformed_upstream_framing_is_a_502() {
 async fn a_rotation_with_a_mismatched_key_keeps_the_previous_pair() {
     let up = Upstream::start("a");
     let ca = Ca::new("test CA");
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = ca.leaf(&["a.example.com"]).write(dir.path(), "a");
-    let port = free_port();
-    let config = format!(
-        "address: 127.0.0.1:{port}\ncertificate_file: {}\ncertificate_key_file: {}\nroutes:\n{}",
-        cert.display(),
-        key.display(),
-        public_route("a.example.com", &up.url())
+    let proxy = Proxy::start_tls(
+        &ca,
+        &["a.example.com"],
+        &format!("routes:\n{}", public_route("a.example.com", &up.url())),
     );
-    let proxy = Proxy::start_in(dir, &config, port);
+    let (cert, key) = proxy.cert_paths();
+    let port = proxy.port;
     let client = https_client(&ca.pem, proxy.addr(), &["a.example.com"]);
     let get = || async {
         client
@@ -258,12 +248,7 @@ async fn a_rotation_with_a_mismatched_key_keeps_the_previous_pair() {
 // Config files
 
 async fn reload_errors(metrics_port: u16) -> u64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(SocketAddr::from(([127, 0, 0, 1], metrics_port))).await;
     text.lines()
         .find_map(|l| l.strip_prefix("rampart_config_reloads_total{result=\"error\"} "))
         .map(|v| v.trim().parse().unwrap())
@@ -274,9 +259,9 @@ async fn reload_errors(metrics_port: u16) -> u64 {
 async fn an_empty_or_truncated_config_file_keeps_the_previous_config() {
     let up = Upstream::start("a");
     let metrics_port = free_port();
-    let proxy = plain_proxy(
-        &public_route("a.example.com", &up.url()),
+    let proxy = Proxy::start_insecure(
         &format!("metrics_address: 127.0.0.1:{metrics_port}\n"),
+        &public_route("a.example.com", &up.url()),
     );
     let client = http_client(proxy.addr(), &["a.example.com"]);
     let get = || async {
@@ -381,68 +366,6 @@ fn sign_in_config(port: u16, storage: &str, upstream: &str) -> String {
         b64(&[7; 32]),
         b64(&[8; 32]),
     )
-}
-
-/// A redis-server on a fixed unix socket; it can be stopped and started again on the same
-/// socket.
-struct Redis {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let dir = tempfile::Builder::new()
-            .prefix("rr")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let mut r = Redis { child: None, dir };
-        r.restart();
-        r
-    }
-
-    fn sock(&self) -> std::path::PathBuf {
-        self.dir.path().join("redis.sock")
-    }
-
-    fn url(&self) -> String {
-        format!("redis+unix://{}", self.sock().display())
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_file(self.sock());
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
-            .arg("--unixsocket")
-            .arg(self.sock())
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (scripts/test installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.sock().exists() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Writes a signed-in session for alice into the store the config names; returns the

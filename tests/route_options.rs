@@ -74,6 +74,40 @@ impl Switchable {
     }
 }
 
+/// Two switchable upstreams behind one plain-HTTP route `https://{host}` (public) with the
+/// route settings `options` (YAML lines indented as route keys).
+struct TwoUpstreams {
+    a: Switchable,
+    b: Switchable,
+    proxy: Proxy,
+    /// Resolves `host` to the proxy.
+    client: reqwest::Client,
+    /// `http://{host}:{port}/`.
+    url: String,
+}
+
+fn two_upstreams(host: &str, options: &str) -> TwoUpstreams {
+    let a = Switchable::start("a");
+    let b = Switchable::start("b");
+    let proxy = Proxy::start_insecure(
+        "",
+        &format!(
+            "  - from: https://{host}\n    to: [{}, {}]\n    allow_public_unauthenticated_access: true\n{options}",
+            a.url(),
+            b.url()
+        ),
+    );
+    let client = http_client(proxy.addr(), &[host]);
+    let url = format!("http://{host}:{}/", proxy.port);
+    TwoUpstreams {
+        a,
+        b,
+        proxy,
+        client,
+        url,
+    }
+}
+
 /// Which upstream answered each of `n` requests (`"a"`, `"b"`, or `"<status>"`).
 async fn answers(client: &reqwest::Client, url: &str, n: usize) -> Vec<String> {
     let mut out = Vec::with_capacity(n);
@@ -105,19 +139,16 @@ async fn until_both(client: &reqwest::Client, url: &str, within: Duration) {
 
 #[actix_web::test]
 async fn active_health_checks_take_a_failing_upstream_out_and_back() {
-    let a = Switchable::start("a");
-    let b = Switchable::start("b");
-    let port = free_port();
-    let proxy = Proxy::start(
-        &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://hc.example.com\n    to: [{}, {}]\n    allow_public_unauthenticated_access: true\n    health_checks:\n      - timeout: 1s\n        interval: 200ms\n        healthy_threshold: 2\n        unhealthy_threshold: 2\n        http_health_check: {{path: /healthz}}\n",
-            a.url(),
-            b.url()
-        ),
-        port,
+    let TwoUpstreams {
+        a: _a,
+        b,
+        proxy,
+        client,
+        url,
+    } = two_upstreams(
+        "hc.example.com",
+        "    health_checks:\n      - timeout: 1s\n        interval: 200ms\n        healthy_threshold: 2\n        unhealthy_threshold: 2\n        http_health_check: {path: /healthz}\n",
     );
-    let client = http_client(proxy.addr(), &["hc.example.com"]);
-    let url = format!("http://hc.example.com:{port}/");
     until_both(&client, &url, Duration::from_secs(5)).await;
 
     b.set_failing(true);
@@ -135,19 +166,16 @@ async fn active_health_checks_take_a_failing_upstream_out_and_back() {
 
 #[actix_web::test]
 async fn outlier_detection_ejects_after_consecutive_5xx_and_returns_it() {
-    let a = Switchable::start("a");
-    let b = Switchable::start("b");
-    let port = free_port();
-    let proxy = Proxy::start(
-        &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://od.example.com\n    to: [{}, {}]\n    allow_public_unauthenticated_access: true\n    outlier_detection: {{consecutive_5xx: 3, base_ejection_time: 2s, max_ejection_percent: 50}}\n",
-            a.url(),
-            b.url()
-        ),
-        port,
+    let TwoUpstreams {
+        a: _a,
+        b,
+        proxy,
+        client,
+        url,
+    } = two_upstreams(
+        "od.example.com",
+        "    outlier_detection: {consecutive_5xx: 3, base_ejection_time: 2s, max_ejection_percent: 50}\n",
     );
-    let client = http_client(proxy.addr(), &["od.example.com"]);
-    let url = format!("http://od.example.com:{port}/");
     until_both(&client, &url, Duration::from_secs(5)).await;
 
     b.set_failing(true);
@@ -174,14 +202,14 @@ async fn outlier_detection_ejects_after_consecutive_5xx_and_returns_it() {
 #[actix_web::test]
 async fn zero_panic_threshold_answers_no_healthy_upstream() {
     let a = Switchable::start("a");
-    let port = free_port();
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_insecure(
+        "",
         &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://p.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    healthy_panic_threshold: 0\n    health_checks: [{{timeout: 1s, interval: 100ms, healthy_threshold: 1, unhealthy_threshold: 1, http_health_check: {{path: /}}}}]\n",
+            "  - from: https://p.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    healthy_panic_threshold: 0\n    health_checks: [{{timeout: 1s, interval: 100ms, healthy_threshold: 1, unhealthy_threshold: 1, http_health_check: {{path: /}}}}]\n",
             a.url()
         ),
-        port,
     );
+    let port = proxy.port;
     let client = http_client(proxy.addr(), &["p.example.com"]);
     let url = format!("http://p.example.com:{port}/");
     assert_eq!(answers(&client, &url, 1).await, vec!["a"]);
@@ -409,14 +437,14 @@ async fn client_certificate_criterion_sees_the_presented_certificate() {
 #[actix_web::test]
 async fn circuit_breaker_max_requests_answers_overflow() {
     let up = Upstream::start("slow");
-    let port = free_port();
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_insecure(
+        "",
         &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://cb.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    circuit_breaker_thresholds: {{max_requests: 1}}\n",
+            "  - from: https://cb.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    circuit_breaker_thresholds: {{max_requests: 1}}\n",
             up.url()
         ),
-        port,
     );
+    let port = proxy.port;
     let client = http_client(proxy.addr(), &["cb.example.com"]);
     let url = format!("http://cb.example.com:{port}/slow");
     let first = {
@@ -442,13 +470,13 @@ async fn allow_upgrades_tunnels_the_listed_protocols() {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let ws_up = websocket_echo();
-    let port = free_port();
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_insecure(
+        "",
         &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - {{from: https://up.example.com, to: http://{ws_up}, allow_upgrades: [WebSocket], allow_public_unauthenticated_access: true}}\n  - {{from: https://other.example.com, to: http://{ws_up}, allow_upgrades: [spdy/3.1], allow_public_unauthenticated_access: true}}\n"
+            "  - {{from: https://up.example.com, to: http://{ws_up}, allow_upgrades: [WebSocket], allow_public_unauthenticated_access: true}}\n  - {{from: https://other.example.com, to: http://{ws_up}, allow_upgrades: [spdy/3.1], allow_public_unauthenticated_access: true}}\n"
         ),
-        port,
     );
+    let port = proxy.port;
     let connect = |host: &'static str| {
         let addr = proxy.addr();
         async move {
@@ -477,15 +505,15 @@ async fn allow_upgrades_tunnels_the_listed_protocols() {
 #[actix_web::test]
 async fn request_bodies_over_max_request_body_bytes_get_413() {
     let up = Upstream::start("u");
-    let port = free_port();
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_insecure(
+        "",
         &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://b.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    max_request_body_bytes: 1000\n  - from: https://free.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n",
+            "  - from: https://b.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n    max_request_body_bytes: 1000\n  - from: https://free.example.com\n    to: {}\n    allow_public_unauthenticated_access: true\n",
             up.url(),
             up.url()
         ),
-        port,
     );
+    let port = proxy.port;
     let client = http_client(proxy.addr(), &["b.example.com", "free.example.com"]);
     let url = format!("http://b.example.com:{port}/upload");
     let r = client
@@ -666,19 +694,13 @@ async fn return_redirect_answers_before_sign_in() {
 /// and with it always reaches the same upstream; other cookie values spread over both.
 #[actix_web::test]
 async fn sticky_cookie_keeps_a_client_on_one_upstream() {
-    let a = Switchable::start("a");
-    let b = Switchable::start("b");
-    let port = free_port();
-    let proxy = Proxy::start(
-        &format!(
-            "address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n  - from: https://s.example.com\n    to: [{}, {}]\n    allow_public_unauthenticated_access: true\n    sticky_cookie: route\n",
-            a.url(),
-            b.url()
-        ),
-        port,
-    );
-    let client = http_client(proxy.addr(), &["s.example.com"]);
-    let url = format!("http://s.example.com:{port}/");
+    let TwoUpstreams {
+        a: _a,
+        b: _b,
+        proxy: _proxy,
+        client,
+        url,
+    } = two_upstreams("s.example.com", "    sticky_cookie: route\n");
     let r = client.get(&url).send().await.unwrap();
     let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(

@@ -2,7 +2,12 @@
 //! the real `rampart` binary spawned with a config file, and HTTPS clients trusting the test CA.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fake_kube;
+pub mod k8s;
+pub mod oidc;
+pub mod process;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -49,6 +54,26 @@ impl Ca {
         Ca { cert, key, pem }
     }
 
+    /// A rustls root store holding only this CA.
+    pub fn root_store(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut self.pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        roots
+    }
+
+    /// A rustls client config trusting only this CA, without a client certificate.
+    pub fn client_config(&self) -> rustls::ClientConfig {
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(self.root_store())
+        .with_no_client_auth()
+    }
+
     pub fn leaf(&self, names: &[&str]) -> Leaf {
         let params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -63,6 +88,35 @@ impl Ca {
 }
 
 impl Leaf {
+    /// A rustls server config presenting this certificate, without client authentication.
+    pub fn server_config(&self) -> rustls::ServerConfig {
+        let (certs, key) = self.cert_and_key();
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap()
+    }
+
+    /// The parsed certificate chain and private key.
+    pub fn cert_and_key(
+        &self,
+    ) -> (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        let certs = rustls_pemfile::certs(&mut self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut self.key_pem.as_bytes())
+            .unwrap()
+            .unwrap();
+        (certs, key)
+    }
+
     /// Writes `name.crt` / `name.key` into `dir`; returns the paths.
     pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         let c = dir.join(format!("{name}.crt"));
@@ -173,31 +227,12 @@ impl Upstream {
 
     /// HTTPS upstream serving `leaf`.
     pub fn start_tls(name: &str, leaf: &Leaf) -> Upstream {
-        let certs = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
-            .unwrap()
-            .unwrap();
-        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        Self::start_inner(name, Some(cfg))
+        Self::start_inner(name, Some(leaf.server_config()))
     }
 
     /// HTTPS upstream serving `leaf` that requires a client certificate signed by `client_ca`.
     pub fn start_mtls(name: &str, leaf: &Leaf, client_ca_pem: &str) -> Upstream {
-        let certs = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
-            .unwrap()
-            .unwrap();
+        let (certs, key) = leaf.cert_and_key();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile::certs(&mut client_ca_pem.as_bytes()) {
@@ -262,21 +297,9 @@ pub fn websocket_echo() -> SocketAddr {
 
 /// A websocket echo upstream over TLS serving `leaf`.
 pub fn websocket_echo_tls(leaf: &Leaf) -> SocketAddr {
-    let certs = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
-        .unwrap()
-        .unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    websocket_echo_inner(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
+    websocket_echo_inner(Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+        leaf.server_config(),
+    ))))
 }
 
 async fn echo_messages<S>(io: S)
@@ -346,6 +369,41 @@ impl Proxy {
         Self::start_in(dir, config, port)
     }
 
+    /// Starts `rampart serve` on a free port over plain HTTP (`insecure_server`): the config is
+    /// `address`, `insecure_server: true`, `extra` (global settings), then `routes:` and
+    /// `routes`.
+    pub fn start_insecure(extra: &str, routes: &str) -> Proxy {
+        let port = free_port();
+        Proxy::start(
+            &format!("address: 127.0.0.1:{port}\ninsecure_server: true\n{extra}routes:\n{routes}"),
+            port,
+        )
+    }
+
+    /// Starts `rampart serve` on a free port with TLS: a certificate for `names` signed by
+    /// `ca` is written to the temp dir as `server.crt` / `server.key`, and the config is
+    /// `address`, `certificate_file`, `certificate_key_file`, then `rest`.
+    pub fn start_tls(ca: &Ca, names: &[&str], rest: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = ca.leaf(names).write(dir.path(), "server");
+        let port = free_port();
+        let config = format!(
+            "address: 127.0.0.1:{port}\ncertificate_file: {}\ncertificate_key_file: {}\n{rest}",
+            cert.display(),
+            key.display()
+        );
+        Self::start_in(dir, &config, port)
+    }
+
+    /// The certificate and key files `start_tls` wrote.
+    pub fn cert_paths(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir.path().join("server.crt"),
+            self.dir.path().join("server.key"),
+        )
+    }
+
+    /// Like `start`, in a temp dir the caller prepared (certificates written into it).
     pub fn start_in(dir: tempfile::TempDir, config: &str, port: u16) -> Proxy {
         let config_path = dir.path().join("config.yaml");
         std::fs::write(&config_path, config).unwrap();
@@ -537,6 +595,31 @@ pub async fn presented_names(addr: SocketAddr, sni: &str) -> Vec<String> {
         }
     }
     names
+}
+
+/// The Prometheus text the metrics listener at `metrics` serves on `/metrics`.
+pub async fn metrics_text(metrics: SocketAddr) -> String {
+    reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// GETs `http://{host}:{redirect_port}{path}` from the plain-HTTP redirect listener and asserts
+/// a 301 to `https://{host}:{https_port}{path}` (path and query kept).
+pub async fn assert_https_redirect(host: &str, redirect_port: u16, path: &str, https_port: u16) {
+    let resp = http_client(SocketAddr::from(([127, 0, 0, 1], redirect_port)), &[host])
+        .get(format!("http://{host}:{redirect_port}{path}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 301);
+    assert_eq!(
+        resp.headers()["location"],
+        format!("https://{host}:{https_port}{path}").as_str()
+    );
 }
 
 /// Reads a JSON echo from the upstream.
