@@ -15,7 +15,7 @@ use thiserror::Error;
 
 use crate::cli::VerifyArgs;
 use crate::http::auth::respond::{html_escape, page, prefers_html};
-use crate::http::auth::service::host_of;
+use crate::http::request::host_without_port;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum VerifyError {
@@ -122,11 +122,11 @@ fn expected_audiences(headers: &HeaderMap, configured: &Option<String>) -> Vec<S
         .and_then(|v| v.to_str().ok())
     {
         for h in xfh.split(',') {
-            out.push(host_of(h));
+            out.push(host_without_port(h).into_owned());
         }
     }
     if let Some(h) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
-        out.push(host_of(h));
+        out.push(host_without_port(h).into_owned());
     }
     out
 }

@@ -26,7 +26,7 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use thiserror::Error;
 
-use super::auth::service::{host_of, RequestInfo};
+use super::auth::service::RequestInfo;
 use super::authorize::{AuthOutcome, LoginStyle};
 use super::errors::REQUEST_ID;
 use super::headers::{is_hop_by_hop, render_template, resolve_reference};
@@ -416,7 +416,7 @@ async fn answer(
         info_headers.insert(HeaderName::from_static(REQUEST_ID), v);
     }
     let info = RequestInfo {
-        host: host_of(&original.authority),
+        host: super::request::host_without_port(&original.authority).into_owned(),
         scheme: original.scheme,
         authority: original.authority,
         method: original.method,

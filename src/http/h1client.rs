@@ -565,16 +565,17 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, SendError> {
 /// (no sign, no spaces inside); several fields or a list are accepted only when every value is
 /// the same, since differing lengths would let the upstream smuggle a second response.
 fn merge_content_length(mut length: Option<u64>, value: &[u8]) -> Result<Option<u64>, SendError> {
-    let bad = SendError::Protocol("bad content-length");
+    let bad = || SendError::Protocol("bad content-length");
     for part in value.split(|b| *b == b',') {
         let part = trim_space_tab(part);
         if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return Err(bad);
+            return Err(bad());
         }
-        let n = std::str::from_utf8(part)
-            .ok()
-            .and_then(|p| p.parse::<u64>().ok())
-            .ok_or(SendError::Protocol("bad content-length"))?;
+        // ASCII digits are UTF-8; `parse` fails only on overflow.
+        let n: u64 = std::str::from_utf8(part)
+            .map_err(|_| bad())?
+            .parse()
+            .map_err(|_| bad())?;
         if length.is_some_and(|l| l != n) {
             return Err(SendError::Protocol("conflicting content-length values"));
         }

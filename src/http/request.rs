@@ -528,5 +528,8 @@ mod tests {
         assert_eq!(host_without_port("A.Test:8443"), "a.test");
         assert_eq!(host_without_port("a.test"), "a.test");
         assert_eq!(host_without_port("[::1]:443"), "[::1]");
+        assert_eq!(host_without_port("App.Example.com:8443"), "app.example.com");
+        assert_eq!(host_without_port("127.0.0.1:80"), "127.0.0.1");
+        assert_eq!(host_without_port("a.test.:443"), "a.test");
     }
 }

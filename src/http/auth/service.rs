@@ -22,6 +22,7 @@ use super::route_hosts::RouteHosts;
 use super::settings::AuthSettings;
 use super::signed_url::{build_url, sign_url};
 use crate::actors::session::Sessions;
+use crate::http::request::host_without_port;
 use crate::policy::Identity;
 use crate::store::{unix_now, Session, StoreError};
 
@@ -85,7 +86,7 @@ impl RequestInfo {
         };
         RequestInfo {
             scheme: scheme.into(),
-            host: host_of(&authority),
+            host: host_without_port(&authority).into_owned(),
             authority,
             method: req.method().as_str().to_string(),
             path: req.path().to_string(),
@@ -112,11 +113,6 @@ impl RequestInfo {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.into_owned())
     }
-}
-
-/// Host without port or trailing dot, lower-cased (`[::1]:8443` → `[::1]`).
-pub fn host_of(authority: &str) -> String {
-    crate::http::request::host_without_port(authority).into_owned()
 }
 
 pub struct AuthService {
@@ -603,14 +599,6 @@ pub fn merge_claims(claims: &mut Map<String, Value>, other: Map<String, Value>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts_without_ports() {
-        assert_eq!(host_of("App.Example.com:8443"), "app.example.com");
-        assert_eq!(host_of("app.example.com"), "app.example.com");
-        assert_eq!(host_of("[::1]:443"), "[::1]");
-        assert_eq!(host_of("127.0.0.1:80"), "127.0.0.1");
-    }
 
     #[test]
     fn token_application_keeps_refresh_token_and_merges_claims() {
